@@ -1,0 +1,134 @@
+#include "app/cli.h"
+
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <filesystem>
+#include <iostream>
+
+#include "app/commands.h"
+#include "config/config_loader.h"
+#include "sagemaker/failure_file.h"
+#include "sagemaker/ml_paths.h"
+#include "util/error.h"
+#include "util/log.h"
+
+namespace medseg {
+namespace {
+
+// Commands SPEC §1 names that later issues build. Running one says so and fails.
+struct PendingCommand {
+  const char* name;
+  const char* description;
+};
+constexpr PendingCommand kPendingCommands[] = {
+    {"preprocess", "Preprocess NIfTI cases into medseg records (SageMaker Processing job)"},
+    {"infer", "Sliding-window inference on NIfTI cases"},
+    {"serve", "Serve the model over HTTP on port 8080 (SageMaker hosting)"},
+    {"bench", "Throughput benchmarks"},
+};
+
+int report_error(const std::string& ml_root, ErrorKind kind, const std::string& message) {
+  spdlog::error("{}", failure_reason(kind, message));
+  write_failure_file(ml_root, kind, message);
+  return exit_code_for(kind);
+}
+
+}  // namespace
+
+std::vector<std::string> normalize_arguments(const std::vector<std::string>& arguments) {
+  if (arguments.empty()) return {"medseg"};
+  const std::string invoked_as = std::filesystem::path(arguments[0]).filename().string();
+  if (invoked_as == "train" || invoked_as == "serve") {
+    std::vector<std::string> normalized = {"medseg", invoked_as};
+    size_t first = 1;
+    if (arguments.size() > 1 && arguments[1] == invoked_as) first = 2;  // `train train`
+    normalized.insert(normalized.end(), arguments.begin() + first, arguments.end());
+    return normalized;
+  }
+  return arguments;
+}
+
+int run_cli(int argc, char** argv) {
+  std::vector<std::string> arguments = normalize_arguments(std::vector<std::string>(argv, argv + argc));
+  init_logging(LogOptions{});
+
+  CLI::App app{"medseg " MEDSEG_VERSION
+               ": train, preprocess, infer and serve MONAI-compatible 3D U-Nets for brain-tumour "
+               "segmentation on Amazon SageMaker",
+               "medseg"};
+  app.set_version_flag("--version", "medseg " MEDSEG_VERSION);
+  app.require_subcommand(1);
+  app.fallthrough();  // global options (--ml-root) may follow the command word
+  std::string ml_root_flag;
+  app.add_option("--ml-root", ml_root_flag,
+                 "SageMaker ML root (default $MEDSEG_ML_ROOT, else /opt/ml)");
+
+  TrainCommandOptions train_options;
+  bool list_config = false;
+  CLI::App* train = app.add_subcommand("train", "Train on the job's channels (SageMaker training)");
+  train->add_option("--set", train_options.overrides,
+                    "Override a configuration key, e.g. --set epochs=10 (repeatable)");
+  train->add_flag("--print-config", train_options.print_config,
+                  "Print the resolved configuration as YAML and exit without touching data");
+  train->add_flag("--list-config", list_config,
+                  "Print every configuration key as a Markdown table and exit");
+
+  SynthCommandOptions synth_options;
+  std::vector<int> shape(synth_options.shape.begin(), synth_options.shape.end());
+  CLI::App* synth = app.add_subcommand("synth", "Write a synthetic BraTS-like Decathlon data set");
+  synth->add_option("--out", synth_options.out_dir, "Output folder")->required();
+  synth->add_option("--cases", synth_options.cases, "Number of cases")->check(CLI::Range(1, 100000));
+  synth->add_option("--shape", shape, "Volume size X Y Z (voxels)")->expected(3);
+  synth->add_option("--seed", synth_options.seed, "Seed; the same seed writes the same data");
+  synth->add_option("--threads", synth_options.threads, "Writer threads (0 = one per core)")
+      ->check(CLI::Range(0, 1024));
+
+  std::vector<CLI::App*> pending;
+  for (const PendingCommand& command : kPendingCommands) {
+    CLI::App* sub = app.add_subcommand(command.name, command.description);
+    sub->allow_extras();
+    pending.push_back(sub);
+  }
+
+  std::vector<const char*> raw_arguments;
+  for (const std::string& argument : arguments) raw_arguments.push_back(argument.c_str());
+  try {
+    app.parse(static_cast<int>(raw_arguments.size()), raw_arguments.data());
+  } catch (const CLI::ParseError& parse_error) {
+    const int code = app.exit(parse_error);
+    if (code == 0) return 0;  // --help, --version
+    return report_error(resolve_ml_root(ml_root_flag), ErrorKind::kClient,
+                        std::string("command line: ") + parse_error.what() +
+                            " (run `medseg --help`)");
+  }
+
+  const std::string ml_root = resolve_ml_root(ml_root_flag);
+  try {
+    if (train->parsed()) {
+      if (list_config) {
+        std::cout << config_markdown_table();
+        return 0;
+      }
+      return run_train_command(ml_root, train_options);
+    }
+    if (synth->parsed()) {
+      std::copy(shape.begin(), shape.end(), synth_options.shape.begin());
+      return run_synth_command(synth_options);
+    }
+    for (CLI::App* sub : pending) {
+      if (sub->parsed()) {
+        throw InternalError("`medseg " + sub->get_name() + "` is not built yet in medseg " +
+                            MEDSEG_VERSION + "; nothing was done");
+      }
+    }
+    throw InternalError("no command was dispatched");
+  } catch (const Error& error) {
+    return report_error(ml_root, error.kind(), error.what());
+  } catch (const std::exception& error) {
+    return report_error(ml_root, ErrorKind::kInternal,
+                        std::string("unexpected error: ") + error.what());
+  }
+}
+
+}  // namespace medseg

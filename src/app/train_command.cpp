@@ -1,0 +1,63 @@
+#include <spdlog/spdlog.h>
+
+#include <filesystem>
+#include <iostream>
+
+#include "app/commands.h"
+#include "config/config_loader.h"
+#include "sagemaker/job_environment.h"
+#include "util/error.h"
+#include "util/log.h"
+
+namespace medseg {
+namespace fs = std::filesystem;
+namespace {
+
+void log_job(const JobEnvironment& environment, const ResolvedConfig& resolved) {
+  spdlog::info("medseg {} train, ML root {}{}", MEDSEG_VERSION, environment.paths.root,
+               environment.job_name.empty() ? "" : ", job " + environment.job_name);
+  const ResourceConfig& resources = environment.resources;
+  spdlog::info("host {} ({} of {}), network interface {}{}", resources.current_host,
+               resources.host_rank() + 1, resources.hosts.size(),
+               resources.network_interface_name,
+               resources.instance_type.empty() ? "" : ", instance " + resources.instance_type);
+  for (const auto& [name, channel] : environment.channels) {
+    spdlog::info("channel {}: {} mode, {}, records {}", name, channel.input_mode,
+                 channel.distribution, channel.record_wrapper);
+  }
+  for (const std::string& layer : resolved.layers) spdlog::info("config layer: {}", layer);
+  spdlog::info("resolved configuration:\n{}", config_to_yaml(resolved));
+}
+
+}  // namespace
+
+int run_train_command(const std::string& ml_root, const TrainCommandOptions& options) {
+  const JobEnvironment environment = load_job_environment(MlPaths{ml_root});
+  ConfigRequest request;
+  request.shipped_config = find_shipped_config();
+  request.overrides = options.overrides;
+  const ResolvedConfig resolved = resolve_config(environment, request);
+  if (options.print_config) {
+    std::cout << config_to_yaml(resolved) << std::flush;
+    return 0;
+  }
+  init_logging(LogOptions{resolved.config.train.log_level, 0, 1});
+  if (request.shipped_config.empty()) {
+    spdlog::warn("the shipped configuration brats_unet.yaml was not found; using built-in "
+                 "defaults (set MEDSEG_DEFAULT_CONFIG to its path)");
+  }
+  log_job(environment, resolved);
+
+  const std::string train_dir = environment.paths.channel_dir(resolved.config.data.train_channel);
+  std::error_code error;
+  if (!fs::exists(train_dir, error)) {
+    throw ClientError("training channel '" + resolved.config.data.train_channel +
+                      "' not found: expected the folder " + train_dir +
+                      " (set data.train_channel to the channel's name)");
+  }
+  throw InternalError("medseg " MEDSEG_VERSION
+                      ": training is not built yet; the job above was resolved and checked, "
+                      "but no model was trained");
+}
+
+}  // namespace medseg

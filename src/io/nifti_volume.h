@@ -1,0 +1,89 @@
+// NIfTI-1 / NIfTI-2 images (.nii, .nii.gz) in memory.
+//
+// Contract:
+//  - read_nifti returns voxel values as float32 with scl_slope/scl_inter applied (a slope of 0 or a
+//    non-finite slope means "no scaling", as in nibabel), in NIfTI's own order (x fastest, then y,
+//    z, t). 4-D images keep their 4th axis (modalities) in dim[3]; a 5-D header of shape
+//    (x, y, z, 1, c) (the NIfTI convention for vector data) is read as 4-D with c modalities.
+//    Datatypes: uint8, int8, int16, uint16, int32, uint32, int64, uint64, float32, float64, either
+//    byte order. Whether a file is gzip-compressed is decided by its first bytes, not its name.
+//  - The affine maps voxel indices (i, j, k, 1) to world millimetres and is chosen as nibabel's
+//    Nifti1Header.get_best_affine does: the sform if sform_code != 0, else the qform if
+//    qform_code != 0, else nibabel's "base affine" diag(-zx, zy, zz) with the image centre at the
+//    origin (translation -(dim - 1) / 2 * zooms; see read_nifti).
+//  - Header dimensions are checked against the file size and NiftiReadOptions::max_bytes before
+//    anything is allocated; corrupt, truncated, non-NIfTI or absurd files raise ClientError naming
+//    the file and what is wrong. A missing file is a ClientError too; other I/O failures are
+//    PlatformError.
+//  - write_nifti writes a single-file image (.nii, or gzip if the name ends in .gz) whose sform and
+//    qform both hold `affine` (codes from `header` when nonzero, else scanner/aligned = 1),
+//    atomically (temporary file in the same directory, then rename).
+//  - nifticlib (libnifti2) is used for the quaternion maths of the qform; the file format itself is
+//    read and written here so that bounds checks, error reporting and decompression (libdeflate)
+//    stay under medseg's control. Thread-safe: no global state.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace medseg {
+
+// Row-major 4x4: world = affine * (i, j, k, 1).
+using Affine = std::array<std::array<double, 4>, 4>;
+
+Affine identity_affine();
+
+// On-disk voxel types medseg writes (NIfTI datatype codes).
+enum class NiftiDataType : int {
+  kUint8 = 2,
+  kInt16 = 4,
+  kInt32 = 8,
+  kFloat32 = 16,
+  kFloat64 = 64,
+};
+
+// Header facts kept from a file so an output can be written in the same grid with the same header.
+struct NiftiHeaderInfo {
+  int nifti_version = 1;   // 1 or 2
+  int datatype = 16;       // NIfTI datatype code of the file
+  int qform_code = 0;
+  int sform_code = 0;
+  Affine qform = identity_affine();  // the quaternion decoded as nibabel does (even if code 0)
+  Affine sform = identity_affine();  // srow_x/y/z (even if code 0)
+  int xyz_units = 2;       // NIFTI_UNITS_MM; xyzt_units & 0x07
+  int time_units = 0;      // xyzt_units & 0x38
+  std::string description;
+};
+
+struct NiftiVolume {
+  std::array<int64_t, 4> dim{1, 1, 1, 1};  // nx, ny, nz, nt (nt = 1 for 3-D images)
+  int ndim = 3;                            // 3 or 4
+  std::vector<float> data;                 // dim product values, x fastest
+  Affine affine = identity_affine();       // voxel -> world (mm), picked like nibabel
+  // Header zooms pixdim[1..3] after nibabel's load-time fixes (negative -> abs, 0 -> 1).
+  std::array<double, 3> pixdim{1.0, 1.0, 1.0};
+  NiftiHeaderInfo header;
+
+  int64_t voxel_count() const { return dim[0] * dim[1] * dim[2] * dim[3]; }
+};
+
+struct NiftiReadOptions {
+  // Refuse images whose decoded float32 data would exceed this many bytes.
+  int64_t max_bytes = int64_t{8} << 30;
+};
+
+// Reads a .nii or .nii.gz file. Throws ClientError for missing, non-NIfTI, unsupported, corrupt,
+// truncated or too-large files (the message names `path`), PlatformError for other I/O failures.
+NiftiVolume read_nifti(const std::string& path, const NiftiReadOptions& options = {});
+
+// Writes `volume` as `type` (integer types: values rounded half-to-even and clamped to the type's
+// range, NaN -> 0). NIfTI-1 when every dimension fits in int16, else NIfTI-2. No scaling is stored
+// (scl_slope 1, scl_inter 0); pixdim[1..3] are the column norms of the affine; xyz units mm.
+// REQUIRES: volume.data.size() == volume.voxel_count() and positive dims (else InternalError).
+// Throws PlatformError naming `path` if the file cannot be written; an existing file at `path` is
+// replaced only once the new one is complete.
+void write_nifti(const std::string& path, const NiftiVolume& volume, NiftiDataType type);
+
+}  // namespace medseg

@@ -1,0 +1,132 @@
+#include "sagemaker/job_environment.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+
+#include "util/error.h"
+#include "util/json_file.h"
+#include "util/strings.h"
+
+namespace medseg {
+namespace {
+
+using nlohmann::json;
+
+std::string optional_string(const json& object, const std::string& key, const std::string& path,
+                            const std::string& fallback) {
+  const auto it = object.find(key);
+  if (it == object.end() || it->is_null()) return fallback;
+  if (!it->is_string()) {
+    throw ClientError(path + ": '" + key + "' must be a string, got " + it->dump());
+  }
+  return it->get<std::string>();
+}
+
+std::string optional_choice(const json& object, const std::string& key, const std::string& path,
+                            const std::string& fallback, const std::vector<std::string>& choices,
+                            const std::string& context) {
+  const std::string value = optional_string(object, key, path, fallback);
+  if (std::find(choices.begin(), choices.end(), value) == choices.end()) {
+    throw ClientError(path + ": " + context + key + " = '" + value + "': expected one of " +
+                      join(choices, ", "));
+  }
+  return value;
+}
+
+}  // namespace
+
+int ResourceConfig::host_rank() const {
+  const auto it = std::find(hosts.begin(), hosts.end(), current_host);
+  return it == hosts.end() ? -1 : static_cast<int>(it - hosts.begin());
+}
+
+std::map<std::string, ChannelConfig> read_input_data_config(const std::string& path) {
+  const json document = read_json_file(path, /*required=*/false);
+  std::map<std::string, ChannelConfig> channels;
+  if (document.is_null()) return channels;
+  if (!document.is_object()) {
+    throw ClientError(path + ": expected a JSON object of channel names, got " +
+                      std::string(document.type_name()));
+  }
+  for (const auto& [name, entry] : document.items()) {
+    if (!entry.is_object()) {
+      throw ClientError(path + ": channel '" + name + "' must be an object, got " + entry.dump());
+    }
+    const std::string context = "channel '" + name + "': ";
+    ChannelConfig channel;
+    channel.name = name;
+    channel.input_mode = optional_choice(entry, "TrainingInputMode", path, "File",
+                                         {"File", "Pipe", "FastFile"}, context);
+    channel.distribution = optional_choice(entry, "S3DistributionType", path, "FullyReplicated",
+                                           {"FullyReplicated", "ShardedByS3Key"}, context);
+    channel.record_wrapper = optional_choice(entry, "RecordWrapperType", path, "None",
+                                             {"None", "RecordIO"}, context);
+    channel.content_type = optional_string(entry, "ContentType", path, "");
+    channels[name] = channel;
+  }
+  return channels;
+}
+
+ResourceConfig read_resource_config(const std::string& path) {
+  const json document = read_json_file(path, /*required=*/false);
+  ResourceConfig resources;
+  if (document.is_null()) return resources;
+  if (!document.is_object()) {
+    throw ClientError(path + ": expected a JSON object, got " + std::string(document.type_name()));
+  }
+  resources.from_file = true;
+  const auto hosts = document.find("hosts");
+  if (hosts == document.end()) throw ClientError(path + ": missing 'hosts' (a list of host names)");
+  if (!hosts->is_array() || hosts->empty()) {
+    throw ClientError(path + ": 'hosts' must be a non-empty list of host names, got " +
+                      hosts->dump());
+  }
+  resources.hosts.clear();
+  for (const json& host : *hosts) {
+    if (!host.is_string() || host.get<std::string>().empty()) {
+      throw ClientError(path + ": 'hosts' must hold non-empty strings, got " + host.dump());
+    }
+    const std::string name = host.get<std::string>();
+    if (std::count(resources.hosts.begin(), resources.hosts.end(), name) != 0) {
+      throw ClientError(path + ": host '" + name + "' is listed twice in 'hosts'");
+    }
+    resources.hosts.push_back(name);
+  }
+  if (document.find("current_host") == document.end()) {
+    throw ClientError(path + ": missing 'current_host'");
+  }
+  resources.current_host = optional_string(document, "current_host", path, "");
+  if (resources.host_rank() < 0) {
+    throw ClientError(path + ": current_host '" + resources.current_host +
+                      "' is not in hosts [" + join(resources.hosts, ", ") + "]");
+  }
+  resources.network_interface_name =
+      optional_string(document, "network_interface_name", path, "eth0");
+  resources.instance_type = optional_string(document, "current_instance_type", path, "");
+  resources.group_name = optional_string(document, "current_group_name", path, "");
+  return resources;
+}
+
+std::string read_checkpoint_local_path(const std::string& path) {
+  const json document = read_json_file(path, /*required=*/false);
+  if (document.is_null()) return "";
+  if (!document.is_object()) {
+    throw ClientError(path + ": expected a JSON object, got " + std::string(document.type_name()));
+  }
+  return optional_string(document, "LocalPath", path, "");
+}
+
+JobEnvironment load_job_environment(const MlPaths& paths) {
+  JobEnvironment environment;
+  environment.paths = paths;
+  const char* job_name = std::getenv("TRAINING_JOB_NAME");
+  environment.job_name = job_name ? job_name : "";
+  environment.hyperparameters = read_hyperparameters(paths.hyperparameters_file());
+  environment.channels = read_input_data_config(paths.input_data_config_file());
+  environment.resources = read_resource_config(paths.resource_config_file());
+  environment.checkpoint_dir = read_checkpoint_local_path(paths.checkpoint_config_file());
+  return environment;
+}
+
+}  // namespace medseg

@@ -1,0 +1,53 @@
+// Everything SageMaker tells the container about the job, read from <ml-root>/input/config:
+// the channels (inputdataconfig.json), the cluster (resourceconfig.json), the checkpoint folder
+// (checkpointconfig.json) and the hyperparameters. Optional files and keys may be missing
+// (SageMaker local mode writes only {"TrainingInputMode": "File"} per channel); values that are
+// present but invalid are ClientErrors naming the file, the key and the expected values.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "sagemaker/hyperparameters.h"
+#include "sagemaker/ml_paths.h"
+
+namespace medseg {
+
+struct ChannelConfig {
+  std::string name;
+  std::string input_mode = "File";                  // File, Pipe or FastFile
+  std::string distribution = "FullyReplicated";     // FullyReplicated or ShardedByS3Key
+  std::string record_wrapper = "None";              // None or RecordIO
+  std::string content_type;                         // optional
+};
+
+struct ResourceConfig {
+  std::string current_host = "algo-1";
+  std::vector<std::string> hosts = {"algo-1"};  // rank order, exactly as given
+  std::string network_interface_name = "eth0";
+  std::string instance_type;                    // current_instance_type, may be empty
+  std::string group_name;                       // current_group_name, may be empty
+  bool from_file = false;                       // false: single-host default
+
+  // Index of current_host in hosts (the node rank).
+  int host_rank() const;
+};
+
+struct JobEnvironment {
+  MlPaths paths;
+  std::string job_name;  // TRAINING_JOB_NAME, may be empty locally
+  std::vector<Hyperparameter> hyperparameters;
+  std::map<std::string, ChannelConfig> channels;
+  ResourceConfig resources;
+  std::string checkpoint_dir;  // LocalPath of checkpointconfig.json, else empty
+};
+
+std::map<std::string, ChannelConfig> read_input_data_config(const std::string& path);
+ResourceConfig read_resource_config(const std::string& path);
+// LocalPath, or "" when the file is missing.
+std::string read_checkpoint_local_path(const std::string& path);
+
+JobEnvironment load_job_environment(const MlPaths& paths);
+
+}  // namespace medseg

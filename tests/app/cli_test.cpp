@@ -1,0 +1,132 @@
+#include "app/cli.h"
+
+#include <gtest/gtest.h>
+
+#include "test_support.h"
+
+namespace medseg {
+namespace {
+
+using testing::CommandResult;
+using testing::run_medseg;
+
+TEST(CliTest, VersionAndHelpListEveryCommand) {
+  const CommandResult version = run_medseg({"--version"});
+  EXPECT_EQ(version.exit_code, 0);
+  EXPECT_NE(version.output.find("medseg " MEDSEG_VERSION), std::string::npos);
+  const CommandResult help = run_medseg({"--help"});
+  EXPECT_EQ(help.exit_code, 0);
+  for (const char* command : {"train", "preprocess", "infer", "serve", "synth", "bench"}) {
+    EXPECT_NE(help.output.find(command), std::string::npos) << command;
+  }
+  EXPECT_EQ(run_medseg({"train", "--help"}).exit_code, 0);
+}
+
+TEST(CliTest, InvokedAsTrainImpliesTheCommand) {
+  EXPECT_EQ(normalize_arguments({"/usr/local/bin/train"}),
+            (std::vector<std::string>{"medseg", "train"}));
+  EXPECT_EQ(normalize_arguments({"train", "train", "--print-config"}),
+            (std::vector<std::string>{"medseg", "train", "--print-config"}));
+  EXPECT_EQ(normalize_arguments({"serve"}), (std::vector<std::string>{"medseg", "serve"}));
+  EXPECT_EQ(normalize_arguments({"medseg", "synth"}),
+            (std::vector<std::string>{"medseg", "synth"}));
+}
+
+TEST(CliTest, PrintConfigShowsSageMakerHyperparametersAsTypedValues) {
+  testing::TempDir root;
+  testing::make_ml_root(root.path(),
+                        R"({"epochs": "5", "optimizer": "\"sgd\"", "roi_size": "[64, 64, 32]",
+                            "resume": "False", "lr": "0.001",
+                            "sagemaker_program": "\"train.py\""})",
+                        R"({"train": {"TrainingInputMode": "File"}})");
+  // The training channel does not even exist: --print-config must not touch data.
+  const CommandResult result = run_medseg({"train", "--print-config"},
+                                          {"MEDSEG_ML_ROOT=" + root.path()});
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const std::string& yaml = result.stdout_text;
+  EXPECT_NE(yaml.find("epochs: 5  # from " + root.path() + "/input/config/hyperparameters.json"),
+            std::string::npos)
+      << yaml;
+  EXPECT_NE(yaml.find("name: sgd"), std::string::npos) << yaml;
+  EXPECT_NE(yaml.find("roi_size: [64, 64, 32]"), std::string::npos) << yaml;
+  EXPECT_NE(yaml.find("resume: false"), std::string::npos) << yaml;
+  EXPECT_NE(yaml.find("learning_rate: 0.001"), std::string::npos) << yaml;
+  EXPECT_FALSE(testing::file_exists(root.file("output/failure")));
+}
+
+struct BrokenRootCase {
+  const char* name;
+  const char* hyperparameters;
+  const char* expected_in_failure;
+  int expected_exit_code;
+};
+
+class BrokenMlRootTest : public ::testing::TestWithParam<BrokenRootCase> {};
+
+TEST_P(BrokenMlRootTest, FailsWithFailureFileNamingTheProblem) {
+  testing::TempDir root;
+  testing::make_ml_root(root.path(), GetParam().hyperparameters,
+                        R"({"train": {"TrainingInputMode": "File"}})");
+  const CommandResult result = run_medseg({"train", "--ml-root", root.path()});
+  EXPECT_EQ(result.exit_code, GetParam().expected_exit_code) << result.output;
+  ASSERT_TRUE(testing::file_exists(root.file("output/failure"))) << result.output;
+  const std::string failure = testing::read_text(root.file("output/failure"));
+  EXPECT_EQ(failure.rfind("ClientError: ", 0), 0u) << failure;
+  EXPECT_NE(failure.find(GetParam().expected_in_failure), std::string::npos) << failure;
+  EXPECT_NE(result.output.find(GetParam().expected_in_failure), std::string::npos);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    SageMakerInputs, BrokenMlRootTest,
+    ::testing::Values(
+        BrokenRootCase{"malformed_json", R"({"epochs": "10",)",
+                       "hyperparameters.json: malformed JSON", 2},
+        BrokenRootCase{"unknown_key", R"({"epoch": "10"})",
+                       "unknown key 'epoch' (did you mean 'epochs'?)", 2},
+        BrokenRootCase{"wrong_type", R"({"batch_size": "two"})",
+                       "train.batch_size = 'two': expected an integer in [1, 4096]", 2},
+        BrokenRootCase{"out_of_range", R"({"learning_rate": "-1"})",
+                       "optim.learning_rate = '-1': expected a number in [0, 10]", 2},
+        BrokenRootCase{"missing_channel", R"({"epochs": "1"})",
+                       "training channel 'train' not found", 2}),
+    [](const ::testing::TestParamInfo<BrokenRootCase>& info) { return info.param.name; });
+
+TEST(CliTest, BadInputDataConfigIsAClientError) {
+  testing::TempDir root;
+  testing::make_ml_root(root.path(), "{}", R"({"train": {"TrainingInputMode": "Streaming"}})");
+  const CommandResult result = run_medseg({"train", "--ml-root", root.path(), "--print-config"});
+  EXPECT_EQ(result.exit_code, 2);
+  const std::string failure = testing::read_text(root.file("output/failure"));
+  EXPECT_NE(failure.find("inputdataconfig.json: channel 'train': TrainingInputMode = 'Streaming'"),
+            std::string::npos)
+      << failure;
+}
+
+TEST(CliTest, CommandsNotBuiltYetSaySoAndFail) {
+  testing::TempDir root;
+  testing::make_ml_root(root.path(), "{}");
+  for (const char* command : {"preprocess", "infer", "serve", "bench"}) {
+    const CommandResult result = run_medseg({command, "--ml-root", root.path()});
+    EXPECT_NE(result.exit_code, 0) << command;
+    EXPECT_NE(result.output.find("is not built yet"), std::string::npos) << result.output;
+  }
+}
+
+TEST(CliTest, UnknownCommandLineOptionIsAClientError) {
+  const CommandResult result = run_medseg({"synth", "--cases", "3"});
+  EXPECT_EQ(result.exit_code, 2) << result.output;
+  EXPECT_NE(result.output.find("--out is required"), std::string::npos) << result.output;
+}
+
+TEST(CliTest, NoFailureFileOutsideAnMlRoot) {
+  testing::TempDir dir;
+  const CommandResult result =
+      run_medseg({"train", "--print-config", "--set", "epochs=0"},
+                 {"MEDSEG_ML_ROOT=" + dir.file("absent")});
+  EXPECT_EQ(result.exit_code, 2);
+  EXPECT_NE(result.output.find("train.epochs = '0'"), std::string::npos) << result.output;
+  EXPECT_FALSE(testing::file_exists(dir.file("absent")));
+}
+
+}  // namespace
+}  // namespace medseg

@@ -1,0 +1,125 @@
+#include "sagemaker/job_environment.h"
+
+#include <gtest/gtest.h>
+
+#include "test_support.h"
+#include "util/error.h"
+
+namespace medseg {
+namespace {
+
+std::string error_of(const std::function<void()>& action) {
+  try {
+    action();
+  } catch (const ClientError& error) {
+    return error.what();
+  }
+  return "";
+}
+
+TEST(InputDataConfigTest, LocalModeWritesOnlyTheInputMode) {
+  testing::TempDir dir;
+  testing::write_text(dir.file("inputdataconfig.json"),
+                      R"({"train": {"TrainingInputMode": "File"}})");
+  const auto channels = read_input_data_config(dir.file("inputdataconfig.json"));
+  ASSERT_EQ(channels.count("train"), 1u);
+  const ChannelConfig& train = channels.at("train");
+  EXPECT_EQ(train.input_mode, "File");
+  EXPECT_EQ(train.distribution, "FullyReplicated");
+  EXPECT_EQ(train.record_wrapper, "None");
+  EXPECT_EQ(train.content_type, "");
+}
+
+TEST(InputDataConfigTest, ReadsEveryKeySageMakerWrites) {
+  testing::TempDir dir;
+  testing::write_text(dir.file("inputdataconfig.json"), R"({
+    "train": {"TrainingInputMode": "Pipe", "S3DistributionType": "ShardedByS3Key",
+              "RecordWrapperType": "RecordIO", "ContentType": "application/x-medseg"},
+    "validation": {"TrainingInputMode": "FastFile", "S3DistributionType": "FullyReplicated",
+                   "RecordWrapperType": "None"}})");
+  const auto channels = read_input_data_config(dir.file("inputdataconfig.json"));
+  EXPECT_EQ(channels.at("train").input_mode, "Pipe");
+  EXPECT_EQ(channels.at("train").distribution, "ShardedByS3Key");
+  EXPECT_EQ(channels.at("train").record_wrapper, "RecordIO");
+  EXPECT_EQ(channels.at("train").content_type, "application/x-medseg");
+  EXPECT_EQ(channels.at("validation").input_mode, "FastFile");
+}
+
+TEST(InputDataConfigTest, UnknownInputModeNamesChannelAndChoices) {
+  testing::TempDir dir;
+  testing::write_text(dir.file("inputdataconfig.json"),
+                      R"({"train": {"TrainingInputMode": "Stream"}})");
+  const std::string message =
+      error_of([&] { read_input_data_config(dir.file("inputdataconfig.json")); });
+  EXPECT_NE(message.find("channel 'train'"), std::string::npos) << message;
+  EXPECT_NE(message.find("'Stream'"), std::string::npos) << message;
+  EXPECT_NE(message.find("File, Pipe, FastFile"), std::string::npos) << message;
+}
+
+TEST(ResourceConfigTest, KeepsHostOrderAsGiven) {
+  testing::TempDir dir;
+  // algo-10 sorts before algo-2 as text; rank order must still be the listed order.
+  testing::write_text(dir.file("resourceconfig.json"),
+                      R"({"current_host": "algo-10", "hosts": ["algo-2", "algo-10", "algo-1"],
+                          "network_interface_name": "ens5"})");
+  const ResourceConfig resources = read_resource_config(dir.file("resourceconfig.json"));
+  EXPECT_EQ(resources.hosts, (std::vector<std::string>{"algo-2", "algo-10", "algo-1"}));
+  EXPECT_EQ(resources.host_rank(), 1);
+  EXPECT_EQ(resources.network_interface_name, "ens5");
+  EXPECT_EQ(resources.instance_type, "");
+}
+
+TEST(ResourceConfigTest, ReadsOptionalKeysWhenPresent) {
+  testing::TempDir dir;
+  testing::write_text(dir.file("resourceconfig.json"), R"({
+    "current_host": "algo-1", "current_instance_type": "ml.g5.12xlarge",
+    "current_group_name": "homogeneousCluster", "hosts": ["algo-1"],
+    "instance_groups": [{"instance_group_name": "homogeneousCluster",
+                         "instance_type": "ml.g5.12xlarge", "hosts": ["algo-1"]}],
+    "network_interface_name": "eth0"})");
+  const ResourceConfig resources = read_resource_config(dir.file("resourceconfig.json"));
+  EXPECT_EQ(resources.instance_type, "ml.g5.12xlarge");
+  EXPECT_EQ(resources.group_name, "homogeneousCluster");
+  EXPECT_TRUE(resources.from_file);
+}
+
+TEST(ResourceConfigTest, MissingFileMeansOneLocalHost) {
+  testing::TempDir dir;
+  const ResourceConfig resources = read_resource_config(dir.file("resourceconfig.json"));
+  EXPECT_EQ(resources.hosts.size(), 1u);
+  EXPECT_EQ(resources.host_rank(), 0);
+  EXPECT_FALSE(resources.from_file);
+}
+
+TEST(ResourceConfigTest, CurrentHostMustBeListed) {
+  testing::TempDir dir;
+  testing::write_text(dir.file("resourceconfig.json"),
+                      R"({"current_host": "algo-3", "hosts": ["algo-1", "algo-2"]})");
+  const std::string message =
+      error_of([&] { read_resource_config(dir.file("resourceconfig.json")); });
+  EXPECT_NE(message.find("current_host 'algo-3' is not in hosts"), std::string::npos) << message;
+}
+
+TEST(CheckpointConfigTest, ReadsLocalPath) {
+  testing::TempDir dir;
+  testing::write_text(dir.file("checkpointconfig.json"),
+                      R"({"LocalPath": "/opt/ml/checkpoints", "S3Path": "s3://b/ckpt"})");
+  EXPECT_EQ(read_checkpoint_local_path(dir.file("checkpointconfig.json")), "/opt/ml/checkpoints");
+  EXPECT_EQ(read_checkpoint_local_path(dir.file("absent.json")), "");
+}
+
+TEST(JobEnvironmentTest, LoadsAWholeMlRoot) {
+  testing::TempDir root;
+  testing::make_ml_root(root.path(), R"({"epochs": "3"})",
+                        R"({"train": {"TrainingInputMode": "File"}})",
+                        R"({"current_host": "algo-1", "hosts": ["algo-1", "algo-2"]})");
+  const JobEnvironment environment = load_job_environment(MlPaths{root.path()});
+  EXPECT_EQ(environment.hyperparameters.size(), 1u);
+  EXPECT_EQ(environment.channels.size(), 1u);
+  EXPECT_EQ(environment.resources.hosts.size(), 2u);
+  EXPECT_EQ(environment.checkpoint_dir, "");
+  EXPECT_EQ(environment.paths.failure_file(), root.path() + "/output/failure");
+}
+
+}  // namespace
+}  // namespace medseg

@@ -1,0 +1,96 @@
+#include "test_support.h"
+
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+namespace medseg::testing {
+namespace fs = std::filesystem;
+
+TempDir::TempDir() {
+  std::string pattern = (fs::temp_directory_path() / "medseg-test-XXXXXX").string();
+  if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+  path_ = pattern;
+}
+
+TempDir::~TempDir() {
+  std::error_code error;
+  fs::remove_all(path_, error);
+}
+
+void write_text(const std::string& path, const std::string& text) {
+  fs::create_directories(fs::path(path).parent_path());
+  std::ofstream out(path, std::ios::binary);
+  out << text;
+  if (!out) throw std::runtime_error("cannot write " + path);
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream contents;
+  contents << in.rdbuf();
+  return contents.str();
+}
+
+bool file_exists(const std::string& path) { return fs::exists(path); }
+
+void make_ml_root(const std::string& root, const std::string& hyperparameters_json,
+                  const std::string& input_data_config_json,
+                  const std::string& resource_config_json) {
+  fs::create_directories(root + "/input/config");
+  fs::create_directories(root + "/input/data");
+  fs::create_directories(root + "/model");
+  fs::create_directories(root + "/output");
+  if (!hyperparameters_json.empty()) {
+    write_text(root + "/input/config/hyperparameters.json", hyperparameters_json);
+  }
+  if (!input_data_config_json.empty()) {
+    write_text(root + "/input/config/inputdataconfig.json", input_data_config_json);
+  }
+  if (!resource_config_json.empty()) {
+    write_text(root + "/input/config/resourceconfig.json", resource_config_json);
+  }
+}
+
+namespace {
+
+std::string shell_quote(const std::string& text) {
+  std::string quoted = "'";
+  for (char c : text) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return quoted + "'";
+}
+
+}  // namespace
+
+CommandResult run_shell(const std::string& command_line) {
+  TempDir scratch;
+  const std::string stdout_file = scratch.file("stdout");
+  const std::string both_file = scratch.file("both");
+  // stdout goes to both files; stderr to the combined one.
+  const std::string wrapped = "{ " + command_line + " ; } 2>>" + shell_quote(both_file) +
+                              " | tee -a " + shell_quote(both_file) + " > " +
+                              shell_quote(stdout_file) + "; exit ${PIPESTATUS[0]}";
+  const std::string full = "bash -c " + shell_quote(wrapped) + " </dev/null";
+  const int status = std::system(full.c_str());
+  CommandResult result;
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  result.output = read_text(both_file);
+  result.stdout_text = read_text(stdout_file);
+  return result;
+}
+
+CommandResult run_medseg(const std::vector<std::string>& arguments,
+                         const std::vector<std::string>& env) {
+  std::string command = "env -u MEDSEG_ML_ROOT";
+  for (const std::string& entry : env) command += " " + shell_quote(entry);
+  command += " " + shell_quote(MEDSEG_BINARY);
+  for (const std::string& argument : arguments) command += " " + shell_quote(argument);
+  return run_shell(command);
+}
+
+}  // namespace medseg::testing

@@ -1,0 +1,48 @@
+// Helpers shared by the tests: temporary directories, files, an ML root laid out like /opt/ml,
+// and running the medseg binary as SageMaker would.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace medseg::testing {
+
+// A fresh directory under $TMPDIR, removed with everything in it on destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string file(const std::string& relative) const { return path_ + "/" + relative; }
+
+ private:
+  std::string path_;
+};
+
+// Writes `text` to `path`, creating parent folders.
+void write_text(const std::string& path, const std::string& text);
+std::string read_text(const std::string& path);
+bool file_exists(const std::string& path);
+
+// Lays out <root>/input/config with the given JSON texts (empty = file not written) and the
+// output/model folders, as SageMaker does before starting the container.
+void make_ml_root(const std::string& root, const std::string& hyperparameters_json,
+                  const std::string& input_data_config_json = "",
+                  const std::string& resource_config_json = "");
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr together
+  std::string stdout_text;
+};
+
+// Runs the medseg binary with `arguments` (and `env` entries "K=V" added to the environment).
+CommandResult run_medseg(const std::vector<std::string>& arguments,
+                         const std::vector<std::string>& env = {});
+
+// Runs a shell command line, capturing its output.
+CommandResult run_shell(const std::string& command_line);
+
+}  // namespace medseg::testing
