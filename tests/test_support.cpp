@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -91,6 +92,20 @@ CommandResult run_medseg(const std::vector<std::string>& arguments,
   command += " " + shell_quote(MEDSEG_BINARY);
   for (const std::string& argument : arguments) command += " " + shell_quote(argument);
   return run_shell(command);
+}
+
+}  // namespace medseg::testing
+
+namespace medseg::testing {
+
+std::vector<float> read_float32_file(const std::string& repo_relative_path) {
+  const std::string bytes = read_text(std::string(MEDSEG_SOURCE_DIR) + "/" + repo_relative_path);
+  if (bytes.empty() || bytes.size() % sizeof(float) != 0) {
+    throw std::runtime_error("cannot read float32 data from " + repo_relative_path);
+  }
+  std::vector<float> values(bytes.size() / sizeof(float));
+  std::memcpy(values.data(), bytes.data(), bytes.size());
+  return values;
 }
 
 }  // namespace medseg::testing

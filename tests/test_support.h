@@ -46,3 +46,10 @@ CommandResult run_medseg(const std::vector<std::string>& arguments,
 CommandResult run_shell(const std::string& command_line);
 
 }  // namespace medseg::testing
+
+namespace medseg::testing {
+
+// Raw little-endian float32 values from a file under tests/data (path relative to the repo).
+std::vector<float> read_float32_file(const std::string& repo_relative_path);
+
+}  // namespace medseg::testing

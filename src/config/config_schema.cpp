@@ -313,6 +313,10 @@ void set_list(std::vector<T>* target, const ConfigField& field, const YAML::Node
 // The shortest text that reads back as the same double ("0.2", not "0.20000000000000001").
 std::string shortest_double_text(double value) {
   char buffer[32];
+  if (value == std::floor(value) && std::fabs(value) < 1e15) {
+    std::snprintf(buffer, sizeof(buffer), "%.1f", value);  // 10.0, not 1e+01
+    return buffer;
+  }
   for (int precision = 1; precision <= 17; ++precision) {
     std::snprintf(buffer, sizeof(buffer), "%.*g", precision, value);
     if (std::strtod(buffer, nullptr) == value) break;

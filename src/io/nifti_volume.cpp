@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <libdeflate.h>
 #include <nifti2_io.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -139,13 +140,41 @@ bool ends_with(const std::string& text, const std::string& suffix) {
          text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
+// Asks the kernel to back a large buffer that is about to be written with transparent huge pages.
+// First-touch page faults are a large share of loading a volume (a 143 MB image is 35k 4-KiB
+// faults); with 2-MiB pages they mostly disappear. Only a hint: failure is ignored.
+void advise_huge_pages(void* buffer, size_t bytes) {
+  constexpr uintptr_t kHugePage = uintptr_t{2} << 20;
+  if (bytes < 2 * kHugePage) return;
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(buffer) + kHugePage - 1) & ~(kHugePage - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(buffer) + bytes) & ~(kHugePage - 1);
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+}
+
 // new[] without value-initialisation: buffers here are always overwritten before being read.
 std::unique_ptr<uint8_t[]> allocate_bytes(int64_t count, const std::string& path) {
   try {
-    return std::unique_ptr<uint8_t[]>(
+    std::unique_ptr<uint8_t[]> buffer(
         new uint8_t[static_cast<size_t>(std::max<int64_t>(count, 1))]);
+    advise_huge_pages(buffer.get(), static_cast<size_t>(count));
+    return buffer;
   } catch (const std::bad_alloc&) {
     throw PlatformError("out of memory allocating " + format_bytes(static_cast<double>(count)) +
+                        " to read NIfTI file " + path);
+  }
+}
+
+// A zero-filled float vector of `count` values, its pages hinted huge before they are touched.
+std::vector<float> allocate_floats(int64_t count, const std::string& path) {
+  try {
+    std::vector<float> values;
+    values.reserve(static_cast<size_t>(count));
+    advise_huge_pages(values.data(), static_cast<size_t>(count) * sizeof(float));
+    values.resize(static_cast<size_t>(count));
+    return values;
+  } catch (const std::bad_alloc&) {
+    throw PlatformError("out of memory allocating " +
+                        format_bytes(static_cast<double>(count) * sizeof(float)) +
                         " to read NIfTI file " + path);
   }
 }
@@ -648,46 +677,83 @@ void convert_voxels(const uint8_t* raw, int64_t count, bool swap, bool scaled, d
   }
 }
 
-void convert_to_float(const Header& header, const Layout& layout, const uint8_t* raw, float* out) {
-  const bool scaled = std::isfinite(header.scl_slope) && header.scl_slope != 0.0 &&
-                      !(header.scl_slope == 1.0 && header.scl_inter == 0.0);
-  const double slope = header.scl_slope;
-  const double inter = header.scl_inter;
-  const int64_t n = layout.voxels;
-  const bool swap = header.swapped;
-  switch (layout.type->code) {
-    case DT_UINT8:
-      return convert_voxels<uint8_t>(raw, n, false, scaled, slope, inter, out);
-    case DT_INT8:
-      return convert_voxels<int8_t>(raw, n, false, scaled, slope, inter, out);
-    case DT_INT16:
-      return convert_voxels<int16_t>(raw, n, swap, scaled, slope, inter, out);
-    case DT_UINT16:
-      return convert_voxels<uint16_t>(raw, n, swap, scaled, slope, inter, out);
-    case DT_INT32:
-      return convert_voxels<int32_t>(raw, n, swap, scaled, slope, inter, out);
-    case DT_UINT32:
-      return convert_voxels<uint32_t>(raw, n, swap, scaled, slope, inter, out);
-    case DT_INT64:
-      return convert_voxels<int64_t>(raw, n, swap, scaled, slope, inter, out);
-    case DT_UINT64:
-      return convert_voxels<uint64_t>(raw, n, swap, scaled, slope, inter, out);
-    case DT_FLOAT32:
-      return convert_voxels<float>(raw, n, swap, scaled, slope, inter, out);
-    case DT_FLOAT64:
-      return convert_voxels<double>(raw, n, swap, scaled, slope, inter, out);
+struct Scaling {
+  bool swap;
+  bool scaled;  // false when slope is unusable (0, non-finite) or the identity
+  double slope;
+  double inter;
+};
+
+// Converts `count` voxels of type T stored at byte `offset` of `buffer` into floats at the start
+// of the same buffer. REQUIRES: the buffer holds max(offset + count * sizeof(T), 4 * count) bytes.
+// Works in blocks through a small copy so the conversion loop itself never reads what it writes:
+// forwards for types of 4 or more bytes (the floats never overtake the unread input), backwards
+// for 1- and 2-byte types (the floats grow past the input), after setting aside the first voxels,
+// whose floats would overwrite input not yet read.
+template <typename T>
+void convert_in_place(uint8_t* buffer, int64_t offset, int64_t count, const Scaling& scaling) {
+  constexpr int64_t kBlock = 16 * 1024;
+  constexpr int64_t kSize = sizeof(T);
+  std::vector<uint8_t> block(static_cast<size_t>(kBlock * kSize));
+  float* out = reinterpret_cast<float*>(buffer);
+  auto convert = [&](int64_t first, int64_t n, const uint8_t* source) {
+    std::memcpy(block.data(), source, static_cast<size_t>(n * kSize));
+    convert_voxels<T>(block.data(), n, scaling.swap, scaling.scaled, scaling.slope, scaling.inter,
+                      out + first);
+  };
+  if (kSize >= 4) {
+    for (int64_t first = 0; first < count; first += kBlock) {
+      convert(first, std::min(kBlock, count - first), buffer + offset + first * kSize);
+    }
+    return;
   }
-  throw InternalError("nifti_volume: unhandled datatype " + std::to_string(layout.type->code));
+  // Voxel i's float (bytes [4i, 4i + 4)) is clear of every earlier voxel's input once
+  // 4i >= offset + kSize * i.
+  const int64_t head = std::min(count, (offset + (4 - kSize) - 1) / (4 - kSize));
+  std::vector<uint8_t> head_input(buffer + offset, buffer + offset + head * kSize);
+  for (int64_t end = count; end > head;) {
+    const int64_t first = std::max(head, end - kBlock);
+    convert(first, end - first, buffer + offset + first * kSize);
+    end = first;
+  }
+  for (int64_t first = 0; first < head; first += kBlock) {
+    convert(first, std::min(kBlock, head - first), head_input.data() + first * kSize);
+  }
 }
 
-std::vector<float> allocate_floats(int64_t count, const std::string& path) {
-  try {
-    return std::vector<float>(static_cast<size_t>(count));
-  } catch (const std::bad_alloc&) {
-    throw PlatformError("out of memory allocating " +
-                        format_bytes(static_cast<double>(count) * sizeof(float)) +
-                        " to read NIfTI file " + path);
+// Converts the voxels at byte `offset` of `buffer` to floats at its start (see convert_in_place).
+void convert_to_float(const Header& header, const Layout& layout, uint8_t* buffer, int64_t offset) {
+  Scaling scaling;
+  scaling.swap = header.swapped;
+  scaling.slope = header.scl_slope;
+  scaling.inter = header.scl_inter;
+  scaling.scaled = std::isfinite(header.scl_slope) && header.scl_slope != 0.0 &&
+                   !(header.scl_slope == 1.0 && header.scl_inter == 0.0);
+  const int64_t n = layout.voxels;
+  switch (layout.type->code) {
+    case DT_UINT8:
+      return convert_in_place<uint8_t>(buffer, offset, n, scaling);
+    case DT_INT8:
+      return convert_in_place<int8_t>(buffer, offset, n, scaling);
+    case DT_INT16:
+      return convert_in_place<int16_t>(buffer, offset, n, scaling);
+    case DT_UINT16:
+      return convert_in_place<uint16_t>(buffer, offset, n, scaling);
+    case DT_INT32:
+      return convert_in_place<int32_t>(buffer, offset, n, scaling);
+    case DT_UINT32:
+      return convert_in_place<uint32_t>(buffer, offset, n, scaling);
+    case DT_INT64:
+      return convert_in_place<int64_t>(buffer, offset, n, scaling);
+    case DT_UINT64:
+      return convert_in_place<uint64_t>(buffer, offset, n, scaling);
+    case DT_FLOAT32:
+      if (!scaling.swap && !scaling.scaled && offset == 0) return;  // already floats
+      return convert_in_place<float>(buffer, offset, n, scaling);
+    case DT_FLOAT64:
+      return convert_in_place<double>(buffer, offset, n, scaling);
   }
+  throw InternalError("nifti_volume: unhandled datatype " + std::to_string(layout.type->code));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -898,48 +964,51 @@ NiftiVolume read_nifti(const std::string& path, const NiftiReadOptions& options)
                              " has non-finite values; expected finite numbers");
   }
 
-  if (!compressed) {
-    if (file.size() < end_of_data) throw truncated(file.size() - layout.vox_offset);
-    volume.data = allocate_floats(layout.voxels, path);
-    const bool identity = header.datatype == DT_FLOAT32 && !header.swapped &&
-                          (!has_slope || (header.scl_slope == 1.0 && header.scl_inter == 0.0));
-    if (identity) {
-      file.read_at(layout.vox_offset, layout.data_bytes, volume.data.data());
-    } else {
-      const std::unique_ptr<uint8_t[]> raw = allocate_bytes(layout.data_bytes, path);
-      file.read_at(layout.vox_offset, layout.data_bytes, raw.get());
-      convert_to_float(header, layout, raw.get(), volume.data.data());
-    }
-    return volume;
-  }
-
-  // gzip: DEFLATE expands at most ~1032x, so a file too small for the header's claim is truncated
-  // (or its header is corrupt); caught before allocating the output.
-  if (end_of_data > file.size() * kMaxDeflateRatio + kGzipSlackBytes) {
+  // Refuse files too small for the header's claim before anything image-sized is allocated. For
+  // gzip, DEFLATE expands at most ~1032x (the exact check is the decompression below).
+  if (!compressed && file.size() < end_of_data) throw truncated(file.size() - layout.vox_offset);
+  if (compressed && end_of_data > file.size() * kMaxDeflateRatio + kGzipSlackBytes) {
     throw bad_file(path, "header says " + layout.description +
                              " but the compressed file has only " +
                              format_bytes(static_cast<double>(file.size())) +
                              ", too little to hold it: truncated, or a corrupt header?");
   }
-  // Read the compressed bytes (anything beyond what a valid stream for this image could need is
-  // ignored), then decompress header + data in one go into a buffer sized from the header.
-  const int64_t compressed_bytes =
-      std::min(file.size(), end_of_data + end_of_data / 16 + kGzipSlackBytes);
-  const std::unique_ptr<uint8_t[]> input = allocate_bytes(compressed_bytes, path);
-  const int64_t input_bytes = file.read_at(0, compressed_bytes, input.get());
-  const std::unique_ptr<uint8_t[]> raw = allocate_bytes(end_of_data, path);
-  const InflateResult result =
-      inflate_gzip_libdeflate(input.get(), input_bytes, raw.get(), end_of_data);
-  if (result.status == InflateResult::kCorrupt) {
-    throw bad_file(path, "corrupt gzip stream after " +
-                             format_bytes(static_cast<double>(result.produced)) +
-                             " of decompressed data (" + result.detail + ")");
+
+  // One buffer holds the raw voxels (after the header bytes, for gzip) and then their floats:
+  // the volume's own vector, sized for whichever is larger and trimmed at the end. Avoiding a
+  // second image-sized buffer halves the page faults, which dominate once decoding is fast.
+  const int64_t prefix = compressed ? layout.vox_offset : 0;
+  const int64_t buffer_bytes =
+      std::max(prefix + layout.data_bytes, layout.voxels * int64_t{sizeof(float)});
+  volume.data = allocate_floats((buffer_bytes + 3) / 4, path);
+  uint8_t* buffer = reinterpret_cast<uint8_t*>(volume.data.data());
+
+  if (!compressed) {
+    if (file.read_at(layout.vox_offset, layout.data_bytes, buffer) < layout.data_bytes) {
+      throw truncated(file.size() - layout.vox_offset);  // the file shrank while being read
+    }
+  } else {
+    // Read the compressed bytes (beyond what a valid stream for this image could need is
+    // ignored), then decompress header + data in one go into the buffer sized from the header.
+    const int64_t compressed_bytes =
+        std::min(file.size(), end_of_data + end_of_data / 16 + kGzipSlackBytes);
+    const std::unique_ptr<uint8_t[]> input = allocate_bytes(compressed_bytes, path);
+    const int64_t input_bytes = file.read_at(0, compressed_bytes, input.get());
+    const InflateResult result =
+        inflate_gzip_libdeflate(input.get(), input_bytes, buffer, end_of_data);
+    if (result.status == InflateResult::kCorrupt) {
+      throw bad_file(path, "corrupt gzip stream after " +
+                               format_bytes(static_cast<double>(result.produced)) +
+                               " of decompressed data (" + result.detail + ")");
+    }
+    if (result.status == InflateResult::kTruncated) {
+      throw truncated(result.produced - layout.vox_offset);
+    }
   }
-  if (result.status == InflateResult::kTruncated) {
-    throw truncated(result.produced - layout.vox_offset);
-  }
-  volume.data = allocate_floats(layout.voxels, path);
-  convert_to_float(header, layout, raw.get() + layout.vox_offset, volume.data.data());
+  convert_to_float(header, layout, buffer, prefix);
+  volume.data.resize(static_cast<size_t>(layout.voxels));
+  // 8-byte types needed twice the floats' room; give it back (a copy, but only for them).
+  if (layout.type->bytes == 8) volume.data.shrink_to_fit();
   return volume;
 }
 

@@ -1,0 +1,121 @@
+#include "data/case_discovery.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "test_support.h"
+#include "util/error.h"
+
+namespace medseg {
+namespace {
+
+NiftiVolume small_volume(float value, int64_t nt = 1) {
+  NiftiVolume volume;
+  volume.ndim = nt > 1 ? 4 : 3;
+  volume.dim = {6, 5, 4, nt};
+  volume.data.assign(static_cast<size_t>(volume.voxel_count()), value);
+  return volume;
+}
+
+std::string client_error_of(const std::function<void()>& action) {
+  try {
+    action();
+  } catch (const ClientError& error) {
+    return error.what();
+  }
+  ADD_FAILURE() << "expected a ClientError";
+  return "";
+}
+
+void write_brats_case(const std::string& root, const std::string& id, bool with_t1ce = true) {
+  for (const char* modality : {"flair", "t1", "t1ce", "t2", "seg"}) {
+    if (!with_t1ce && std::string(modality) == "t1ce") continue;
+    std::filesystem::create_directories(root + "/" + id);
+    write_nifti(root + "/" + id + "/" + id + "_" + modality + ".nii.gz",
+                small_volume(std::string(modality) == "seg" ? 1.0f : 7.0f),
+                NiftiDataType::kFloat32);
+  }
+}
+
+TEST(CaseDiscoveryTest, DecathlonEntriesResolveRelativeToTheFolder) {
+  testing::TempDir dir;
+  std::filesystem::create_directories(dir.file("imagesTr"));
+  std::filesystem::create_directories(dir.file("labelsTr"));
+  write_nifti(dir.file("imagesTr/BRATS_001.nii.gz"), small_volume(1, 4), NiftiDataType::kFloat32);
+  write_nifti(dir.file("labelsTr/BRATS_001.nii.gz"), small_volume(0), NiftiDataType::kUint8);
+  testing::write_text(dir.file("dataset.json"),
+                      R"({"training": [{"image": "./imagesTr/BRATS_001.nii.gz",
+                                        "label": "./labelsTr/BRATS_001.nii.gz"}]})");
+  const DatasetIndex index = discover_dataset(dir.path(), "auto", true);
+  EXPECT_EQ(index.layout, DatasetLayout::kDecathlon);
+  ASSERT_EQ(index.cases.size(), 1u);
+  EXPECT_EQ(index.cases[0].case_id, "BRATS_001");
+  EXPECT_EQ(index.cases[0].label_file, dir.file("labelsTr/BRATS_001.nii.gz"));
+}
+
+TEST(CaseDiscoveryTest, DecathlonEntryNamingAMissingFileIsNamed) {
+  testing::TempDir dir;
+  testing::write_text(dir.file("dataset.json"),
+                      R"({"training": [{"image": "./imagesTr/BRATS_009.nii.gz",
+                                        "label": "./labelsTr/BRATS_009.nii.gz"}]})");
+  const std::string message = client_error_of([&] { discover_dataset(dir.path(), "auto", true); });
+  EXPECT_NE(message.find("training[0].image = './imagesTr/BRATS_009.nii.gz': file not found"),
+            std::string::npos)
+      << message;
+}
+
+TEST(CaseDiscoveryTest, DecathlonEntryWithoutLabelIsAnErrorForTraining) {
+  testing::TempDir dir;
+  std::filesystem::create_directories(dir.file("imagesTr"));
+  write_nifti(dir.file("imagesTr/a.nii.gz"), small_volume(1, 4), NiftiDataType::kFloat32);
+  testing::write_text(dir.file("dataset.json"), R"({"training": [{"image": "imagesTr/a.nii.gz"}]})");
+  EXPECT_NE(client_error_of([&] { discover_dataset(dir.path(), "decathlon", true); })
+                .find("training[0] has no \"label\" entry"),
+            std::string::npos);
+  EXPECT_EQ(discover_dataset(dir.path(), "decathlon", false).cases[0].label_file, "");
+}
+
+TEST(CaseDiscoveryTest, BratsFoldersStackModalitiesInTask01Order) {
+  testing::TempDir dir;
+  write_brats_case(dir.file("BraTS2021_Training_Data"), "BraTS2021_00002");
+  write_brats_case(dir.file("BraTS2021_Training_Data"), "BraTS2021_00000");
+  const DatasetIndex index = discover_dataset(dir.path(), "auto", true);
+  EXPECT_EQ(index.layout, DatasetLayout::kBrats);
+  ASSERT_EQ(index.cases.size(), 2u);
+  EXPECT_EQ(index.cases[0].case_id, "BraTS2021_00000");
+  ASSERT_EQ(index.cases[0].image_files.size(), 4u);
+  EXPECT_NE(index.cases[0].image_files[2].find("_t1ce.nii.gz"), std::string::npos);
+  const NiftiVolume image = load_case_image(index.cases[0], {});
+  EXPECT_EQ(image.dim, (std::array<int64_t, 4>{6, 5, 4, 4}));
+}
+
+TEST(CaseDiscoveryTest, BratsCaseMissingAModalityIsNamed) {
+  testing::TempDir dir;
+  write_brats_case(dir.path(), "BraTS2021_00005", /*with_t1ce=*/false);
+  const std::string message = client_error_of([&] { discover_dataset(dir.path(), "brats", true); });
+  EXPECT_NE(message.find("BraTS2021_00005 has no *_t1ce.nii[.gz] file"), std::string::npos)
+      << message;
+}
+
+TEST(CaseDiscoveryTest, ModalitiesOnDifferentGridsAreRefused) {
+  testing::TempDir dir;
+  write_brats_case(dir.path(), "case");
+  NiftiVolume shifted = small_volume(7.0f);
+  shifted.affine[0][3] = 5.0;
+  write_nifti(dir.file("case/case_t2.nii.gz"), shifted, NiftiDataType::kFloat32);
+  const DatasetIndex index = discover_dataset(dir.path(), "brats", true);
+  EXPECT_NE(client_error_of([&] { load_case_image(index.cases[0], {}); })
+                .find("affine of " + dir.file("case/case_t2.nii.gz")),
+            std::string::npos);
+}
+
+TEST(CaseDiscoveryTest, EmptyFolderSaysWhatWasExpected) {
+  testing::TempDir dir;
+  EXPECT_NE(client_error_of([&] { discover_dataset(dir.path(), "auto", true); })
+                .find("expected a Decathlon folder (dataset.json)"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace medseg
