@@ -21,6 +21,7 @@ MEDSEG_BUILD_PACKAGES=(
   libnifti2-dev zlib1g-dev libdeflate-dev
   libyaml-cpp-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev libcpp-httplib-dev
   libgtest-dev libgmock-dev
+  python3-numpy  # tests run scripts/read_records.py
 )
 # Debian's LibTorch 1.13 (CPU, c10d with Gloo) and the OpenMP OpenBLAS that makes its 3D
 # convolutions 2.6x faster than the reference BLAS.

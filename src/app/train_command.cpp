@@ -7,7 +7,9 @@
 #include "config/config_loader.h"
 #include "sagemaker/job_environment.h"
 #include "util/error.h"
+#include "train/trainer.h"
 #include "util/log.h"
+#include "util/stop_signals.h"
 
 namespace medseg {
 namespace fs = std::filesystem;
@@ -48,16 +50,13 @@ int run_train_command(const std::string& ml_root, const TrainCommandOptions& opt
   }
   log_job(environment, resolved);
 
-  const std::string train_dir = environment.paths.channel_dir(resolved.config.data.train_channel);
-  std::error_code error;
-  if (!fs::exists(train_dir, error)) {
-    throw ClientError("training channel '" + resolved.config.data.train_channel +
-                      "' not found: expected the folder " + train_dir +
-                      " (set data.train_channel to the channel's name)");
+  StopSignals signals;
+  Trainer trainer(resolved, environment, signals.flag());
+  const TrainSummary summary = trainer.run();
+  if (summary.stopped_early) {
+    spdlog::warn("stopped by signal after {} steps; the model so far was written", summary.global_steps);
   }
-  throw InternalError("medseg " MEDSEG_VERSION
-                      ": training is not built yet; the job above was resolved and checked, "
-                      "but no model was trained");
+  return 0;
 }
 
 }  // namespace medseg

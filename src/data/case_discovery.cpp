@@ -141,7 +141,7 @@ std::vector<std::string> record_files_in(const fs::path& root) {
   for (auto it = fs::recursive_directory_iterator(root, error);
        it != fs::recursive_directory_iterator(); it.increment(error)) {
     if (error) break;
-    if (it->is_regular_file(error) && ends_with(it->path().filename().string(), kRecordFileSuffix)) {
+    if (it->is_regular_file(error) && ends_with(it->path().filename().string(), kShardFileSuffix)) {
       files.push_back(it->path().string());
     }
   }
@@ -182,7 +182,7 @@ DatasetIndex discover_dataset(const std::string& root, const std::string& layout
     } else {
       throw ClientError(root + ": no data found: expected a Decathlon folder (dataset.json), "
                         "BraTS case folders (*_flair.nii.gz ...) or medseg records (*" +
-                        std::string(kRecordFileSuffix) + ")");
+                        std::string(kShardFileSuffix) + ")");
     }
   }
   if (chosen == "decathlon") {
@@ -195,7 +195,7 @@ DatasetIndex discover_dataset(const std::string& root, const std::string& layout
     index.layout = DatasetLayout::kRecords;
     index.record_files = record_files_in(root);
     if (index.record_files.empty()) {
-      throw ClientError(root + ": no medseg record files (*" + std::string(kRecordFileSuffix) +
+      throw ClientError(root + ": no medseg record files (*" + std::string(kShardFileSuffix) +
                         ")");
     }
   } else {

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "io/medseg_record.h"
 #include "io/nifti_volume.h"
 
 namespace medseg {
@@ -30,9 +31,6 @@ struct DatasetIndex {
   std::vector<CaseSource> cases;          // decathlon and brats
   std::vector<std::string> record_files;  // records: shard files, sorted by name
 };
-
-// File name suffix of medseg record shards.
-inline constexpr const char* kRecordFileSuffix = ".mrec";
 
 // `layout` is "auto", "decathlon", "brats" or "records". With require_labels, a case without a
 // label is an error (training); without, labels are optional (inference).

@@ -1,0 +1,38 @@
+// Label schemes: how a segmentation's integer values become medseg's three target channels
+// [TC, WT, ET] (tumour core, whole tumour, enhancing tumour).
+//
+//   msd             Decathlon Task01 (1 edema, 2 non-enhancing tumour, 3 enhancing tumour):
+//                   TC = 2|3, WT = 1|2|3, ET = 3.
+//   brats           BraTS 2018-2021 (1 necrotic core, 2 edema, 4 enhancing tumour):
+//                   TC = 1|4, WT = 1|2|4, ET = 4 (as MONAI's
+//                   ConvertToMultiChannelBasedOnBratsClasses).
+//   monai_tutorial  the mapping MONAI's brats_segmentation_3d tutorial applies to Task01:
+//                   TC = 2|3, WT = 1|2|3, ET = 2 (ET is known to be the wrong class; offered only
+//                   to compare with models trained by the tutorial).
+//
+// Contract: every voxel value must be one of the scheme's values (0 included); anything else,
+// non-integer values and NaN included, raises ClientError naming the case, the offending values
+// with their voxel counts, and the values the scheme allows. Thread-safe (no state).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace medseg {
+
+enum class LabelScheme { kMsd, kBrats, kMonaiTutorial };
+
+// "msd", "brats" or "monai_tutorial" -> scheme; anything else raises ClientError naming `name`
+// and the valid names.
+LabelScheme parse_label_scheme(const std::string& name);
+
+const char* label_scheme_name(LabelScheme scheme);
+
+// Converts `count` label values to channels: channel k of value i is written to
+// channels[k * count + i] (TC, then WT, then ET), each 0 or 1.
+// REQUIRES: `channels` holds 3 * count bytes. Throws ClientError (see above) naming `case_id`;
+// `channels` is then left partly written.
+void labels_to_channels(const float* values, int64_t count, LabelScheme scheme,
+                        const std::string& case_id, uint8_t* channels);
+
+}  // namespace medseg

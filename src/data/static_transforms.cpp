@@ -1,0 +1,754 @@
+// The .cpp follows the header's order. Where a computation looks roundabout, it repeats the
+// arithmetic of MONAI 1.4 / torch 1.13 / numpy operation by operation (the source is named), so
+// that round-off, and with it nearest-neighbour ties, falls the same way.
+#include "data/static_transforms.h"
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <sstream>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "util/error.h"
+
+namespace medseg {
+namespace {
+
+// ----------------------------------------------------------------------------- small helpers
+
+using Mat4 = Affine;
+
+// Runs body(begin, end) over [0, count) split into `threads` contiguous chunks.
+void parallel_for(int64_t count, int threads, const std::function<void(int64_t, int64_t)>& body) {
+  const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(threads, count));
+  if (workers <= 1) {
+    body(0, count);
+    return;
+  }
+  std::vector<std::thread> pool;
+  pool.reserve(workers);
+  for (int64_t w = 0; w < workers; ++w) {
+    pool.emplace_back(body, count * w / workers, count * (w + 1) / workers);
+  }
+  for (auto& t : pool) t.join();
+}
+
+std::string shape_text(const std::array<int64_t, 3>& shape) {
+  return std::to_string(shape[0]) + "x" + std::to_string(shape[1]) + "x" +
+         std::to_string(shape[2]);
+}
+
+std::string affine_text(const Mat4& a) {
+  std::ostringstream out;
+  out.precision(6);
+  out << "[";
+  for (int r = 0; r < 3; ++r) {
+    out << (r ? "; " : "");
+    for (int c = 0; c < 4; ++c) out << (c ? " " : "") << a[r][c];
+  }
+  out << "]";
+  return out.str();
+}
+
+// Row-major product with each entry summed left to right from 0, as numpy's and torch's small
+// matrix products do for the entries that matter here.
+Mat4 matmul(const Mat4& a, const Mat4& b) {
+  Mat4 out{};
+  for (int i = 0; i < 4; ++i) {
+    for (int j = 0; j < 4; ++j) {
+      double acc = 0.0;
+      for (int k = 0; k < 4; ++k) acc += a[i][k] * b[k][j];
+      out[i][j] = acc;
+    }
+  }
+  return out;
+}
+
+// numpy.linalg.solve(a, b) / numpy.linalg.inv (b = I) for 4x4, as LAPACK getrf + getrs compute
+// them in OpenBLAS (Debian's numpy): LU with partial pivoting, columns scaled by the pivot's
+// reciprocal, triangular solves that multiply by the reciprocal of the diagonal. MONAI 1.4 uses
+// numpy for both X = solve(A_in, A_out) and inv(N_out); torch.linalg.solve factors a^T instead
+// and gives different round-off, which moves .5 ties (checked on the half_ties fixture).
+// Returns false when `a` is singular.
+bool solve4(const Mat4& a, const Mat4& b, Mat4* x) {
+  Mat4 lu = a;
+  Mat4 rhs = b;
+  for (int k = 0; k < 4; ++k) {
+    int pivot = k;
+    for (int i = k + 1; i < 4; ++i) {
+      if (std::fabs(lu[i][k]) > std::fabs(lu[pivot][k])) pivot = i;
+    }
+    if (lu[pivot][k] == 0.0 || !std::isfinite(lu[pivot][k])) return false;
+    std::swap(lu[k], lu[pivot]);
+    std::swap(rhs[k], rhs[pivot]);
+    const double inverse_pivot = 1.0 / lu[k][k];
+    for (int i = k + 1; i < 4; ++i) {
+      lu[i][k] *= inverse_pivot;
+      for (int j = k + 1; j < 4; ++j) lu[i][j] -= lu[i][k] * lu[k][j];
+    }
+  }
+  for (int col = 0; col < 4; ++col) {
+    double v[4] = {rhs[0][col], rhs[1][col], rhs[2][col], rhs[3][col]};
+    for (int k = 0; k < 4; ++k) {
+      for (int i = k + 1; i < 4; ++i) v[i] -= v[k] * lu[i][k];
+    }
+    for (int k = 3; k >= 0; --k) {
+      v[k] *= 1.0 / lu[k][k];
+      for (int i = 0; i < k; ++i) v[i] -= v[k] * lu[i][k];
+    }
+    for (int i = 0; i < 4; ++i) (*x)[i][col] = v[i];
+  }
+  return true;
+}
+
+// ----------------------------------------------------------------------------- channel-first
+
+// NIfTI order (x fastest) -> C order (z fastest) for one channel. Blocks of 16 z-planes: the
+// reads are 16 sequential streams, and each (x, y) writes one run of 16 consecutive floats.
+void transpose_to_c_order(const float* in, const std::array<int64_t, 3>& shape, float* out) {
+  const int64_t nx = shape[0], ny = shape[1], nz = shape[2], plane = nx * ny;
+  constexpr int64_t kBlock = 16;
+  for (int64_t z0 = 0; z0 < nz; z0 += kBlock) {
+    const int64_t z1 = std::min(nz, z0 + kBlock);
+    for (int64_t y = 0; y < ny; ++y) {
+      for (int64_t x = 0; x < nx; ++x) {
+        const float* src = in + x + nx * y;
+        float* dst = out + (x * ny + y) * nz;
+        for (int64_t z = z0; z < z1; ++z) dst[z] = src[plane * z];
+      }
+    }
+  }
+}
+
+bool affines_agree(const Mat4& a, const Mat4& b, double tolerance) {
+  for (int r = 0; r < 4; ++r) {
+    for (int c = 0; c < 4; ++c) {
+      if (!(std::fabs(a[r][c] - b[r][c]) <= tolerance)) return false;
+    }
+  }
+  return true;
+}
+
+// ----------------------------------------------------------------------------- Spacing geometry
+
+std::array<double, 3> column_norms(const Mat4& a) {
+  std::array<double, 3> norms{};
+  for (int c = 0; c < 3; ++c) {
+    norms[c] = std::sqrt(a[0][c] * a[0][c] + a[1][c] * a[1][c] + a[2][c] * a[2][c]);
+  }
+  return norms;
+}
+
+// MONAI zoom_affine(affine, scale, diagonal=False) (data/utils.py): R = RZS inv(ZS) with
+// ZS = chol(RZS^T RZS)^T, new RZS = R diag(sign(diag ZS) |scale|), translation 0.
+bool zoom_affine(const Mat4& affine, const std::array<double, 3>& scale, Mat4* out) {
+  double gram[3][3];
+  for (int i = 0; i < 3; ++i) {
+    for (int j = 0; j < 3; ++j) {
+      gram[i][j] = affine[0][i] * affine[0][j] + affine[1][i] * affine[1][j] +
+                   affine[2][i] * affine[2][j];
+    }
+  }
+  // Cholesky gram = L L^T; ZS = L^T (upper).
+  double l[3][3] = {};
+  for (int j = 0; j < 3; ++j) {
+    double d = gram[j][j];
+    for (int k = 0; k < j; ++k) d -= l[j][k] * l[j][k];
+    if (!(d > 0.0)) return false;
+    l[j][j] = std::sqrt(d);
+    for (int i = j + 1; i < 3; ++i) {
+      double s = gram[i][j];
+      for (int k = 0; k < j; ++k) s -= l[i][k] * l[j][k];
+      l[i][j] = s / l[j][j];
+    }
+  }
+  Mat4 zs = identity_affine();
+  for (int i = 0; i < 3; ++i) {
+    for (int j = 0; j < 3; ++j) zs[i][j] = l[j][i];
+  }
+  Mat4 zs_inverse;
+  if (!solve4(zs, identity_affine(), &zs_inverse)) return false;
+  *out = identity_affine();
+  for (int i = 0; i < 3; ++i) {
+    for (int j = 0; j < 3; ++j) {
+      double rotation = 0.0;
+      for (int k = 0; k < 3; ++k) rotation += affine[i][k] * zs_inverse[k][j];
+      const double s = std::copysign(std::fabs(scale[j]), zs[j][j]);
+      (*out)[i][j] = rotation * s;
+    }
+  }
+  return true;
+}
+
+struct SpacingGeometry {
+  std::array<int64_t, 3> output_shape{};
+  Mat4 output_affine{};
+  std::array<double, 3> output_spacing{};
+  bool resample = true;
+};
+
+bool all_close(const Mat4& a, const Mat4& b, double atol) {
+  for (int r = 0; r < 4; ++r) {
+    for (int c = 0; c < 4; ++c) {
+      // numpy.allclose: |a - b| <= atol + rtol |b|, rtol = 1e-5.
+      if (!(std::fabs(a[r][c] - b[r][c]) <= atol + 1e-5 * std::fabs(b[r][c]))) return false;
+    }
+  }
+  return true;
+}
+
+SpacingGeometry spacing_geometry(const Mat4& affine, const std::array<int64_t, 3>& shape,
+                                 const std::array<double, 3>& pixdim, const std::string& case_id) {
+  SpacingGeometry g;
+  const std::array<double, 3> current = column_norms(affine);
+  for (int a = 0; a < 3; ++a) {
+    if (!(pixdim[a] > 0.0) || !std::isfinite(pixdim[a])) {
+      throw ClientError("case '" + case_id + "': pixdim must be positive, got " +
+                        std::to_string(pixdim[a]) + " for axis " + std::to_string(a));
+    }
+    g.output_spacing[a] = std::fabs(current[a] - pixdim[a]) <= 1e-3 ? current[a] : pixdim[a];
+  }
+  Mat4 zoomed;
+  if (!zoom_affine(affine, g.output_spacing, &zoomed)) {
+    throw ClientError("case '" + case_id + "': the image affine " + affine_text(affine) +
+                      " is singular; expected three independent voxel axes");
+  }
+  // compute_shape_offset (data/utils.py): map the corner voxel centres into the new grid.
+  Mat4 to_new;
+  if (!solve4(zoomed, affine, &to_new)) {
+    throw InternalError("case '" + case_id + "': zoomed affine is singular");
+  }
+  double corners_out[3][8];
+  double corners_world[3][8];
+  for (int i = 0; i < 8; ++i) {
+    const double corner[4] = {(i & 4) ? static_cast<double>(shape[0] - 1) : 0.0,
+                              (i & 2) ? static_cast<double>(shape[1] - 1) : 0.0,
+                              (i & 1) ? static_cast<double>(shape[2] - 1) : 0.0, 1.0};
+    for (int r = 0; r < 3; ++r) {
+      double out = 0.0, world = 0.0;
+      for (int k = 0; k < 4; ++k) {
+        out += to_new[r][k] * corner[k];
+        world += affine[r][k] * corner[k];
+      }
+      corners_out[r][i] = out;
+      corners_world[r][i] = world;
+    }
+  }
+  for (int r = 0; r < 3; ++r) {
+    const double lo = *std::min_element(corners_out[r], corners_out[r] + 8);
+    const double hi = *std::max_element(corners_out[r], corners_out[r] + 8);
+    g.output_shape[r] = static_cast<int64_t>(std::nearbyint(hi - lo + 1.0));  // half to even
+    if (g.output_shape[r] < 1) g.output_shape[r] = 1;
+  }
+  int origin_corner = -1;
+  for (int i = 0; i < 8 && origin_corner < 0; ++i) {
+    bool minimal = true;
+    for (int r = 0; r < 3; ++r) {
+      double min_difference = corners_out[r][0] - corners_out[r][i];
+      for (int j = 1; j < 8; ++j) {
+        min_difference = std::min(min_difference, corners_out[r][j] - corners_out[r][i]);
+      }
+      if (!(std::fabs(min_difference) <= 1e-8)) minimal = false;
+    }
+    if (minimal) origin_corner = i;
+  }
+  g.output_affine = zoomed;
+  for (int r = 0; r < 3; ++r) {
+    if (origin_corner >= 0) {
+      g.output_affine[r][3] = corners_world[r][origin_corner];
+    } else {  // sheared grids: centre-align the two grids
+      double t = affine[r][3];
+      for (int k = 0; k < 3; ++k) {
+        t += affine[r][k] * (static_cast<double>(shape[k]) / 2.0) -
+             zoomed[r][k] * (static_cast<double>(g.output_shape[k]) / 2.0);
+      }
+      g.output_affine[r][3] = t;
+    }
+  }
+  // spatial_resample's no-op rule (transforms/spatial/functional.py).
+  Mat4 xform;
+  const bool same_shape = g.output_shape == shape;
+  const bool same_grid =
+      all_close(affine, g.output_affine, 1e-3) ||
+      (solve4(affine, g.output_affine, &xform) && all_close(xform, identity_affine(), 1e-3));
+  if (same_shape && same_grid) {
+    g.resample = false;
+    g.output_affine = affine;
+  }
+  return g;
+}
+
+// ----------------------------------------------------------------------------- Spacing sampling
+
+// affine_grid's base coordinates: torch 1.13 at::linspace(-1, 1, steps) in float64 on CPU
+// (RangeFactoriesKernel.cpp, AVX2 kernel): blocks of two SIMD vectors take base + k * step from
+// the vector's first index, the tail is computed per element with an FMA; the first half counts
+// from -1, the second from +1; then * (steps - 1) / steps (align_corners=False). Verified
+// bit for bit against LibTorch 1.13 for the fixture and Task01 sizes.
+constexpr int kTorchDoubleVectorSize = 4;  // Vectorized<double>::size() of the AVX2 kernels
+
+std::vector<double> torch_base_grid(int64_t steps) {
+  std::vector<double> out(steps, 0.0);
+  if (steps <= 1) return out;  // affine_grid's linspace_from_neg_one: a single 0
+  const double start = -1.0, end = 1.0;
+  const double step = (end - start) / static_cast<double>(steps - 1);
+  const int64_t halfway = steps / 2;
+  auto element = [&](int64_t idx) {
+    return idx < halfway ? std::fma(step, static_cast<double>(idx), start)
+                         : std::fma(-step, static_cast<double>(steps - idx - 1), end);
+  };
+  const int64_t vec = kTorchDoubleVectorSize;
+  int64_t i = 0;
+  for (; i + 2 * vec <= steps; i += 2 * vec) {
+    for (int64_t half = 0; half < 2; ++half) {
+      const int64_t first = i + half * vec;
+      const double base = element(first);
+      for (int64_t k = 0; k < vec; ++k) {
+        out[first + k] = k == 0 ? base : base + static_cast<double>(k) * step;
+      }
+    }
+  }
+  for (; i < steps; ++i) out[i] = element(i);
+  // range * (steps - 1) / steps (align_corners=False)
+  for (int64_t j = 0; j < steps; ++j) {
+    out[j] = out[j] * static_cast<double>(steps - 1) / static_cast<double>(steps);
+  }
+  return out;
+}
+
+// MONAI normalize_transform(shape, align_corners=False): [diag(2 / n), 1 / n - 1].
+Mat4 normalize_transform(const std::array<int64_t, 3>& shape) {
+  Mat4 n = identity_affine();
+  for (int a = 0; a < 3; ++a) {
+    const double size = static_cast<double>(shape[a] <= 0 ? 2 : shape[a]);
+    n[a][a] = 2.0 / size;
+    n[a][3] = 1.0 / size - 1.0;
+  }
+  return n;
+}
+
+// The sampling plan of one Spacing call. MONAI builds theta = N_in @ X @ inv(N_out) (normalised
+// output -> normalised input, x, y, z order; X = solve(A_in, A_out)), reverses it to torch's
+// (W, H, D) = (z, y, x) order and calls affine_grid + grid_sample. affine_grid is a GEMM of the
+// base grid rows (bW, bH, bD, 1) with theta^T, which OpenBLAS accumulates with FMAs in that k
+// order; grid_sample then unnormalises ((g + 1) n - 1) / 2 and clamps to [0, n - 1] (border).
+struct SamplingPlan {
+  std::array<int64_t, 3> in_shape{};
+  std::array<int64_t, 3> out_shape{};
+  Mat4 theta{};
+  std::array<std::vector<double>, 3> base;  // torch_base_grid of each output axis
+  // partial[a][y * Z + z] = fma(bH[y], theta[a][1], bW[z] * theta[a][2]): the first two GEMM
+  // steps, shared by every x.
+  std::array<std::vector<double>, 3> partial;
+  // theta's off-diagonal terms are 0 or round-off (< 1e-10): each coordinate is then, up to
+  // ~1e-15, a function of its own output index, and per-axis tables serve the interpolation.
+  bool axis_aligned = false;
+
+  // Input voxel coordinate along axis `a` of output voxel (x, y, z), exactly as torch computes it.
+  double source(int a, int64_t x, int64_t y, int64_t z) const {
+    const double g = std::fma(base[0][x], theta[a][0], partial[a][y * out_shape[2] + z]) +
+                     theta[a][3];
+    const double size = static_cast<double>(in_shape[a]);
+    const double coord = ((g + 1.0) * size - 1.0) / 2.0;
+    return std::min(size - 1.0, std::max(coord, 0.0));
+  }
+};
+
+// theta @ b with each entry accumulated by FMAs from 0 (OpenBLAS dgemm).
+Mat4 matmul_fma(const Mat4& a, const Mat4& b) {
+  Mat4 out{};
+  for (int i = 0; i < 4; ++i) {
+    for (int j = 0; j < 4; ++j) {
+      double acc = 0.0;
+      for (int k = 0; k < 4; ++k) acc = std::fma(a[i][k], b[k][j], acc);
+      out[i][j] = acc;
+    }
+  }
+  return out;
+}
+
+SamplingPlan make_plan(const Mat4& in_affine, const Mat4& out_affine,
+                       const std::array<int64_t, 3>& in_shape,
+                       const std::array<int64_t, 3>& out_shape, const std::string& case_id) {
+  SamplingPlan plan;
+  plan.in_shape = in_shape;
+  plan.out_shape = out_shape;
+  Mat4 xform;  // output voxel -> input voxel
+  if (!solve4(in_affine, out_affine, &xform)) {
+    throw ClientError("case '" + case_id + "': the image affine " + affine_text(in_affine) +
+                      " is singular; expected three independent voxel axes");
+  }
+  Mat4 dst_inverse;
+  solve4(normalize_transform(out_shape), identity_affine(), &dst_inverse);
+  // to_norm_affine: (src_xform @ xform) @ inverse(dst_xform); the first product is torch's
+  // naive small-bmm loop, the second a BLAS GEMM.
+  plan.theta = matmul_fma(matmul(normalize_transform(in_shape), xform), dst_inverse);
+  for (int a = 0; a < 3; ++a) plan.base[a] = torch_base_grid(out_shape[a]);
+  const int64_t ny = out_shape[1], nz = out_shape[2];
+  for (int a = 0; a < 3; ++a) {
+    plan.partial[a].resize(ny * nz);
+    for (int64_t y = 0; y < ny; ++y) {
+      for (int64_t z = 0; z < nz; ++z) {
+        plan.partial[a][y * nz + z] =
+            std::fma(plan.base[1][y], plan.theta[a][1], plan.base[2][z] * plan.theta[a][2]);
+      }
+    }
+  }
+  plan.axis_aligned = true;
+  for (int r = 0; r < 3; ++r) {
+    for (int c = 0; c < 3; ++c) {
+      if (r != c && !(std::fabs(plan.theta[r][c]) < 1e-10)) plan.axis_aligned = false;
+    }
+  }
+  return plan;
+}
+
+// Linear interpolation taps of one axis (torch grid_sampler_3d, bilinear): floor, floor + 1
+// (clamped: its weight is 0 there), weights (i0 + 1 - c, c - i0); and the nearest index, which
+// torch 1.13's 3-D grid_sampler takes with std::round (half away from zero; checked against
+// LibTorch on the fixtures' .5 ties, where nearbyint's half-to-even disagrees).
+struct Taps {
+  int64_t i0, i1;
+  double w0, w1;
+  int64_t nearest;
+  bool near_tie;  // within 1e-6 of a .5: the exact coordinate decides (axis-aligned tables)
+};
+
+Taps taps_for(double coord, int64_t size) {
+  Taps t;
+  const double floor_coord = std::floor(coord);
+  t.i0 = static_cast<int64_t>(floor_coord);
+  t.i1 = std::min(t.i0 + 1, size - 1);
+  t.w0 = (floor_coord + 1.0) - coord;
+  t.w1 = coord - floor_coord;
+  t.nearest = static_cast<int64_t>(std::round(coord));
+  t.near_tie = std::fabs(t.w1 - 0.5) < 1e-6;
+  return t;
+}
+
+// One output voxel of grid_sample(bilinear) on a float32 channel, accumulated in float64 in
+// torch's corner order (x is torch's D, z its W); weights (wz * wy) * wx.
+inline double trilinear(const float* in, int64_t sy, int64_t sx, const Taps& tx, const Taps& ty,
+                        const Taps& tz) {
+  const float* p00 = in + tx.i0 * sx + ty.i0 * sy;
+  const float* p01 = in + tx.i0 * sx + ty.i1 * sy;
+  const float* p10 = in + tx.i1 * sx + ty.i0 * sy;
+  const float* p11 = in + tx.i1 * sx + ty.i1 * sy;
+  double out = 0.0;
+  out += static_cast<double>(p00[tz.i0]) * (tz.w0 * ty.w0 * tx.w0);
+  out += static_cast<double>(p00[tz.i1]) * (tz.w1 * ty.w0 * tx.w0);
+  out += static_cast<double>(p01[tz.i0]) * (tz.w0 * ty.w1 * tx.w0);
+  out += static_cast<double>(p01[tz.i1]) * (tz.w1 * ty.w1 * tx.w0);
+  out += static_cast<double>(p10[tz.i0]) * (tz.w0 * ty.w0 * tx.w1);
+  out += static_cast<double>(p10[tz.i1]) * (tz.w1 * ty.w0 * tx.w1);
+  out += static_cast<double>(p11[tz.i0]) * (tz.w0 * ty.w1 * tx.w1);
+  out += static_cast<double>(p11[tz.i1]) * (tz.w1 * ty.w1 * tx.w1);
+  return out;
+}
+
+void resample(const SamplingPlan& plan, int64_t image_channels, const std::vector<float>& image,
+              int64_t label_channels, const std::vector<uint8_t>& label,
+              std::vector<float>* image_out, std::vector<uint8_t>* label_out, int threads) {
+  const auto& in = plan.in_shape;
+  const auto& out = plan.out_shape;
+  const int64_t in_voxels = in[0] * in[1] * in[2];
+  const int64_t out_voxels = out[0] * out[1] * out[2];
+  const int64_t sx = in[1] * in[2], sy = in[2];
+  image_out->resize(image_channels * out_voxels);
+  label_out->resize(label_channels * out_voxels);
+
+  // Axis-aligned grids: per-axis tables from the coordinates along the first row of each axis.
+  std::array<std::vector<Taps>, 3> table;
+  if (plan.axis_aligned) {
+    for (int a = 0; a < 3; ++a) {
+      table[a].resize(out[a]);
+      for (int64_t j = 0; j < out[a]; ++j) {
+        const double coord = plan.source(a, a == 0 ? j : 0, a == 1 ? j : 0, a == 2 ? j : 0);
+        table[a][j] = taps_for(coord, in[a]);
+      }
+    }
+  }
+  parallel_for(out[0], threads, [&](int64_t x_begin, int64_t x_end) {
+    std::vector<Taps> row_x(out[2]), row_y(out[2]), row_z(out[2]);
+    std::vector<int64_t> nearest_offset(out[2]);
+    for (int64_t x = x_begin; x < x_end; ++x) {
+      for (int64_t y = 0; y < out[1]; ++y) {
+        const Taps* tx;
+        const Taps* ty;
+        const Taps* tz;
+        int64_t step_xy = 0;  // 0: the x and y taps are the same for the whole row
+        if (plan.axis_aligned) {
+          tx = &table[0][x];
+          ty = &table[1][y];
+          tz = table[2].data();
+        } else {
+          for (int64_t z = 0; z < out[2]; ++z) {
+            row_x[z] = taps_for(plan.source(0, x, y, z), in[0]);
+            row_y[z] = taps_for(plan.source(1, x, y, z), in[1]);
+            row_z[z] = taps_for(plan.source(2, x, y, z), in[2]);
+          }
+          tx = row_x.data();
+          ty = row_y.data();
+          tz = row_z.data();
+          step_xy = 1;
+        }
+        const int64_t out_row = (x * out[1] + y) * out[2];
+        for (int64_t c = 0; c < image_channels; ++c) {
+          const float* src = image.data() + c * in_voxels;
+          float* dst = image_out->data() + c * out_voxels + out_row;
+          for (int64_t z = 0; z < out[2]; ++z) {
+            dst[z] = static_cast<float>(
+                trilinear(src, sy, sx, tx[z * step_xy], ty[z * step_xy], tz[z]));
+          }
+        }
+        if (label_channels == 0) continue;
+        for (int64_t z = 0; z < out[2]; ++z) {
+          const Taps& px = tx[z * step_xy];
+          const Taps& py = ty[z * step_xy];
+          const Taps& pz = tz[z];
+          int64_t ix = px.nearest, iy = py.nearest, iz = pz.nearest;
+          if (plan.axis_aligned) {  // ties: the exact coordinate of this voxel decides
+            if (px.near_tie) ix = static_cast<int64_t>(std::round(plan.source(0, x, y, z)));
+            if (py.near_tie) iy = static_cast<int64_t>(std::round(plan.source(1, x, y, z)));
+            if (pz.near_tie) iz = static_cast<int64_t>(std::round(plan.source(2, x, y, z)));
+          }
+          nearest_offset[z] = ix * sx + iy * sy + iz;
+        }
+        for (int64_t c = 0; c < label_channels; ++c) {
+          const uint8_t* src = label.data() + c * in_voxels;
+          uint8_t* dst = label_out->data() + c * out_voxels + out_row;
+          for (int64_t z = 0; z < out[2]; ++z) dst[z] = src[nearest_offset[z]];
+        }
+      }
+    }
+  });
+}
+
+// ----------------------------------------------------------------------------- Orientation
+
+// nibabel io_orientation: for each voxel axis, [world axis, +1 / -1].
+std::array<std::array<int, 2>, 3> io_orientation(const Mat4& affine) {
+  // RS = RZS / column norms; R = polar factor of RS (closest orthogonal matrix), here by Newton's
+  // iteration R <- (R + R^-T) / 2, which converges to the same matrix as nibabel's SVD.
+  const std::array<double, 3> zooms = column_norms(affine);
+  Mat4 r = identity_affine();
+  for (int i = 0; i < 3; ++i) {
+    for (int j = 0; j < 3; ++j) r[i][j] = affine[i][j] / (zooms[j] == 0.0 ? 1.0 : zooms[j]);
+  }
+  for (int iteration = 0; iteration < 100; ++iteration) {
+    Mat4 inverse;
+    if (!solve4(r, identity_affine(), &inverse)) break;
+    double change = 0.0;
+    Mat4 next = r;
+    for (int i = 0; i < 3; ++i) {
+      for (int j = 0; j < 3; ++j) {
+        next[i][j] = 0.5 * (r[i][j] + inverse[j][i]);
+        change = std::max(change, std::fabs(next[i][j] - r[i][j]));
+      }
+    }
+    r = next;
+    if (change < 1e-15) break;
+  }
+  std::array<std::array<int, 2>, 3> ornt{};
+  for (int in_axis = 0; in_axis < 3; ++in_axis) {
+    int out_axis = 0;
+    for (int i = 1; i < 3; ++i) {
+      if (std::fabs(r[i][in_axis]) > std::fabs(r[out_axis][in_axis])) out_axis = i;
+    }
+    ornt[in_axis] = {out_axis, r[out_axis][in_axis] < 0 ? -1 : 1};
+    for (int j = 0; j < 3; ++j) r[out_axis][j] = 0.0;
+  }
+  return ornt;
+}
+
+// out[c][j0][j1][j2] = in[c][i0][i1][i2], with input axis a = output axis ornt[a][0], flipped when
+// ornt[a][1] < 0.
+template <typename T>
+void flip_transpose(const std::vector<T>& in, int64_t channels,
+                    const std::array<int64_t, 3>& in_shape,
+                    const std::array<std::array<int, 2>, 3>& ornt,
+                    const std::array<int64_t, 3>& out_shape, std::vector<T>* out, int threads) {
+  const std::array<int64_t, 3> in_stride{in_shape[1] * in_shape[2], in_shape[2], 1};
+  std::array<int64_t, 3> out_step{};  // input offset change per output index step, per out axis
+  int64_t origin = 0;                 // input offset of output voxel (0, 0, 0)
+  for (int a = 0; a < 3; ++a) {
+    const int k = ornt[a][0];
+    if (ornt[a][1] < 0) {
+      out_step[k] = -in_stride[a];
+      origin += (in_shape[a] - 1) * in_stride[a];
+    } else {
+      out_step[k] = in_stride[a];
+    }
+  }
+  const int64_t voxels = in_shape[0] * in_shape[1] * in_shape[2];
+  out->resize(in.size());
+  parallel_for(channels * out_shape[0], threads, [&](int64_t begin, int64_t end) {
+    for (int64_t cx = begin; cx < end; ++cx) {
+      const int64_t c = cx / out_shape[0], j0 = cx % out_shape[0];
+      const T* src_channel = in.data() + c * voxels + origin;
+      T* dst = out->data() + c * voxels + j0 * out_shape[1] * out_shape[2];
+      for (int64_t j1 = 0; j1 < out_shape[1]; ++j1) {
+        const T* src = src_channel + j0 * out_step[0] + j1 * out_step[1];
+        for (int64_t j2 = 0; j2 < out_shape[2]; ++j2) *dst++ = src[j2 * out_step[2]];
+      }
+    }
+  });
+}
+
+}  // namespace
+
+// ----------------------------------------------------------------------------- public API
+
+CaseData to_channel_first(const NiftiVolume& image, const NiftiVolume* label,
+                          const StaticTransformOptions& options, const std::string& case_id) {
+  const std::array<int64_t, 3> shape{image.dim[0], image.dim[1], image.dim[2]};
+  const int64_t channels = image.ndim >= 4 ? image.dim[3] : 1;
+  if (options.expected_channels > 0 && channels != options.expected_channels) {
+    throw ClientError("case '" + case_id + "': the image has " + std::to_string(channels) +
+                      " modalities (shape " + shape_text(shape) + "x" + std::to_string(channels) +
+                      "), expected " + std::to_string(options.expected_channels) +
+                      " in the 4th axis (a missing modality?)");
+  }
+  const int64_t voxels = shape[0] * shape[1] * shape[2];
+  if (static_cast<int64_t>(image.data.size()) != voxels * channels || voxels <= 0) {
+    throw InternalError("case '" + case_id + "': image data size " +
+                        std::to_string(image.data.size()) + " does not match its header");
+  }
+  CaseData data;
+  data.case_id = case_id;
+  data.spatial_shape = shape;
+  data.image_channels = channels;
+  data.affine = image.affine;
+  data.original.spatial_shape = shape;
+  data.original.affine = image.affine;
+  data.image.resize(voxels * channels);
+  parallel_for(channels, options.threads, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) {
+      transpose_to_c_order(image.data.data() + c * voxels, shape, data.image.data() + c * voxels);
+    }
+  });
+  if (!options.allow_empty_channels) {
+    for (int64_t c = 0; c < channels; ++c) {
+      const float* v = data.image.data() + c * voxels;
+      if (std::all_of(v, v + voxels, [](float x) { return x == 0.0f; })) {
+        throw ClientError("case '" + case_id + "': image channel " + std::to_string(c) +
+                          " is zero everywhere; expected a modality with content (a missing or "
+                          "broken modality file?)");
+      }
+    }
+  }
+  if (label == nullptr) return data;
+
+  const std::array<int64_t, 3> label_shape{label->dim[0], label->dim[1], label->dim[2]};
+  const int64_t label_frames = label->ndim >= 4 ? label->dim[3] : 1;
+  if (label_shape != shape || label_frames != 1) {
+    throw ClientError("case '" + case_id + "': the label's shape " + shape_text(label_shape) +
+                      (label_frames != 1 ? "x" + std::to_string(label_frames) : "") +
+                      " differs from the image's spatial shape " + shape_text(shape) +
+                      "; expected one 3-D label on the image's grid");
+  }
+  if (!affines_agree(label->affine, image.affine, 1e-3)) {
+    throw ClientError("case '" + case_id + "': the label's affine " + affine_text(label->affine) +
+                      " differs from the image's " + affine_text(image.affine) +
+                      " (by more than 1e-3); expected the label on the image's grid");
+  }
+  std::vector<float> values(voxels);
+  transpose_to_c_order(label->data.data(), shape, values.data());
+  data.label_channels = 3;
+  data.label.resize(3 * voxels);
+  labels_to_channels(values.data(), voxels, options.label_scheme, case_id, data.label.data());
+  return data;
+}
+
+SpacingResult spacing(CaseData& data, const std::array<double, 3>& pixdim, int threads) {
+  const SpacingGeometry g =
+      spacing_geometry(data.affine, data.spatial_shape, pixdim, data.case_id);
+  SpacingResult result;
+  result.output_spacing = g.output_spacing;
+  result.resampled = g.resample;
+  if (!g.resample) return result;
+  const SamplingPlan plan =
+      make_plan(data.affine, g.output_affine, data.spatial_shape, g.output_shape, data.case_id);
+  std::vector<float> image;
+  std::vector<uint8_t> label;
+  resample(plan, data.image_channels, data.image, data.label_channels, data.label, &image, &label,
+           threads);
+  data.image = std::move(image);
+  data.label = std::move(label);
+  data.spatial_shape = g.output_shape;
+  data.affine = g.output_affine;
+  return result;
+}
+
+void orient_ras(CaseData& data, int threads) {
+  const auto ornt = io_orientation(data.affine);
+  bool identity = true;
+  std::array<int64_t, 3> out_shape{};
+  for (int a = 0; a < 3; ++a) {
+    out_shape[ornt[a][0]] = data.spatial_shape[a];
+    if (ornt[a][0] != a || ornt[a][1] < 0) identity = false;
+  }
+  if (identity) return;
+  // new affine = affine @ inv_ornt_aff: output voxel j -> input voxel i.
+  Mat4 to_input{};
+  to_input[3][3] = 1.0;
+  for (int a = 0; a < 3; ++a) {
+    const int k = ornt[a][0];
+    to_input[a][k] = ornt[a][1] < 0 ? -1.0 : 1.0;
+    to_input[a][3] = ornt[a][1] < 0 ? static_cast<double>(data.spatial_shape[a] - 1) : 0.0;
+  }
+  std::vector<float> image;
+  flip_transpose(data.image, data.image_channels, data.spatial_shape, ornt, out_shape, &image,
+                 threads);
+  std::vector<uint8_t> label;
+  flip_transpose(data.label, data.label_channels, data.spatial_shape, ornt, out_shape, &label,
+                 threads);
+  data.image = std::move(image);
+  data.label = std::move(label);
+  data.affine = matmul(data.affine, to_input);
+  data.spatial_shape = out_shape;
+}
+
+void normalize_intensity_nonzero(CaseData& data) {
+  const int64_t voxels = data.voxels_per_channel();
+  for (int64_t c = 0; c < data.image_channels; ++c) {
+    float* v = data.image.data() + c * voxels;
+    // torch.mean (float32 sum / count) and torch.std(unbiased=False) (float64 sum of squared
+    // deviations from the float32 mean), both returned as float32.
+    int64_t count = 0;
+    double sum = 0.0;
+    for (int64_t i = 0; i < voxels; ++i) {
+      if (v[i] != 0.0f) {
+        sum += v[i];
+        ++count;
+      }
+    }
+    if (count == 0) continue;
+    const float mean = static_cast<float>(sum) / static_cast<float>(count);
+    double squares = 0.0;
+    for (int64_t i = 0; i < voxels; ++i) {
+      if (v[i] != 0.0f) {
+        const double d = static_cast<double>(v[i]) - static_cast<double>(mean);
+        squares += d * d;
+      }
+    }
+    float std_dev = static_cast<float>(std::sqrt(squares / static_cast<double>(count)));
+    if (std_dev == 0.0f) std_dev = 1.0f;
+    for (int64_t i = 0; i < voxels; ++i) {
+      if (v[i] != 0.0f) v[i] = (v[i] - mean) / std_dev;
+    }
+  }
+}
+
+CaseData preprocess_case(const NiftiVolume& image, const NiftiVolume* label,
+                         const StaticTransformOptions& options, const std::string& case_id) {
+  CaseData data = to_channel_first(image, label, options, case_id);
+  spacing(data, options.pixdim, options.threads);
+  orient_ras(data, options.threads);
+  if (options.normalize) normalize_intensity_nonzero(data);
+  return data;
+}
+
+}  // namespace medseg

@@ -1,0 +1,24 @@
+// Optimisers and learning-rate schedules of the `optim` and `schedule` configuration sections.
+#pragma once
+
+#include <torch/optim/optimizer.h>
+
+#include <memory>
+#include <vector>
+
+#include "config/config.h"
+
+namespace medseg {
+
+// adam (L2 weight decay, as torch.optim.Adam), adamw (decoupled) or sgd (Nesterov momentum).
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const OptimConfig& config,
+                                                        std::vector<at::Tensor> parameters);
+
+// The learning rate at optimiser step `step` (0-based) of `total_steps`: linear warm-up from 0
+// over schedule.warmup_steps, then constant, cosine or poly decay towards min_learning_rate.
+double learning_rate_at(const OptimConfig& optim, const ScheduleConfig& schedule, int64_t step,
+                        int64_t total_steps);
+
+void set_learning_rate(torch::optim::Optimizer& optimizer, double learning_rate);
+
+}  // namespace medseg

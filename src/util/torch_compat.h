@@ -1,0 +1,43 @@
+// The one place for differences between Debian's LibTorch 1.13 (CPU; CI and development) and the
+// CUDA LibTorch 2.x of the GPU image. Code elsewhere calls what is defined here instead of testing
+// versions itself.
+#pragma once
+
+#include <torch/version.h>
+
+// True when the LibTorch being compiled against is at least major.minor.
+#define MEDSEG_TORCH_AT_LEAST(major, minor) \
+  (TORCH_VERSION_MAJOR > (major) ||         \
+   (TORCH_VERSION_MAJOR == (major) && TORCH_VERSION_MINOR >= (minor)))
+
+namespace medseg::torch_compat {
+
+// Python's `torch.load` on a file written by torch::pickle_save (model.pth): the pickle names the
+// dict's type through torch.jit._pickle.restore_type_tag, which PyTorch >= 2.6 refuses under its
+// default weights_only=True. Python readers must pass weights_only=False, or first call
+// torch.serialization.add_safe_globals([torch.jit._pickle.restore_type_tag]). The C++ writer is
+// the same on 1.13 and 2.x.
+inline constexpr const char* kPythonLoadHint =
+    "torch.load(path, weights_only=False) (PyTorch >= 2.6), or allow-list "
+    "torch.jit._pickle.restore_type_tag with torch.serialization.add_safe_globals";
+
+}  // namespace medseg::torch_compat
+
+#include <ATen/autocast_mode.h>
+
+namespace medseg::torch_compat {
+
+// Turns CUDA autocast on (with `dtype`: at::kBFloat16 or at::kHalf) or off for this thread.
+// 1.13 has set_enabled / set_autocast_gpu_dtype; 2.4 made both take a device type.
+inline void set_cuda_autocast(bool enabled, at::ScalarType dtype) {
+#if MEDSEG_TORCH_AT_LEAST(2, 4)
+  at::autocast::set_autocast_enabled(at::kCUDA, enabled);
+  at::autocast::set_autocast_dtype(at::kCUDA, dtype);
+#else
+  at::autocast::set_enabled(enabled);
+  at::autocast::set_autocast_gpu_dtype(dtype);
+#endif
+  if (!enabled) at::autocast::clear_cache();
+}
+
+}  // namespace medseg::torch_compat

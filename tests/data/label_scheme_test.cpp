@@ -1,0 +1,92 @@
+// Label values -> [TC, WT, ET] for each scheme, and the errors for values a scheme does not have.
+#include "data/label_scheme.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "util/error.h"
+
+namespace medseg {
+namespace {
+
+struct SchemeCase {
+  LabelScheme scheme;
+  std::vector<float> values;
+  std::vector<uint8_t> tc, wt, et;
+};
+
+class LabelSchemeTable : public ::testing::TestWithParam<SchemeCase> {};
+
+TEST_P(LabelSchemeTable, MapsValuesToChannels) {
+  const SchemeCase& c = GetParam();
+  const int64_t n = static_cast<int64_t>(c.values.size());
+  std::vector<uint8_t> channels(3 * n, 9);
+  labels_to_channels(c.values.data(), n, c.scheme, "case", channels.data());
+  EXPECT_EQ(std::vector<uint8_t>(channels.begin(), channels.begin() + n), c.tc);
+  EXPECT_EQ(std::vector<uint8_t>(channels.begin() + n, channels.begin() + 2 * n), c.wt);
+  EXPECT_EQ(std::vector<uint8_t>(channels.begin() + 2 * n, channels.end()), c.et);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Schemes, LabelSchemeTable,
+    ::testing::Values(
+        // msd: 1 edema, 2 non-enhancing, 3 enhancing: TC = 2|3, WT = 1|2|3, ET = 3.
+        SchemeCase{LabelScheme::kMsd, {0, 1, 2, 3}, {0, 0, 1, 1}, {0, 1, 1, 1}, {0, 0, 0, 1}},
+        // brats: 1 necrotic, 2 edema, 4 enhancing: TC = 1|4, WT = 1|2|4, ET = 4.
+        SchemeCase{LabelScheme::kBrats, {0, 1, 2, 4}, {0, 1, 0, 1}, {0, 1, 1, 1}, {0, 0, 0, 1}},
+        // MONAI tutorial on Task01: TC = 2|3, WT = 1|2|3, ET = 2.
+        SchemeCase{
+            LabelScheme::kMonaiTutorial, {0, 1, 2, 3}, {0, 0, 1, 1}, {0, 1, 1, 1}, {0, 0, 1, 0}}));
+
+TEST(LabelScheme, ParsesNamesAndRejectsOthers) {
+  EXPECT_EQ(parse_label_scheme("msd"), LabelScheme::kMsd);
+  EXPECT_EQ(parse_label_scheme("brats"), LabelScheme::kBrats);
+  EXPECT_EQ(parse_label_scheme("monai_tutorial"), LabelScheme::kMonaiTutorial);
+  for (LabelScheme s : {LabelScheme::kMsd, LabelScheme::kBrats, LabelScheme::kMonaiTutorial}) {
+    EXPECT_EQ(parse_label_scheme(label_scheme_name(s)), s);
+  }
+  try {
+    parse_label_scheme("brats2023");
+    FAIL() << "expected ClientError";
+  } catch (const ClientError& e) {
+    EXPECT_NE(std::string(e.what()).find("brats2023"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("monai_tutorial"), std::string::npos) << e.what();
+  }
+}
+
+std::string error_for(std::vector<float> values, LabelScheme scheme) {
+  std::vector<uint8_t> channels(3 * values.size());
+  try {
+    labels_to_channels(values.data(), values.size(), scheme, "BRATS_042", channels.data());
+  } catch (const ClientError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(LabelScheme, ValueOutsideSchemeNamesCaseValueCountAndAllowedValues) {
+  const std::string message = error_for({0, 5, 5, 1, 5}, LabelScheme::kMsd);
+  EXPECT_NE(message.find("BRATS_042"), std::string::npos) << message;
+  EXPECT_NE(message.find("label value 5 at 3 voxels"), std::string::npos) << message;
+  EXPECT_NE(message.find("the msd scheme allows 0, 1, 2, 3"), std::string::npos) << message;
+}
+
+TEST(LabelScheme, BratsValuesAreNotMsdValuesAndViceVersa) {
+  EXPECT_NE(error_for({0, 4}, LabelScheme::kMsd).find("value 4 at 1 voxels"), std::string::npos);
+  const std::string message = error_for({0, 3, 3}, LabelScheme::kBrats);
+  EXPECT_NE(message.find("value 3 at 2 voxels"), std::string::npos) << message;
+  EXPECT_NE(message.find("allows 0, 1, 2, 4"), std::string::npos) << message;
+}
+
+TEST(LabelScheme, NonIntegerNegativeAndNanValuesAreRejected) {
+  EXPECT_NE(error_for({1.5f}, LabelScheme::kMsd).find("value 1.5 at 1 voxels"), std::string::npos);
+  EXPECT_NE(error_for({-1.0f}, LabelScheme::kMsd).find("value -1 at 1"), std::string::npos);
+  EXPECT_NE(error_for({std::nanf("")}, LabelScheme::kMsd).find("NaN at 1 voxels"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace medseg

@@ -1,0 +1,291 @@
+// The static transforms against MONAI 1.4's own outputs (tests/data/monai, see NOTES.md there):
+// every fixture case is read with read_nifti and run through the chain, and the shapes, affines,
+// images and labels after Spacing, after Orientation and at the end are compared with MONAI's.
+#include "data/static_transforms.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <iterator>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "util/error.h"
+
+namespace medseg {
+namespace {
+
+const std::string kFixtureDir = std::string(MEDSEG_SOURCE_DIR) + "/tests/data/monai/";
+
+nlohmann::json manifest() {
+  std::ifstream in(kFixtureDir + "manifest.json");
+  return nlohmann::json::parse(in);
+}
+
+template <typename T>
+std::vector<T> read_raw(const std::string& relative) {
+  std::ifstream in(kFixtureDir + relative, std::ios::binary);
+  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<T> values(bytes.size() / sizeof(T));
+  std::memcpy(values.data(), bytes.data(), values.size() * sizeof(T));
+  return values;
+}
+
+std::array<int64_t, 3> spatial(const nlohmann::json& shape, size_t first) {
+  return {shape[first].get<int64_t>(), shape[first + 1].get<int64_t>(),
+          shape[first + 2].get<int64_t>()};
+}
+
+// One stage's comparison with MONAI; `skip_small` holds, per voxel of channel-first data, whether
+// MONAI's Spacing output there was |v| < 1e-6 (NOTES.md: round-off near 0 changes the mask of
+// NormalizeIntensity(nonzero)).
+struct StageReport {
+  double max_image_error = 0.0;     // max |ours - MONAI| / max |MONAI|
+  double max_image_abs_error = 0.0;
+  double label_agreement = 1.0;     // fraction of equal label voxels
+};
+
+StageReport compare_stage(const CaseData& ours, const nlohmann::json& stage,
+                          const std::vector<bool>* skip, const std::string& what) {
+  StageReport report;
+  const auto& image_ref = stage["image"];
+  const auto shape = image_ref["shape"];
+  EXPECT_EQ(ours.image_channels, shape[0].get<int64_t>()) << what;
+  EXPECT_EQ(ours.spatial_shape, spatial(shape, 1)) << what;
+  const auto& affine = stage["affine"];
+  for (int r = 0; r < 4; ++r) {
+    for (int c = 0; c < 4; ++c) {
+      EXPECT_NEAR(ours.affine[r][c], affine[r][c].get<double>(), 1e-6)
+          << what << " affine[" << r << "][" << c << "]";
+    }
+  }
+  const auto image = read_raw<float>(image_ref["file"].get<std::string>());
+  const auto label = read_raw<uint8_t>(stage["label"]["file"].get<std::string>());
+  if (image.size() != ours.image.size() || label.size() != ours.label.size()) {
+    ADD_FAILURE() << what << ": sizes differ (image " << ours.image.size() << " vs "
+                  << image.size() << ", label " << ours.label.size() << " vs " << label.size()
+                  << ")";
+    return report;
+  }
+  double max_ref = 0.0;
+  for (float v : image) max_ref = std::max(max_ref, std::fabs(static_cast<double>(v)));
+  for (size_t i = 0; i < image.size(); ++i) {
+    if (skip != nullptr && (*skip)[i]) continue;
+    const double error = std::fabs(static_cast<double>(ours.image[i]) - image[i]);
+    report.max_image_abs_error = std::max(report.max_image_abs_error, error);
+  }
+  report.max_image_error = report.max_image_abs_error / std::max(max_ref, 1e-30);
+  size_t equal = 0;
+  for (size_t i = 0; i < label.size(); ++i) equal += ours.label[i] == label[i];
+  report.label_agreement = label.empty() ? 1.0 : static_cast<double>(equal) / label.size();
+  return report;
+}
+
+class StaticTransformsMonai : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(StaticTransformsMonai, MatchesMonaiAfterEachStage) {
+  const std::string name = GetParam();
+  const auto m = manifest();
+  const auto& fixture = m["cases"][name];
+  const NiftiVolume image =
+      read_nifti(kFixtureDir + fixture["inputs"]["image"]["file"].get<std::string>());
+  const NiftiVolume label =
+      read_nifti(kFixtureDir + fixture["inputs"]["label"]["file"].get<std::string>());
+  StaticTransformOptions options;
+  options.label_scheme = parse_label_scheme(fixture["label_scheme"].get<std::string>());
+  options.expected_channels = 0;
+  options.allow_empty_channels = true;
+  for (int a = 0; a < 3; ++a) options.pixdim[a] = fixture["pixdim"][a].get<double>();
+
+  CaseData data = to_channel_first(image, &label, options, name);
+  EXPECT_EQ(data.original.spatial_shape, spatial(fixture["inputs"]["label"]["shape"], 0));
+  const SpacingResult spaced = spacing(data, options.pixdim);
+  EXPECT_EQ(spaced.resampled, fixture["spacing"]["resampled"].get<bool>());
+  const StageReport after_spacing = compare_stage(data, fixture["spacing"], nullptr, "spacing");
+
+  orient_ras(data);
+  const StageReport after_orientation =
+      compare_stage(data, fixture["orientation"], nullptr, "orientation");
+
+  // Voxels whose MONAI value after Orientation is |v| < 1e-6 are skipped at the end: there the
+  // trilinear round-off (~1e-12 instead of 0, NOTES.md) decides whether NormalizeIntensity counts
+  // the voxel as brain. Zeros in both are compared (they must stay 0).
+  const auto oriented_ref =
+      read_raw<float>(fixture["orientation"]["image"]["file"].get<std::string>());
+  std::vector<bool> skip(oriented_ref.size());
+  for (size_t i = 0; i < skip.size(); ++i) {
+    skip[i] = std::fabs(oriented_ref[i]) < 1e-6f &&
+              !(oriented_ref[i] == 0.0f && data.image[i] == 0.0f);
+  }
+  normalize_intensity_nonzero(data);
+  const StageReport final_stage = compare_stage(data, fixture["final"], &skip, "final");
+
+  std::printf("[ %-13s ] spacing: image rel %.2e, labels %.5f | orientation: image rel %.2e, "
+              "labels %.5f | final: image abs %.2e, labels %.5f\n",
+              name.c_str(), after_spacing.max_image_error, after_spacing.label_agreement,
+              after_orientation.max_image_error, after_orientation.label_agreement,
+              final_stage.max_image_abs_error, final_stage.label_agreement);
+  EXPECT_LE(after_spacing.max_image_error, 1e-5);
+  EXPECT_LE(after_orientation.max_image_error, 1e-5);
+  EXPECT_LE(final_stage.max_image_abs_error, 1e-5);
+  EXPECT_GE(after_spacing.label_agreement, 0.999);
+  EXPECT_GE(after_orientation.label_agreement, 0.999);
+  EXPECT_GE(final_stage.label_agreement, 0.999);
+}
+
+TEST_P(StaticTransformsMonai, PreprocessCaseEqualsTheStages) {
+  const std::string name = GetParam();
+  const auto fixture = manifest()["cases"][name];
+  const NiftiVolume image =
+      read_nifti(kFixtureDir + fixture["inputs"]["image"]["file"].get<std::string>());
+  const NiftiVolume label =
+      read_nifti(kFixtureDir + fixture["inputs"]["label"]["file"].get<std::string>());
+  StaticTransformOptions options;
+  options.expected_channels = 0;
+  options.allow_empty_channels = true;
+  for (int a = 0; a < 3; ++a) options.pixdim[a] = fixture["pixdim"][a].get<double>();
+  const CaseData one_thread = preprocess_case(image, &label, options, name);
+  options.threads = 3;
+  const CaseData three_threads = preprocess_case(image, &label, options, name);
+  EXPECT_EQ(one_thread.image, three_threads.image);
+  EXPECT_EQ(one_thread.label, three_threads.label);
+  EXPECT_EQ(one_thread.original.affine, image.affine);
+  const auto final_label = read_raw<uint8_t>(fixture["final"]["label"]["file"].get<std::string>());
+  EXPECT_EQ(one_thread.label, final_label);
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, StaticTransformsMonai,
+                         ::testing::Values("lps_aniso", "oblique", "int16_scaled", "nifti2",
+                                           "zeros_channel", "half_ties"));
+
+TEST(StaticTransforms, ManifestListsOnlyTestedCases) {
+  const auto m = manifest();
+  std::vector<std::string> names;
+  for (const auto& [name, value] : m["cases"].items()) names.push_back(name);
+  EXPECT_EQ(names.size(), 6u) << "a new fixture case needs adding to INSTANTIATE_TEST_SUITE_P";
+}
+
+// ----------------------------------------------------------------------------- synthetic cases
+
+NiftiVolume volume(std::array<int64_t, 3> shape, int64_t channels, float fill) {
+  NiftiVolume v;
+  v.dim = {shape[0], shape[1], shape[2], channels};
+  v.ndim = channels > 1 ? 4 : 3;
+  v.data.assign(shape[0] * shape[1] * shape[2] * channels, fill);
+  return v;
+}
+
+std::string client_error_of(const std::function<void()>& body) {
+  try {
+    body();
+  } catch (const ClientError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(StaticTransforms, RejectsLabelWithAnotherShape) {
+  const NiftiVolume image = volume({8, 8, 6}, 4, 1.0f);
+  const NiftiVolume label = volume({8, 8, 5}, 1, 0.0f);
+  const std::string message =
+      client_error_of([&] { to_channel_first(image, &label, {}, "BRATS_007"); });
+  EXPECT_NE(message.find("BRATS_007"), std::string::npos) << message;
+  EXPECT_NE(message.find("8x8x5"), std::string::npos) << message;
+  EXPECT_NE(message.find("8x8x6"), std::string::npos) << message;
+}
+
+TEST(StaticTransforms, RejectsLabelWithAnotherAffine) {
+  const NiftiVolume image = volume({8, 8, 6}, 4, 1.0f);
+  NiftiVolume label = volume({8, 8, 6}, 1, 0.0f);
+  label.affine[0][3] = 0.5;
+  const std::string message =
+      client_error_of([&] { to_channel_first(image, &label, {}, "BRATS_007"); });
+  EXPECT_NE(message.find("BRATS_007"), std::string::npos) << message;
+  EXPECT_NE(message.find("affine"), std::string::npos) << message;
+  // Round-off well below 1e-3 is accepted.
+  label.affine[0][3] = 1e-5;
+  EXPECT_EQ(client_error_of([&] { to_channel_first(image, &label, {}, "BRATS_007"); }), "");
+}
+
+TEST(StaticTransforms, RejectsWrongModalityCount) {
+  const NiftiVolume image = volume({8, 8, 6}, 3, 1.0f);
+  const std::string message = client_error_of([&] { to_channel_first(image, nullptr, {}, "c1"); });
+  EXPECT_NE(message.find("c1"), std::string::npos) << message;
+  EXPECT_NE(message.find("3 modalities"), std::string::npos) << message;
+  EXPECT_NE(message.find("expected 4"), std::string::npos) << message;
+}
+
+TEST(StaticTransforms, RejectsAllZeroChannelUnlessAllowed) {
+  NiftiVolume image = volume({4, 4, 4}, 4, 1.0f);
+  std::fill(image.data.begin() + 2 * 64, image.data.begin() + 3 * 64, 0.0f);
+  const std::string message = client_error_of([&] { to_channel_first(image, nullptr, {}, "c2"); });
+  EXPECT_NE(message.find("channel 2"), std::string::npos) << message;
+  StaticTransformOptions options;
+  options.allow_empty_channels = true;
+  EXPECT_EQ(client_error_of([&] { to_channel_first(image, nullptr, options, "c2"); }), "");
+}
+
+TEST(StaticTransforms, ThreeDimensionalImageIsOneChannel) {
+  const NiftiVolume image = volume({4, 5, 6}, 1, 2.0f);
+  StaticTransformOptions options;
+  options.expected_channels = 1;
+  const CaseData data = to_channel_first(image, nullptr, options, "mono");
+  EXPECT_EQ(data.image_channels, 1);
+  EXPECT_EQ(data.label_channels, 0);
+  EXPECT_EQ(data.spatial_shape, (std::array<int64_t, 3>{4, 5, 6}));
+}
+
+TEST(StaticTransforms, ChannelFirstIsCOrder) {
+  NiftiVolume image = volume({3, 4, 5}, 2, 0.0f);
+  for (size_t i = 0; i < image.data.size(); ++i) image.data[i] = static_cast<float>(i + 1);
+  StaticTransformOptions options;
+  options.expected_channels = 2;
+  const CaseData data = to_channel_first(image, nullptr, options, "order");
+  // (c, x, y, z) = (1, 2, 3, 4): NIfTI index x + 3 (y + 4 (z + 5 c)).
+  EXPECT_EQ(data.image[((1 * 3 + 2) * 4 + 3) * 5 + 4], 1.0f + 2 + 3 * (3 + 4 * (4 + 5 * 1)));
+}
+
+TEST(StaticTransforms, AxisAlignedDownsamplingShapeAndAffine) {
+  // Task01 geometry (LPS, 1 mm): 240x240x155 -> 160x160x78 at 1.5, 1.5, 2 mm, then RAS.
+  CaseData data;
+  data.case_id = "task01";
+  data.spatial_shape = {240, 240, 155};
+  data.image_channels = 1;
+  data.image.assign(240 * 240 * 155, 3.0f);
+  data.affine = identity_affine();
+  data.affine[0][0] = -1.0;
+  data.affine[1][1] = -1.0;
+  data.affine[0][3] = 120.0;
+  const SpacingResult result = spacing(data, {1.5, 1.5, 2.0});
+  EXPECT_TRUE(result.resampled);
+  EXPECT_EQ(data.spatial_shape, (std::array<int64_t, 3>{160, 160, 78}));
+  EXPECT_DOUBLE_EQ(data.affine[0][0], -1.5);
+  EXPECT_DOUBLE_EQ(data.affine[2][2], 2.0);
+  EXPECT_DOUBLE_EQ(data.affine[0][3], 120.0);
+  for (float v : data.image) ASSERT_FLOAT_EQ(v, 3.0f);  // constant stays constant
+  orient_ras(data);
+  EXPECT_DOUBLE_EQ(data.affine[0][0], 1.5);
+  EXPECT_DOUBLE_EQ(data.affine[0][3], 120.0 - 1.5 * 159);
+  EXPECT_DOUBLE_EQ(data.affine[1][3], -1.5 * 159);
+}
+
+TEST(StaticTransforms, NormalizeKeepsZerosAndUsesPopulationStd) {
+  CaseData data;
+  data.spatial_shape = {1, 1, 4};
+  data.image_channels = 2;
+  data.image = {0.0f, 1.0f, 3.0f, 0.0f, 0.0f, 5.0f, 5.0f, 5.0f};
+  normalize_intensity_nonzero(data);
+  EXPECT_EQ(data.image[0], 0.0f);
+  EXPECT_FLOAT_EQ(data.image[1], -1.0f);  // mean 2, population std 1
+  EXPECT_FLOAT_EQ(data.image[2], 1.0f);
+  EXPECT_EQ(data.image[3], 0.0f);
+  EXPECT_EQ(data.image[5], 0.0f);  // constant channel: std 0 -> 1, v - mean = 0
+}
+
+}  // namespace
+}  // namespace medseg

@@ -1,0 +1,165 @@
+#include "model/model_io.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "model/monai_fixtures.h"
+#include "test_support.h"
+#include "util/error.h"
+
+namespace medseg {
+namespace {
+
+using testing::fixture_input;
+using testing::fixture_options;
+using testing::fixture_output;
+using testing::load_fixture_weights;
+using testing::max_relative_error;
+using testing::TempDir;
+
+void expect_same_state(const UNetImpl& actual, const UNetImpl& expected) {
+  const auto expected_parameters = expected.named_parameters();
+  ASSERT_EQ(actual.named_parameters().size(), expected_parameters.size());
+  for (const auto& item : actual.named_parameters()) {
+    EXPECT_TRUE(torch::equal(item.value(), expected_parameters[item.key()])) << item.key();
+  }
+}
+
+std::string error_of_load(const std::string& path, UNetImpl& unet) {
+  try {
+    load_model_pth(path, unet);
+  } catch (const ClientError& error) {
+    return error.what();
+  }
+  return "(no ClientError)";
+}
+
+TEST(ModelIoTest, RoundTripRestoresEveryTensorAndWritesTheConfig) {
+  TempDir dir;
+  const std::string path = dir.file("model/model.pth");
+  std::filesystem::create_directories(dir.file("model"));
+  UNet saved(UNetOptions{});
+  save_model_pth(path, *saved, "model:\n  channels: [16, 32, 64, 128, 256]\n");
+
+  UNet loaded(UNetOptions{});  // a different random initialisation
+  load_model_pth(path, *loaded);
+  expect_same_state(*loaded, *saved);
+  EXPECT_EQ(model_config_path(path), dir.file("model/medseg_config.yaml"));
+  EXPECT_EQ(testing::read_text(model_config_path(path)),
+            "model:\n  channels: [16, 32, 64, 128, 256]\n");
+  // Only the two finished files remain (no temporaries).
+  std::vector<std::string> names;
+  for (const auto& entry : std::filesystem::directory_iterator(dir.file("model"))) {
+    names.push_back(entry.path().filename().string());
+  }
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"medseg_config.yaml", "model.pth"}));
+}
+
+// unet/small_state_dict.pt is MONAI's small_res2 state dict written by Python's torch.save.
+TEST(ModelIoTest, LoadsPythonTorchSave) {
+  UNet unet(fixture_options("small_res2"));
+  load_model_pth(testing::monai_fixture("unet/small_state_dict.pt"), *unet);
+  UNet reference(fixture_options("small_res2"));
+  load_fixture_weights("small_res2", *reference);
+  expect_same_state(*unet, *reference);
+}
+
+TEST(ModelIoTest, ShapeMismatchNamesTheKeyAndBothShapes) {
+  TempDir dir;
+  UNet small(fixture_options("small_res2"));
+  save_model_pth(dir.file("model.pth"), *small);
+  UNet unet(UNetOptions{});
+  const torch::Tensor before = unet->named_parameters()["model.0.conv.unit0.conv.weight"].clone();
+  const std::string message = error_of_load(dir.file("model.pth"), *unet);
+  EXPECT_NE(message.find("key model.0.conv.unit0.conv.weight has shape [4, 4, 3, 3, 3] in the "
+                         "file but the model expects [16, 4, 3, 3, 3]"),
+            std::string::npos)
+      << message;
+  EXPECT_NE(message.find("more"), std::string::npos) << message;
+  // Nothing was modified.
+  EXPECT_TRUE(torch::equal(unet->named_parameters()["model.0.conv.unit0.conv.weight"], before));
+}
+
+TEST(ModelIoTest, MissingAndUnexpectedKeysAreNamed) {
+  TempDir dir;
+  UNet res0(fixture_options("small_res0"));
+  save_model_pth(dir.file("model.pth"), *res0);
+  UNet res2(fixture_options("small_res2"));
+  const std::string message = error_of_load(dir.file("model.pth"), *res2);
+  EXPECT_NE(message.find("missing key model.0.conv.unit0.conv.weight"), std::string::npos)
+      << message;
+}
+
+TEST(ModelIoTest, RejectsMissingAndCorruptFiles) {
+  TempDir dir;
+  UNet unet(fixture_options("small_res0"));
+  EXPECT_NE(error_of_load(dir.file("absent.pth"), *unet).find("does not exist"), std::string::npos);
+  testing::write_text(dir.file("garbage.pth"), "not a zip file");
+  EXPECT_NE(error_of_load(dir.file("garbage.pth"), *unet).find("garbage.pth is not a PyTorch"),
+            std::string::npos);
+}
+
+// Python's torch.load + MONAI's UNet.load_state_dict(strict=True) accept C++-written model.pth
+// files and compute the same output, for the default network and the conv-only and stride-1
+// variants. Needs /usr/bin/python3 with torch and MONAI 1.4 (PYTHONPATH from MEDSEG_MONAI_PATH,
+// default /tmp/monai); skipped where they are absent. One Python process (~7 s of imports).
+TEST(ModelIoTest, PythonMonaiLoadsCppModelStrictly) {
+  const char* monai_path_env = std::getenv("MEDSEG_MONAI_PATH");
+  const std::string python =
+      "PYTHONPATH=" + std::string(monai_path_env ? monai_path_env : "/tmp/monai") +
+      " /usr/bin/python3";
+  if (testing::run_shell(python + " -c 'import torch, monai.networks.nets'").exit_code != 0) {
+    GTEST_SKIP() << "needs /usr/bin/python3 with torch and MONAI (set MEDSEG_MONAI_PATH to a "
+                    "MONAI 1.4 source tree; default /tmp/monai)";
+  }
+  TempDir dir;
+  // 32^3: MONAI's InstanceNorm rejects the default network's 1x1x1 bottom at 16^3.
+  torch::manual_seed(7);
+  const torch::Tensor input = torch::randn({1, 4, 32, 32, 32});
+  testing::write_text(dir.file("input.bin"), std::string(static_cast<const char*>(input.data_ptr()),
+                                                         input.numel() * sizeof(float)));
+  const std::vector<std::string> configs = {"default", "small_res0", "small_res1_s21"};
+  std::vector<UNet> networks;
+  nlohmann::json jobs = nlohmann::json::array();
+  for (const std::string& config : configs) {
+    networks.emplace_back(fixture_options(config));  // C++'s own random initialisation
+    networks.back()->eval();
+    save_model_pth(dir.file(config + ".pth"), *networks.back());
+    nlohmann::json kwargs = testing::unet_manifest().at("configs").at(config).at("config");
+    kwargs.erase("spatial_dims");
+    jobs.push_back({{"model", dir.file(config + ".pth")},
+                    {"config", kwargs},
+                    {"input", dir.file("input.bin")},
+                    {"shape", input.sizes().vec()},
+                    {"output", dir.file(config + ".out")}});
+  }
+  testing::write_text(dir.file("jobs.json"), jobs.dump());
+  const auto result =
+      testing::run_shell(python + " " + MEDSEG_SOURCE_DIR + "/tests/model/monai_load_check.py " +
+                         dir.file("jobs.json"));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  std::cout << result.stdout_text;
+
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < configs.size(); ++i) {
+    const torch::Tensor output = networks[i]->forward(input);
+    torch::Tensor python_output = torch::empty_like(output);
+    const std::string bytes = testing::read_text(dir.file(configs[i] + ".out"));
+    ASSERT_EQ(bytes.size(), python_output.numel() * sizeof(float)) << configs[i];
+    std::memcpy(python_output.data_ptr<float>(), bytes.data(), bytes.size());
+    const double error = max_relative_error(output, python_output);
+    std::cout << "[ Python   ] " << configs[i] << ": max |C++ - MONAI| / max |MONAI| = " << error
+              << "\n";
+    EXPECT_LE(error, 1e-4) << configs[i];
+  }
+}
+
+}  // namespace
+}  // namespace medseg

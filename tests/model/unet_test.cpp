@@ -1,0 +1,109 @@
+#include "model/unet.h"
+
+#include <gtest/gtest.h>
+
+#include <iostream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "model/monai_fixtures.h"
+#include "util/error.h"
+
+namespace medseg {
+namespace {
+
+using testing::fixture_input;
+using testing::fixture_options;
+using testing::fixture_output;
+using testing::load_fixture_weights;
+using testing::max_relative_error;
+using testing::read_fixture_json;
+
+// Every state-dict name and shape of MONAI's default UNet, and nothing else.
+TEST(UNetTest, DefaultStateDictMatchesMonai) {
+  UNet unet(UNetOptions{});
+  const nlohmann::json layout = read_fixture_json("unet/default/weights.json");
+
+  std::map<std::string, std::vector<int64_t>> expected;
+  for (const auto& entry : layout.at("tensors")) {
+    expected[entry.at("name").get<std::string>()] = entry.at("shape").get<std::vector<int64_t>>();
+  }
+  std::map<std::string, std::vector<int64_t>> actual;
+  for (const auto& item : unet->named_parameters()) actual[item.key()] = item.value().sizes().vec();
+  EXPECT_TRUE(unet->named_buffers().is_empty());
+
+  EXPECT_EQ(actual, expected);
+  EXPECT_EQ(actual.size(), 63u);
+  EXPECT_EQ(count_parameters(*unet), 4810074);
+  EXPECT_EQ(layout.at("num_parameters").get<int64_t>(), 4810074);
+}
+
+// Each small MONAI configuration, with MONAI's weights, reproduces MONAI's eval-mode output.
+class UNetForwardTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(UNetForwardTest, MatchesMonaiOutput) {
+  const std::string config = GetParam();
+  UNet unet(fixture_options(config));
+  load_fixture_weights(config, *unet);
+  unet->eval();
+  torch::NoGradGuard no_grad;
+  const torch::Tensor output = unet->forward(fixture_input());
+  const torch::Tensor expected = fixture_output(config);
+  ASSERT_EQ(output.sizes(), expected.sizes());
+  const double error = max_relative_error(output, expected);
+  std::cout << "[ UNet     ] " << config << ": max |C++ - MONAI| / max |MONAI| = " << error
+            << " (max |diff| = " << (output - expected).abs().max().item<double>() << ")\n";
+  EXPECT_LE(error, 1e-4);
+}
+
+// The instantiation name starts with "UNet" so --gtest_filter='UNet*' selects it.
+INSTANTIATE_TEST_SUITE_P(UNet, UNetForwardTest,
+                         ::testing::Values("small_res2", "small_res0", "small_res1_s21"),
+                         [](const auto& info) { return info.param; });
+
+TEST(UNetTest, KeepsSpatialSizeAndProducesGradients) {
+  UNetOptions options;
+  options.channels = {4, 8, 16};
+  options.strides = {2, 2};
+  UNet unet(options);
+  const torch::Tensor output = unet->forward(torch::randn({2, 4, 8, 8, 12}));
+  EXPECT_EQ(output.sizes(), (std::vector<int64_t>{2, 3, 8, 8, 12}));
+  output.sum().backward();
+  for (const auto& item : unet->named_parameters()) {
+    EXPECT_TRUE(item.value().grad().defined()) << item.key();
+  }
+}
+
+TEST(UNetTest, RejectsInvalidOptionsNamingTheField) {
+  struct Case {
+    std::string field;
+    UNetOptions options;
+  };
+  std::vector<Case> cases(6);
+  cases[0] = {"channels", {}};
+  cases[0].options.channels = {16};
+  cases[0].options.strides = {};
+  cases[1] = {"strides", {}};
+  cases[1].options.strides = {2, 2, 2};
+  cases[2] = {"strides", {}};
+  cases[2].options.strides = {2, 0, 2, 2};
+  cases[3] = {"num_res_units", {}};
+  cases[3].options.num_res_units = -1;
+  cases[4] = {"dropout", {}};
+  cases[4].options.dropout = 1.0;
+  cases[5] = {"in_channels", {}};
+  cases[5].options.in_channels = 0;
+  for (const Case& test_case : cases) {
+    try {
+      UNet unet(test_case.options);
+      ADD_FAILURE() << "no error for a bad " << test_case.field;
+    } catch (const ClientError& error) {
+      EXPECT_NE(std::string(error.what()).find("model." + test_case.field), std::string::npos)
+          << error.what();
+    }
+  }
+}
+
+}  // namespace
+}  // namespace medseg
