@@ -1,0 +1,150 @@
+// End-to-end training as SageMaker runs it: `medseg train` on an ML root with a synthetic
+// Decathlon channel and string hyperparameters.
+#include <gtest/gtest.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <torch/serialize.h>
+
+#include <chrono>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <thread>
+
+#include "data/synthetic_cases.h"
+#include "model/model_io.h"
+#include "model/unet.h"
+#include "test_support.h"
+
+namespace medseg {
+namespace {
+
+// A small network and crop so a CPU learns the synthetic tumours in seconds.
+const char* const kFastHyperparameters = R"({
+  "epochs": "30", "steps_per_epoch": "5", "batch_size": "4",
+  "roi_size": "[32, 32, 16]", "channels": "[8, 16, 32, 64]", "strides": "[2, 2, 2]",
+  "num_res_units": "1", "learning_rate": "3e-3", "validation_fraction": "0.25",
+  "val_interval": "10", "log_interval": "5", "num_threads": "2", "seed": "7"
+})";
+
+void make_job(const std::string& root, const std::string& hyperparameters) {
+  testing::make_ml_root(root, hyperparameters, R"({"train": {"TrainingInputMode": "File"}})");
+  SynthOptions synth;
+  synth.out_dir = root + "/input/data/train";
+  synth.cases = 8;
+  synth.shape = {64, 64, 48};
+  synth.seed = 3;
+  write_synthetic_dataset(synth);
+}
+
+UNet fast_unet() {
+  UNetOptions options;
+  options.channels = {8, 16, 32, 64};
+  options.strides = {2, 2, 2};
+  options.num_res_units = 1;
+  return UNet(options);
+}
+
+TEST(TrainerTest, LearnsTheSyntheticTumoursAndWritesTheModel) {
+  testing::TempDir root;
+  make_job(root.path(), kFastHyperparameters);
+  const testing::CommandResult result = testing::run_medseg({"train"}, {"MEDSEG_ML_ROOT=" + root.path()});
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+
+  // SageMaker's metric regexes see one name=value per line on stdout.
+  std::smatch match;
+  const std::regex dice_line("(^|\n)val_mean_dice=([0-9.]+)\n");
+  std::vector<double> dice_values;
+  for (auto it = std::sregex_iterator(result.stdout_text.begin(), result.stdout_text.end(), dice_line);
+       it != std::sregex_iterator(); ++it) {
+    dice_values.push_back(std::stod((*it)[2]));
+  }
+  ASSERT_EQ(dice_values.size(), 3u) << result.stdout_text;  // epochs 10, 20, 30
+  EXPECT_GE(*std::max_element(dice_values.begin(), dice_values.end()), 0.7) << result.output;
+  EXPECT_NE(result.stdout_text.find("\ntrain_loss="), std::string::npos);
+
+  const nlohmann::json metrics =
+      nlohmann::json::parse(testing::read_text(root.file("model/metrics.json")));
+  EXPECT_EQ(metrics["epochs_completed"], 30);
+  EXPECT_EQ(metrics["global_steps"], 150);
+  EXPECT_GE(metrics["best_val_mean_dice"].get<double>(), 0.7);
+
+  // The weights load strictly into the architecture of the job's configuration.
+  UNet final_model = fast_unet();
+  EXPECT_NO_THROW(load_model_pth(root.file("model/model.pth"), *final_model));
+  UNet best_model = fast_unet();
+  EXPECT_NO_THROW(load_model_pth(root.file("model/best_model.pth"), *best_model));
+  EXPECT_NE(testing::read_text(root.file("model/medseg_config.yaml")).find("epochs: 30"),
+            std::string::npos);
+
+  std::ifstream jsonl(root.file("output/data/metrics.jsonl"));
+  int train_lines = 0, validation_lines = 0;
+  for (std::string line; std::getline(jsonl, line);) {
+    const nlohmann::json entry = nlohmann::json::parse(line);
+    train_lines += entry["type"] == "train";
+    validation_lines += entry["type"] == "validation";
+  }
+  EXPECT_EQ(train_lines, 30);
+  EXPECT_EQ(validation_lines, 3);
+}
+
+TEST(TrainerTest, SameSeedSameWeights) {
+  const std::string short_run = R"({"epochs": "2", "steps_per_epoch": "2", "batch_size": "2",
+    "roi_size": "[32, 32, 16]", "channels": "[8, 16, 32, 64]", "strides": "[2, 2, 2]",
+    "num_res_units": "1", "val_interval": "0", "num_threads": "2", "seed": "5"})";
+  std::vector<std::vector<at::Tensor>> weights;
+  for (int run = 0; run < 2; ++run) {
+    testing::TempDir root;
+    make_job(root.path(), short_run);
+    const testing::CommandResult result =
+        testing::run_medseg({"train"}, {"MEDSEG_ML_ROOT=" + root.path()});
+    ASSERT_EQ(result.exit_code, 0) << result.output;
+    UNet model = fast_unet();
+    load_model_pth(root.file("model/model.pth"), *model);
+    weights.push_back(model->parameters());
+  }
+  for (size_t i = 0; i < weights[0].size(); ++i) {
+    EXPECT_TRUE(at::equal(weights[0][i], weights[1][i])) << "parameter " << i;
+  }
+}
+
+TEST(TrainerTest, SigtermStopsAtAStepWritesTheModelAndExitsZero) {
+  testing::TempDir root;
+  make_job(root.path(), R"({"epochs": "1000", "batch_size": "2", "roi_size": "[32, 32, 16]",
+    "channels": "[8, 16, 32, 64]", "strides": "[2, 2, 2]", "num_res_units": "1",
+    "val_interval": "0", "log_interval": "1"})");
+  const std::string log = root.file("train.log");
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    setenv("MEDSEG_ML_ROOT", root.path().c_str(), 1);
+    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    execl(MEDSEG_BINARY, MEDSEG_BINARY, "train", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  // Wait until training runs, then stop it as StopTrainingJob does.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (testing::read_text(log).find("step 3/") == std::string::npos &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  const auto signalled = std::chrono::steady_clock::now();
+  ASSERT_EQ(kill(child, SIGTERM), 0);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - signalled).count();
+  ASSERT_TRUE(WIFEXITED(status)) << testing::read_text(log);
+  EXPECT_EQ(WEXITSTATUS(status), 0) << testing::read_text(log);
+  EXPECT_LT(seconds, 20.0);
+  EXPECT_TRUE(testing::file_exists(root.file("model/model.pth")));
+  const nlohmann::json metrics =
+      nlohmann::json::parse(testing::read_text(root.file("model/metrics.json")));
+  EXPECT_TRUE(metrics["stopped_early"].get<bool>());
+}
+
+}  // namespace
+}  // namespace medseg
