@@ -22,7 +22,6 @@ struct PendingCommand {
   const char* description;
 };
 constexpr PendingCommand kPendingCommands[] = {
-    {"preprocess", "Preprocess NIfTI cases into medseg records (SageMaker Processing job)"},
     {"infer", "Sliding-window inference on NIfTI cases"},
     {"serve", "Serve the model over HTTP on port 8080 (SageMaker hosting)"},
     {"bench", "Throughput benchmarks"},
@@ -84,6 +83,22 @@ int run_cli(int argc, char** argv) {
   synth->add_option("--threads", synth_options.threads, "Writer threads (0 = one per core)")
       ->check(CLI::Range(0, 1024));
 
+  PreprocessCommandOptions preprocess_options;
+  CLI::App* preprocess = app.add_subcommand(
+      "preprocess", "Preprocess NIfTI cases into medseg records (SageMaker Processing job)");
+  preprocess->add_option("--input", preprocess_options.input_dir,
+                         "Data folder (default <ml-root>/processing/input/data)");
+  preprocess->add_option("--output", preprocess_options.output_dir,
+                         "Output folder (default <ml-root>/processing/output/data)");
+  preprocess->add_option("--format", preprocess_options.format, "records or nifti")
+      ->check(CLI::IsMember({"records", "nifti"}));
+  preprocess->add_option("--threads", preprocess_options.threads, "Cases at once (0 = cores)")
+      ->check(CLI::Range(0, 1024));
+  preprocess->add_flag("--no-split", preprocess_options.no_split,
+                       "Process every case, not this host's share");
+  preprocess->add_option("--set", preprocess_options.overrides,
+                         "Override a configuration key, e.g. --set pixdim=1,1,1 (repeatable)");
+
   std::vector<CLI::App*> pending;
   for (const PendingCommand& command : kPendingCommands) {
     CLI::App* sub = app.add_subcommand(command.name, command.description);
@@ -112,6 +127,7 @@ int run_cli(int argc, char** argv) {
       }
       return run_train_command(ml_root, train_options);
     }
+    if (preprocess->parsed()) return run_preprocess_command(ml_root, preprocess_options);
     if (synth->parsed()) {
       std::copy(shape.begin(), shape.end(), synth_options.shape.begin());
       return run_synth_command(synth_options);

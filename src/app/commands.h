@@ -16,6 +16,17 @@ struct TrainCommandOptions {
 
 int run_train_command(const std::string& ml_root, const TrainCommandOptions& options);
 
+struct PreprocessCommandOptions {
+  std::string input_dir;               // default <ml-root>/processing/input/data
+  std::string output_dir;              // default <ml-root>/processing/output/data
+  std::string format;                  // records or nifti; default preprocess.format
+  int threads = 0;                     // 0 = one per core
+  bool no_split = false;               // process every case even on a multi-host job
+  std::vector<std::string> overrides;  // --set key=value
+};
+
+int run_preprocess_command(const std::string& ml_root, const PreprocessCommandOptions& options);
+
 struct SynthCommandOptions {
   std::string out_dir;
   int cases = 8;

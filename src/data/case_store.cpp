@@ -3,9 +3,14 @@
 #include <algorithm>
 #include <atomic>
 #include <exception>
+#include <filesystem>
 #include <mutex>
 #include <thread>
 
+#include "config/config.h"
+#include "io/medseg_record.h"
+#include "io/pipe_channel.h"
+#include "sagemaker/job_environment.h"
 #include "util/error.h"
 
 namespace medseg {
@@ -54,6 +59,58 @@ int64_t case_bytes(const std::vector<CaseData>& cases) {
     bytes += static_cast<int64_t>(data.image.size() * sizeof(float) + data.label.size());
   }
   return bytes;
+}
+
+namespace {
+
+CaseLoadOptions load_options_from(const Config& config, bool normalize) {
+  CaseLoadOptions options;
+  options.transforms.pixdim = {config.data.pixdim[0], config.data.pixdim[1], config.data.pixdim[2]};
+  options.transforms.label_scheme = parse_label_scheme(config.data.label_scheme);
+  options.transforms.expected_channels = config.model.in_channels;
+  options.transforms.normalize = normalize;
+  options.read.max_bytes = static_cast<int64_t>(config.data.max_case_mb) << 20;
+  options.threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  return options;
+}
+
+}  // namespace
+
+std::vector<CaseData> load_channel_cases(const JobEnvironment& environment,
+                                         const std::string& channel, const Config& config,
+                                         bool normalize) {
+  const auto found = environment.channels.find(channel);
+  const bool pipe = found != environment.channels.end() && found->second.input_mode == "Pipe";
+  std::vector<CaseData> cases;
+  if (pipe) {
+    PipeChannelOptions options;
+    options.data_dir = environment.paths.data_dir();
+    options.channel = channel;
+    options.record_io = found->second.record_wrapper == "RecordIO";
+    PipeChannel pipe_channel(options);
+    std::unique_ptr<ByteSource> stream = pipe_channel.open_next_epoch();
+    RecordStreamReader reader(*stream);
+    CaseData data;
+    while (reader.next(&data)) cases.push_back(data);
+    if (cases.empty()) {
+      throw ClientError("Pipe-mode channel '" + channel + "' (" + pipe_channel.fifo_path(0) +
+                        ") delivered no medseg records: Pipe mode streams shards written by "
+                        "`medseg preprocess`");
+    }
+    return cases;
+  }
+  const std::string folder = environment.paths.channel_dir(channel);
+  std::error_code error;
+  if (!std::filesystem::exists(folder, error)) {
+    throw ClientError("channel '" + channel + "' not found: expected the folder " + folder);
+  }
+  const DatasetIndex index = discover_dataset(folder, config.data.layout, /*require_labels=*/true);
+  if (index.layout == DatasetLayout::kRecords) {
+    const MappedRecordReader reader(folder);
+    for (size_t i = 0; i < reader.size(); ++i) cases.push_back(reader.read(i));
+    return cases;
+  }
+  return load_cases(index, load_options_from(config, normalize));
 }
 
 }  // namespace medseg

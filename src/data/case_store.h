@@ -29,3 +29,22 @@ CaseData load_case(const CaseSource& source, const CaseLoadOptions& options);
 int64_t case_bytes(const std::vector<CaseData>& cases);
 
 }  // namespace medseg
+
+namespace medseg {
+
+struct JobEnvironment;
+struct Config;
+
+// Every case of a SageMaker data channel, preprocessed, in a fixed order:
+//  - File / FastFile mode: the channel folder, a Decathlon or BraTS NIfTI layout (preprocessed
+//    here with the configuration's static transforms) or medseg record shards (already
+//    preprocessed by `medseg preprocess`; read by memory map);
+//  - Pipe mode: medseg records streamed from the FIFO <channel>_0 (RecordIO wrapping accepted),
+//    read once and kept in memory for every epoch.
+// `normalize` applies NormalizeIntensity to NIfTI cases (records carry what preprocess did).
+// ClientError when the channel is missing or holds no usable data.
+std::vector<CaseData> load_channel_cases(const JobEnvironment& environment,
+                                         const std::string& channel, const Config& config,
+                                         bool normalize);
+
+}  // namespace medseg

@@ -469,6 +469,7 @@ RecordWriter::RecordWriter(const std::string& path, RecordWriterOptions options)
     : path_(path), options_(options) {
   std::string pattern = path + ".tmp-" + std::to_string(::getpid()) + "-XXXXXX";
   fd_ = ::mkstemp(&pattern[0]);
+  if (fd_ >= 0) ::fchmod(fd_, 0644);  // shards are data for other jobs, not secrets
   if (fd_ < 0) throw_system_error("cannot create a temporary file for " + path);
   temporary_path_ = pattern;
 }

@@ -142,54 +142,55 @@ void Trainer::State::set_up_device() {
 void Trainer::State::load_data() {
   const DataConfig& data = config().data;
   const auto started = Clock::now();
-  const std::string train_dir = environment.paths.channel_dir(data.train_channel);
-  std::error_code error;
-  if (!fs::exists(train_dir, error)) {
-    throw ClientError("training channel '" + data.train_channel + "' not found: expected the folder " +
-                      train_dir + " (set data.train_channel to the channel's name)");
-  }
-  DatasetIndex train_index = discover_dataset(train_dir, data.layout, /*require_labels=*/true);
-  if (train_index.layout == DatasetLayout::kRecords) {
-    throw ClientError(train_dir + ": training from medseg records is not built yet; train on the "
-                      "NIfTI folder instead");
-  }
-  CaseLoadOptions options;
-  options.transforms.pixdim = {data.pixdim[0], data.pixdim[1], data.pixdim[2]};
-  options.transforms.label_scheme = parse_label_scheme(data.label_scheme);
-  options.transforms.expected_channels = config().model.in_channels;
-  options.read.max_bytes = static_cast<int64_t>(data.max_case_mb) << 20;
-  options.threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const bool normalize_volumes = data.normalize == "volume";
+  std::vector<CaseData> cases =
+      load_channel_cases(environment, data.train_channel, config(), normalize_volumes);
+  if (cases.empty()) throw ClientError("channel '" + data.train_channel + "' holds no cases");
 
   // Validation cases: the validation channel, else a seeded share of the training cases.
-  DatasetIndex validation_index;
-  validation_index.layout = train_index.layout;
-  const std::string validation_dir = environment.paths.channel_dir(data.validation_channel);
-  if (fs::exists(validation_dir, error)) {
-    validation_index = discover_dataset(validation_dir, data.layout, /*require_labels=*/true);
-  } else if (data.validation_fraction > 0.0 && train_index.cases.size() >= 2) {
-    const int64_t total = static_cast<int64_t>(train_index.cases.size());
+  const bool has_validation_channel =
+      environment.channels.count(data.validation_channel) != 0 ||
+      fs::exists(environment.paths.channel_dir(data.validation_channel));
+  if (has_validation_channel) {
+    validation_cases =
+        load_channel_cases(environment, data.validation_channel, config(), /*normalize=*/true);
+    train_cases = std::move(cases);
+  } else if (data.validation_fraction > 0.0 && cases.size() >= 2) {
+    const int64_t total = static_cast<int64_t>(cases.size());
     const int64_t held_out = std::clamp<int64_t>(
         std::llround(data.validation_fraction * static_cast<double>(total)), 1, total - 1);
     const std::vector<int64_t> order =
         epoch_case_order(total, total, static_cast<uint64_t>(config().train.seed), 0xA11DA7E);
     std::vector<bool> is_validation(static_cast<size_t>(total), false);
     for (int64_t i = 0; i < held_out; ++i) is_validation[static_cast<size_t>(order[i])] = true;
-    std::vector<CaseSource> training;
     for (int64_t i = 0; i < total; ++i) {
-      (is_validation[static_cast<size_t>(i)] ? validation_index.cases : training)
-          .push_back(train_index.cases[static_cast<size_t>(i)]);
+      (is_validation[static_cast<size_t>(i)] ? validation_cases : train_cases)
+          .push_back(std::move(cases[static_cast<size_t>(i)]));
     }
-    train_index.cases = std::move(training);
+  } else {
+    train_cases = std::move(cases);
   }
-
-  options.transforms.normalize = data.normalize == "volume";
-  train_cases = load_cases(train_index, options);
-  options.transforms.normalize = true;  // validation always sees whole normalised volumes
-  if (!validation_index.cases.empty()) validation_cases = load_cases(validation_index, options);
-  spdlog::info("data: {} training and {} validation cases ({} layout) preprocessed in {:.1f} s, "
-               "{:.0f} MiB in memory",
-               train_cases.size(), validation_cases.size(), dataset_layout_name(train_index.layout),
-               seconds_since(started),
+  // Validation always sees whole normalised volumes, also when training normalises crops.
+  if (!normalize_volumes) {
+    for (CaseData& validation_case : validation_cases) normalize_intensity_nonzero(validation_case);
+  }
+  for (const std::vector<CaseData>* set : {&train_cases, &validation_cases}) {
+    for (const CaseData& loaded : *set) {
+      if (loaded.label_channels != config().model.out_channels ||
+          loaded.image_channels != config().model.in_channels) {
+        throw ClientError("case " + loaded.case_id + " has " +
+                          std::to_string(loaded.image_channels) + " image and " +
+                          std::to_string(loaded.label_channels) +
+                          " label channels; the model expects model.in_channels = " +
+                          std::to_string(config().model.in_channels) +
+                          " and model.out_channels = " +
+                          std::to_string(config().model.out_channels));
+      }
+    }
+  }
+  spdlog::info("data: {} training and {} validation cases preprocessed in {:.1f} s, {:.0f} MiB in "
+               "memory",
+               train_cases.size(), validation_cases.size(), seconds_since(started),
                static_cast<double>(case_bytes(train_cases) + case_bytes(validation_cases)) /
                    (1 << 20));
 }

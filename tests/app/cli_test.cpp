@@ -88,7 +88,7 @@ INSTANTIATE_TEST_SUITE_P(
         BrokenRootCase{"out_of_range", R"({"learning_rate": "-1"})",
                        "optim.learning_rate = '-1': expected a number in [0, 10]", 2},
         BrokenRootCase{"missing_channel", R"({"epochs": "1"})",
-                       "training channel 'train' not found", 2}),
+                       "channel 'train' not found", 2}),
     [](const ::testing::TestParamInfo<BrokenRootCase>& info) { return info.param.name; });
 
 TEST(CliTest, BadInputDataConfigIsAClientError) {

@@ -6,7 +6,11 @@
 #include <sys/wait.h>
 #include <torch/serialize.h>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <regex>
@@ -144,6 +148,87 @@ TEST(TrainerTest, SigtermStopsAtAStepWritesTheModelAndExitsZero) {
   const nlohmann::json metrics =
       nlohmann::json::parse(testing::read_text(root.file("model/metrics.json")));
   EXPECT_TRUE(metrics["stopped_early"].get<bool>());
+}
+
+}  // namespace
+}  // namespace medseg
+
+namespace medseg {
+namespace {
+
+const char* const kTinyRun = R"({"epochs": "1", "steps_per_epoch": "2", "batch_size": "2",
+  "roi_size": "[32, 32, 16]", "channels": "[8, 16, 32, 64]", "strides": "[2, 2, 2]",
+  "num_res_units": "1", "validation_fraction": "0.25", "num_threads": "2"})";
+
+// Preprocesses a synthetic data set into record shards, as a Processing job would.
+std::string make_record_shards(const testing::TempDir& dir) {
+  SynthOptions synth;
+  synth.out_dir = dir.file("nifti");
+  synth.cases = 6;
+  synth.shape = {64, 64, 48};
+  write_synthetic_dataset(synth);
+  const testing::CommandResult result = testing::run_medseg(
+      {"preprocess", "--input", dir.file("nifti"), "--output", dir.file("records"), "--ml-root",
+       dir.path()});
+  EXPECT_EQ(result.exit_code, 0) << result.output;
+  return dir.file("records");
+}
+
+TEST(TrainerTest, TrainsFromRecordShardsInFileMode) {
+  testing::TempDir dir;
+  const std::string records = make_record_shards(dir);
+  testing::make_ml_root(dir.file("ml"), kTinyRun, R"({"train": {"TrainingInputMode": "File"}})");
+  std::filesystem::rename(records, dir.file("ml/input/data/train"));
+  const testing::CommandResult result =
+      testing::run_medseg({"train"}, {"MEDSEG_ML_ROOT=" + dir.file("ml")});
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_NE(result.output.find("data: 4 training and 2 validation cases"), std::string::npos)
+      << result.output;
+  EXPECT_TRUE(testing::file_exists(dir.file("ml/model/model.pth")));
+}
+
+// Writes `payload` into the FIFO as SageMaker's Pipe mode does: the FIFO appears after a while,
+// and each object is wrapped in RecordIO records, here split into two parts.
+void serve_pipe(const std::string& fifo, const std::string& payload) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  const int fd = ::open(fifo.c_str(), O_WRONLY);
+  ASSERT_GE(fd, 0);
+  auto write_part = [fd](uint32_t flag, const std::string& part) {
+    const uint32_t header[2] = {0xced7230a, static_cast<uint32_t>(part.size()) | (flag << 29)};
+    std::string frame(reinterpret_cast<const char*>(header), sizeof(header));
+    frame += part;
+    frame.append((4 - part.size() % 4) % 4, '\0');
+    for (size_t done = 0; done < frame.size();) {
+      const ssize_t n = ::write(fd, frame.data() + done, frame.size() - done);
+      if (n <= 0) return;
+      done += static_cast<size_t>(n);
+    }
+  };
+  const size_t half = payload.size() / 2 + 3;
+  write_part(1, payload.substr(0, half));
+  write_part(3, payload.substr(half));
+  ::close(fd);
+}
+
+TEST(TrainerTest, TrainsFromAPipeModeChannelWithRecordIO) {
+  testing::TempDir dir;
+  const std::string records = make_record_shards(dir);
+  std::string shard;
+  for (const auto& entry : std::filesystem::directory_iterator(records)) {
+    if (entry.path().extension() == ".medrec") shard += testing::read_text(entry.path());
+  }
+  ASSERT_FALSE(shard.empty());
+  testing::make_ml_root(dir.file("ml"), kTinyRun,
+                        R"({"train": {"TrainingInputMode": "Pipe", "RecordWrapperType": "RecordIO",
+                                      "S3DistributionType": "FullyReplicated"}})");
+  std::thread writer(serve_pipe, dir.file("ml/input/data/train_0"), shard);
+  const testing::CommandResult result =
+      testing::run_medseg({"train"}, {"MEDSEG_ML_ROOT=" + dir.file("ml")});
+  writer.join();
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_NE(result.output.find("data: 4 training and 2 validation cases"), std::string::npos)
+      << result.output;
 }
 
 }  // namespace
