@@ -90,6 +90,8 @@ cat > "$ml_root/input/config/checkpointconfig.json" <<JSON
 {"LocalPath": "$ml_root/checkpoints"}
 JSON
 
+# The image's malloc settings (see Dockerfile), unless the caller chose others.
+export GLIBC_TUNABLES="${GLIBC_TUNABLES:-glibc.malloc.mmap_threshold=4294967295:glibc.malloc.trim_threshold=4294967295:glibc.malloc.arena_max=1}"
 echo "local_run.sh: ML root $ml_root" >&2
 status=0
 MEDSEG_ML_ROOT="$ml_root" TRAINING_JOB_NAME="${TRAINING_JOB_NAME:-local-$(date +%Y%m%d-%H%M%S)}" \

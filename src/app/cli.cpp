@@ -24,7 +24,6 @@ struct PendingCommand {
 constexpr PendingCommand kPendingCommands[] = {
     {"infer", "Sliding-window inference on NIfTI cases"},
     {"serve", "Serve the model over HTTP on port 8080 (SageMaker hosting)"},
-    {"bench", "Throughput benchmarks"},
 };
 
 int report_error(const std::string& ml_root, ErrorKind kind, const std::string& message) {
@@ -99,6 +98,30 @@ int run_cli(int argc, char** argv) {
   preprocess->add_option("--set", preprocess_options.overrides,
                          "Override a configuration key, e.g. --set pixdim=1,1,1 (repeatable)");
 
+  BenchCommandOptions bench_options;
+  std::vector<int> bench_shape(bench_options.shape.begin(), bench_options.shape.end());
+  std::vector<int64_t> bench_roi(bench_options.roi.begin(), bench_options.roi.end());
+  CLI::App* bench = app.add_subcommand("bench", "Throughput benchmarks (print numbers)");
+  bench->add_option("what", bench_options.what, "preprocess, crops or train")
+      ->required()
+      ->check(CLI::IsMember({"preprocess", "crops", "train"}));
+  bench->add_option("--cases", bench_options.cases, "preprocess: cases")->check(CLI::Range(1, 64));
+  bench->add_option("--shape", bench_shape, "preprocess: case size X Y Z")->expected(3);
+  bench->add_option("--roi", bench_roi, "crops, train: crop size X Y Z")->expected(3);
+  bench->add_option("--batch", bench_options.batch, "train: batch size")->check(CLI::Range(1, 512));
+  bench->add_option("--amp", bench_options.amp, "train: off, bf16 or fp16")
+      ->check(CLI::IsMember({"off", "bf16", "fp16"}));
+  bench->add_option("--device", bench_options.device, "train: auto, cpu or cuda")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  bench->add_option("--warmup", bench_options.warmup, "train: untimed steps")
+      ->check(CLI::Range(0, 1000));
+  bench->add_option("--steps", bench_options.steps,
+                    "train: timed steps; crops: crops per thread")
+      ->check(CLI::Range(1, 100000));
+  bench->add_option("--threads", bench_options.threads, "Threads (0 = all cores)")
+      ->check(CLI::Range(0, 1024));
+  bench->add_option("--set", bench_options.overrides, "Override a configuration key");
+
   std::vector<CLI::App*> pending;
   for (const PendingCommand& command : kPendingCommands) {
     CLI::App* sub = app.add_subcommand(command.name, command.description);
@@ -128,6 +151,11 @@ int run_cli(int argc, char** argv) {
       return run_train_command(ml_root, train_options);
     }
     if (preprocess->parsed()) return run_preprocess_command(ml_root, preprocess_options);
+    if (bench->parsed()) {
+      std::copy(bench_shape.begin(), bench_shape.end(), bench_options.shape.begin());
+      std::copy(bench_roi.begin(), bench_roi.end(), bench_options.roi.begin());
+      return run_bench_command(bench_options);
+    }
     if (synth->parsed()) {
       std::copy(shape.begin(), shape.end(), synth_options.shape.begin());
       return run_synth_command(synth_options);

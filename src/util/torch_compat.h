@@ -41,3 +41,15 @@ inline void set_cuda_autocast(bool enabled, at::ScalarType dtype) {
 }
 
 }  // namespace medseg::torch_compat
+
+#include <cstdint>
+
+namespace medseg::torch_compat {
+
+// Waits for the current CUDA device's queued work (for timing). No-op without CUDA.
+void synchronize_cuda();
+
+// Peak bytes the CUDA caching allocator has handed out on device 0 (0 without CUDA).
+int64_t peak_cuda_memory_bytes();
+
+}  // namespace medseg::torch_compat

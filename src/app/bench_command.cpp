@@ -1,0 +1,221 @@
+// `medseg bench`: throughput benchmarks that print numbers (one `name=value` per line plus a
+// readable summary), never pass/fail.
+//   bench preprocess  seconds per full-size case: .nii.gz decode + static transforms
+//   bench crops       random 128x128x64 crops per second per thread
+//   bench train       samples/s of forward + backward + optimiser step, peak memory
+#include <sys/resource.h>
+#include <spdlog/spdlog.h>
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/cuda.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <thread>
+
+#include "app/commands.h"
+#include "config/config_loader.h"
+#include "data/case_store.h"
+#include "data/random_transforms.h"
+#include "data/synthetic_cases.h"
+#include "model/unet.h"
+#include "train/losses.h"
+#include "train/optimizer.h"
+#include "util/error.h"
+#include "util/log.h"
+#include "util/torch_compat.h"
+
+namespace medseg {
+namespace fs = std::filesystem;
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+double peak_rss_mib() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
+}
+
+int all_cores() { return static_cast<int>(std::max(1u, std::thread::hardware_concurrency())); }
+
+void print_result(const std::string& name, double value) {
+  std::printf("%s=%.6g\n", name.c_str(), value);
+  std::fflush(stdout);
+}
+
+// Runs `work(thread_index)` on `threads` threads at once and returns the wall time.
+double run_parallel(int threads, const std::function<void(int)>& work) {
+  const auto started = Clock::now();
+  std::vector<std::thread> workers;
+  for (int t = 0; t < threads; ++t) workers.emplace_back(work, t);
+  for (std::thread& worker : workers) worker.join();
+  return seconds_since(started);
+}
+
+Config bench_config(const BenchCommandOptions& options) {
+  JobEnvironment environment;
+  environment.paths = MlPaths{"/nonexistent-ml-root"};
+  ConfigRequest request;
+  request.shipped_config = find_shipped_config();
+  request.overrides = options.overrides;
+  return resolve_config(environment, request).config;
+}
+
+int bench_preprocess(const BenchCommandOptions& options) {
+  const Config config = bench_config(options);
+  const std::string dir = fs::temp_directory_path() / ("medseg-bench-" + std::to_string(getpid()));
+  SynthOptions synth;
+  synth.out_dir = dir;
+  synth.cases = options.cases;
+  synth.shape = options.shape;
+  spdlog::info("bench preprocess: writing {} synthetic {}x{}x{}x4 cases to {}", synth.cases,
+               synth.shape[0], synth.shape[1], synth.shape[2], dir);
+  write_synthetic_dataset(synth);
+  const DatasetIndex index = discover_dataset(dir, "decathlon", true);
+  CaseLoadOptions load;
+  load.transforms.pixdim = {config.data.pixdim[0], config.data.pixdim[1], config.data.pixdim[2]};
+  load.read.max_bytes = int64_t{8} << 30;
+
+  // Warm the page cache and the allocator once, then time.
+  load_case(index.cases[0], load);
+  const auto one_started = Clock::now();
+  std::array<int64_t, 3> output_shape{};
+  for (const CaseSource& source : index.cases) output_shape = load_case(source, load).spatial_shape;
+  const double one_thread = seconds_since(one_started) / index.cases.size();
+
+  const int threads = options.threads > 0 ? options.threads : all_cores();
+  std::atomic<size_t> next{0};
+  const size_t rounds = index.cases.size() * static_cast<size_t>(threads);
+  const double wall = run_parallel(threads, [&](int) {
+    for (size_t i = next++; i < rounds; i = next++) load_case(index.cases[i % index.cases.size()], load);
+  });
+  const double all_threads = wall / static_cast<double>(rounds);
+  fs::remove_all(dir);
+
+  spdlog::info("bench preprocess: {}x{}x{}x4 -> {}x{}x{}: {:.3f} s per case on 1 thread, {:.3f} s "
+               "per case with {} threads ({:.3f} s per case per core)",
+               options.shape[0], options.shape[1], options.shape[2], output_shape[0],
+               output_shape[1], output_shape[2], one_thread, all_threads, threads,
+               all_threads * threads);
+  print_result("preprocess_seconds_per_case_1_thread", one_thread);
+  print_result("preprocess_seconds_per_case_all_threads", all_threads);
+  print_result("preprocess_threads", threads);
+  return 0;
+}
+
+int bench_crops(const BenchCommandOptions& options) {
+  const Config config = bench_config(options);
+  // A preprocessed Task01-size case: 160x160x78, 4 channels.
+  CaseData data;
+  data.case_id = "bench";
+  data.spatial_shape = {160, 160, 78};
+  data.image_channels = 4;
+  data.label_channels = 3;
+  const int64_t voxels = 160 * 160 * 78;
+  data.image.resize(static_cast<size_t>(4 * voxels));
+  for (size_t i = 0; i < data.image.size(); ++i) data.image[i] = static_cast<float>(i % 1000) * 1e-3f;
+  data.label.assign(static_cast<size_t>(3 * voxels), 1);
+  RandomTransformOptions transforms = RandomTransformOptions::from_config(config);
+  transforms.roi_size = {options.roi[0], options.roi[1], options.roi[2]};
+
+  auto crops_per_second = [&](int threads) {
+    const int per_thread = options.steps;
+    const double wall = run_parallel(threads, [&](int t) {
+      Sample sample;
+      for (int i = 0; i < per_thread; ++i) {
+        make_random_sample(data, transforms, 0, static_cast<uint64_t>(t), static_cast<uint64_t>(i),
+                           sample);
+      }
+    });
+    return per_thread / wall;  // per thread
+  };
+  crops_per_second(1);  // warm-up
+  const double one = crops_per_second(1);
+  const int threads = options.threads > 0 ? options.threads : all_cores();
+  const double many = crops_per_second(threads);
+  spdlog::info("bench crops: {}x{}x{} crops of a 160x160x78x4 case: {:.0f} per second on 1 thread, "
+               "{:.0f} per second per thread with {} threads",
+               options.roi[0], options.roi[1], options.roi[2], one, many, threads);
+  print_result("crops_per_second_1_thread", one);
+  print_result("crops_per_second_per_thread_all_threads", many);
+  return 0;
+}
+
+int bench_train(const BenchCommandOptions& options) {
+  Config config = bench_config(options);
+  const bool cuda = torch::cuda::is_available();
+  const std::string device_name = options.device == "auto" ? (cuda ? "cuda" : "cpu") : options.device;
+  if (device_name == "cuda" && !cuda) throw PlatformError("bench train: no CUDA device available");
+  const at::Device device = device_name == "cuda" ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
+  if (options.threads > 0) at::set_num_threads(options.threads);
+  if (options.amp != "off" && !device.is_cuda()) {
+    throw ClientError("bench train: --amp " + options.amp + " needs a CUDA device");
+  }
+  UNetOptions unet;
+  unet.in_channels = config.model.in_channels;
+  unet.out_channels = config.model.out_channels;
+  unet.channels.assign(config.model.channels.begin(), config.model.channels.end());
+  unet.strides.assign(config.model.strides.begin(), config.model.strides.end());
+  unet.num_res_units = config.model.num_res_units;
+  UNet model(unet);
+  model->to(device);
+  auto optimizer = make_optimizer(config.optim, model->parameters());
+  const at::Tensor image =
+      at::randn({options.batch, unet.in_channels, options.roi[0], options.roi[1], options.roi[2]},
+                at::TensorOptions().device(device));
+  const at::Tensor label =
+      (at::rand({options.batch, unet.out_channels, options.roi[0], options.roi[1], options.roi[2]},
+                at::TensorOptions().device(device)) > 0.7)
+          .to(at::kFloat);
+  const at::ScalarType amp_dtype = options.amp == "fp16" ? at::kHalf : at::kBFloat16;
+  auto step = [&] {
+    optimizer->zero_grad();
+    if (options.amp != "off") torch_compat::set_cuda_autocast(true, amp_dtype);
+    const at::Tensor logits = model->forward(image);
+    if (options.amp != "off") torch_compat::set_cuda_autocast(false, amp_dtype);
+    compute_loss(config.train.loss, logits, label).backward();
+    optimizer->step();
+    if (device.is_cuda()) torch_compat::synchronize_cuda();
+  };
+  for (int i = 0; i < options.warmup; ++i) step();
+  std::vector<double> seconds;
+  for (int i = 0; i < options.steps; ++i) {
+    const auto started = Clock::now();
+    step();
+    seconds.push_back(seconds_since(started));
+  }
+  std::sort(seconds.begin(), seconds.end());
+  const double median = seconds[seconds.size() / 2];
+  const double samples_per_second = options.batch / median;
+  const double peak_mib = device.is_cuda() ? torch_compat::peak_cuda_memory_bytes() / 1048576.0
+                                           : peak_rss_mib();
+  spdlog::info("bench train: {} batch {} roi {}x{}x{} amp {}: median step {:.3f} s, {:.2f} samples/s, "
+               "peak {} memory {:.0f} MiB ({} timed steps after {} warm-up, {} parameters)",
+               device.str(), options.batch, options.roi[0], options.roi[1], options.roi[2],
+               options.amp, median, samples_per_second, device.is_cuda() ? "GPU" : "process",
+               peak_mib, options.steps, options.warmup, count_parameters(*model));
+  print_result("train_step_seconds_median", median);
+  print_result("train_samples_per_second", samples_per_second);
+  print_result("train_peak_memory_mib", peak_mib);
+  return 0;
+}
+
+}  // namespace
+
+int run_bench_command(const BenchCommandOptions& options) {
+  if (options.what == "preprocess") return bench_preprocess(options);
+  if (options.what == "crops") return bench_crops(options);
+  if (options.what == "train") return bench_train(options);
+  throw ClientError("bench: unknown benchmark '" + options.what +
+                    "' (expected preprocess, crops or train)");
+}
+
+}  // namespace medseg

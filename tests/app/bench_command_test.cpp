@@ -1,0 +1,45 @@
+// The benchmarks run and print the numbers they promise (speed itself is never asserted).
+#include <gtest/gtest.h>
+
+#include <regex>
+
+#include "test_support.h"
+
+namespace medseg {
+namespace {
+
+double printed_value(const std::string& output, const std::string& name) {
+  std::smatch match;
+  const std::regex line("(^|\n)" + name + "=([0-9.e+-]+)\n");
+  if (!std::regex_search(output, match, line)) return -1.0;
+  return std::stod(match[2]);
+}
+
+TEST(BenchCommandTest, EveryBenchmarkPrintsItsNumbers) {
+  const testing::CommandResult crops =
+      testing::run_medseg({"bench", "crops", "--roi", "32", "32", "16", "--steps", "5"});
+  ASSERT_EQ(crops.exit_code, 0) << crops.output;
+  EXPECT_GT(printed_value(crops.stdout_text, "crops_per_second_1_thread"), 0.0) << crops.output;
+
+  const testing::CommandResult train = testing::run_medseg(
+      {"bench", "train", "--roi", "32", "32", "16", "--steps", "2", "--warmup", "1", "--set",
+       "channels=[8,16,32,64]", "--set", "strides=[2,2,2]"});
+  ASSERT_EQ(train.exit_code, 0) << train.output;
+  EXPECT_GT(printed_value(train.stdout_text, "train_samples_per_second"), 0.0) << train.output;
+  EXPECT_GT(printed_value(train.stdout_text, "train_peak_memory_mib"), 0.0) << train.output;
+
+  const testing::CommandResult preprocess = testing::run_medseg(
+      {"bench", "preprocess", "--cases", "1", "--shape", "48", "40", "32", "--threads", "2"});
+  ASSERT_EQ(preprocess.exit_code, 0) << preprocess.output;
+  EXPECT_GT(printed_value(preprocess.stdout_text, "preprocess_seconds_per_case_1_thread"), 0.0);
+}
+
+TEST(BenchCommandTest, AmpNeedsAGpu) {
+  const testing::CommandResult result =
+      testing::run_medseg({"bench", "train", "--device", "cpu", "--amp", "bf16"});
+  EXPECT_EQ(result.exit_code, 2) << result.output;
+  EXPECT_NE(result.output.find("needs a CUDA device"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace medseg
