@@ -22,7 +22,6 @@ struct PendingCommand {
   const char* description;
 };
 constexpr PendingCommand kPendingCommands[] = {
-    {"infer", "Sliding-window inference on NIfTI cases"},
     {"serve", "Serve the model over HTTP on port 8080 (SageMaker hosting)"},
 };
 
@@ -122,6 +121,26 @@ int run_cli(int argc, char** argv) {
       ->check(CLI::Range(0, 1024));
   bench->add_option("--set", bench_options.overrides, "Override a configuration key");
 
+  InferCommandOptions infer_options;
+  CLI::App* infer = app.add_subcommand(
+      "infer", "Sliding-window inference on NIfTI cases: label maps in each case's original grid");
+  infer->add_option("--model", infer_options.model_path,
+                    "Model folder, model.tar.gz or .pth file (default: channel `model`)");
+  infer->add_option("--input", infer_options.input_path,
+                    "NIfTI file, Decathlon folder, BraTS case folders or a folder of images "
+                    "(default: channel `data`)");
+  infer->add_option("--output", infer_options.output_dir,
+                    "Output folder (default <ml-root>/model)");
+  infer->add_flag("--probabilities", infer_options.probabilities,
+                  "Also write <case>_probabilities.nii.gz (sigmoid, preprocessed grid)");
+  infer->add_option("--weights", infer_options.weights,
+                    "Weights file in the model folder (default best_model.pth, else model.pth)");
+  infer->add_option("--device", infer_options.device, "auto, cpu or cuda")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  infer->add_option("--set", infer_options.overrides,
+                    "Override a key of the model's configuration, e.g. --set overlap=0.5 "
+                    "(repeatable)");
+
   std::vector<CLI::App*> pending;
   for (const PendingCommand& command : kPendingCommands) {
     CLI::App* sub = app.add_subcommand(command.name, command.description);
@@ -151,6 +170,7 @@ int run_cli(int argc, char** argv) {
       return run_train_command(ml_root, train_options);
     }
     if (preprocess->parsed()) return run_preprocess_command(ml_root, preprocess_options);
+    if (infer->parsed()) return run_infer_command(ml_root, infer_options);
     if (bench->parsed()) {
       std::copy(bench_shape.begin(), bench_shape.end(), bench_options.shape.begin());
       std::copy(bench_roi.begin(), bench_roi.end(), bench_options.roi.begin());

@@ -53,4 +53,16 @@ struct SynthCommandOptions {
 
 int run_synth_command(const SynthCommandOptions& options);
 
+struct InferCommandOptions {
+  std::string model_path;              // model folder, model.tar.gz or .pth; default: channel model
+  std::string input_path;              // NIfTI file or folder of cases; default: channel data
+  std::string output_dir;              // default <ml-root>/model
+  bool probabilities = false;          // also write <case>_probabilities.nii.gz
+  std::string weights;                 // weights file in the model folder; default best_model.pth
+  std::string device;                  // auto (default), cpu or cuda
+  std::vector<std::string> overrides;  // --set key=value on top of the model's configuration
+};
+
+int run_infer_command(const std::string& ml_root, const InferCommandOptions& options);
+
 }  // namespace medseg
