@@ -159,12 +159,7 @@ int bench_train(const BenchCommandOptions& options) {
   if (options.amp != "off" && !device.is_cuda()) {
     throw ClientError("bench train: --amp " + options.amp + " needs a CUDA device");
   }
-  UNetOptions unet;
-  unet.in_channels = config.model.in_channels;
-  unet.out_channels = config.model.out_channels;
-  unet.channels.assign(config.model.channels.begin(), config.model.channels.end());
-  unet.strides.assign(config.model.strides.begin(), config.model.strides.end());
-  unet.num_res_units = config.model.num_res_units;
+  const UNetOptions unet = unet_options_from_config(config.model);
   UNet model(unet);
   model->to(device);
   auto optimizer = make_optimizer(config.optim, model->parameters());

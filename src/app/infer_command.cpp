@@ -34,16 +34,6 @@ constexpr const char* kDataChannel = "data";
 constexpr const char* kSummaryFile = "inference_summary.json";
 constexpr const char* kBratsModalities[] = {"flair", "t1", "t1ce", "t2"};
 
-bool is_nifti_name(const std::string& name) {
-  return ends_with(name, ".nii") || ends_with(name, ".nii.gz");
-}
-
-std::string strip_nifti_extension(const std::string& name) {
-  if (ends_with(name, ".nii.gz")) return name.substr(0, name.size() - 7);
-  if (ends_with(name, ".nii")) return name.substr(0, name.size() - 4);
-  return name;
-}
-
 CaseSource single_image_case(const fs::path& file) {
   CaseSource source;
   source.case_id = strip_nifti_extension(file.filename().string());
@@ -56,7 +46,7 @@ std::vector<fs::path> nifti_files_in(const fs::path& folder) {
   std::vector<fs::path> files;
   std::error_code error;
   for (const auto& entry : fs::directory_iterator(folder, error)) {
-    if (entry.is_regular_file(error) && is_nifti_name(entry.path().filename().string())) {
+    if (entry.is_regular_file(error) && is_nifti_file_name(entry.path().filename().string())) {
       files.push_back(entry.path());
     }
   }
@@ -135,7 +125,7 @@ std::vector<CaseSource> inference_cases(const std::string& input) {
                       "dataset.json, BraTS case folders or *.nii.gz images)");
   }
   if (!fs::is_directory(root, error)) {
-    if (!is_nifti_name(root.filename().string())) {
+    if (!is_nifti_file_name(root.filename().string())) {
       throw ClientError("input " + input + ": expected a .nii or .nii.gz file or a folder");
     }
     return {single_image_case(root)};

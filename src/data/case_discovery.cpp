@@ -17,22 +17,12 @@ namespace {
 constexpr const char* kBratsModalities[] = {"flair", "t1", "t1ce", "t2"};
 constexpr const char* kBratsLabel = "seg";
 
-bool is_nifti_name(const std::string& name) {
-  return ends_with(name, ".nii") || ends_with(name, ".nii.gz");
-}
-
-std::string strip_nifti_extension(const std::string& name) {
-  if (ends_with(name, ".nii.gz")) return name.substr(0, name.size() - 7);
-  if (ends_with(name, ".nii")) return name.substr(0, name.size() - 4);
-  return name;
-}
-
 // The NIfTI file in `folder` whose name without extension ends with "_<suffix>".
 std::string find_modality_file(const fs::path& folder, const std::string& suffix) {
   std::error_code error;
   for (const auto& entry : fs::directory_iterator(folder, error)) {
     const std::string name = entry.path().filename().string();
-    if (is_nifti_name(name) && ends_with(strip_nifti_extension(name), "_" + suffix)) {
+    if (is_nifti_file_name(name) && ends_with(strip_nifti_extension(name), "_" + suffix)) {
       return entry.path().string();
     }
   }
@@ -150,6 +140,16 @@ std::vector<std::string> record_files_in(const fs::path& root) {
 }
 
 }  // namespace
+
+bool is_nifti_file_name(const std::string& name) {
+  return ends_with(name, ".nii") || ends_with(name, ".nii.gz");
+}
+
+std::string strip_nifti_extension(const std::string& name) {
+  if (ends_with(name, ".nii.gz")) return name.substr(0, name.size() - 7);
+  if (ends_with(name, ".nii")) return name.substr(0, name.size() - 4);
+  return name;
+}
 
 const char* dataset_layout_name(DatasetLayout layout) {
   switch (layout) {

@@ -25,6 +25,12 @@ enum class DatasetLayout { kDecathlon, kBrats, kRecords };
 
 const char* dataset_layout_name(DatasetLayout layout);
 
+// True for "*.nii" and "*.nii.gz".
+bool is_nifti_file_name(const std::string& name);
+
+// "BRATS_001.nii.gz" -> "BRATS_001".
+std::string strip_nifti_extension(const std::string& name);
+
 struct DatasetIndex {
   std::string root;
   DatasetLayout layout = DatasetLayout::kDecathlon;

@@ -96,17 +96,6 @@ Affine multiply(const Affine& a, const Affine& b) {
   return out;
 }
 
-UNetOptions unet_options(const ModelConfig& model) {
-  UNetOptions options;
-  options.in_channels = model.in_channels;
-  options.out_channels = model.out_channels;
-  options.channels.assign(model.channels.begin(), model.channels.end());
-  options.strides.assign(model.strides.begin(), model.strides.end());
-  options.num_res_units = model.num_res_units;
-  options.dropout = model.dropout;
-  return options;
-}
-
 // A temporary folder removed with its contents on destruction.
 class TemporaryFolder {
  public:
@@ -296,7 +285,7 @@ void CasePredictor::State::load_folder(const std::string& folder, const std::str
   }
   device = (requested == "cuda" || (requested == "auto" && cuda)) ? at::Device(at::kCUDA, 0)
                                                                   : at::Device(at::kCPU);
-  model = UNet(unet_options(config.model));
+  model = UNet(unet_options_from_config(config.model));
   load_model_pth(weights_file, *model);
   model->to(device);
   model->eval();

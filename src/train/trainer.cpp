@@ -48,17 +48,6 @@ std::string format_duration(double seconds) {
   return text;
 }
 
-UNetOptions unet_options(const ModelConfig& model) {
-  UNetOptions options;
-  options.in_channels = model.in_channels;
-  options.out_channels = model.out_channels;
-  options.channels.assign(model.channels.begin(), model.channels.end());
-  options.strides.assign(model.strides.begin(), model.strides.end());
-  options.num_res_units = model.num_res_units;
-  options.dropout = model.dropout;
-  return options;
-}
-
 const char* const kChannelNames[] = {"tc", "wt", "et"};
 
 // The precision the job trains in, resolved from train.amp and the device.
@@ -196,7 +185,7 @@ void Trainer::State::load_data() {
 }
 
 void Trainer::State::build_model() {
-  model = UNet(unet_options(config().model));
+  model = UNet(unet_options_from_config(config().model));
   model->to(device);
   optimizer = make_optimizer(config().optim, model->parameters());
   scaler = std::make_unique<DynamicLossScaler>(precision.loss_scaling);
