@@ -1,4 +1,5 @@
 #include <spdlog/spdlog.h>
+#include <torch/cuda.h>
 
 #include <filesystem>
 #include <iostream>
@@ -7,6 +8,8 @@
 #include "config/config_loader.h"
 #include "sagemaker/job_environment.h"
 #include "util/error.h"
+#include "dist/dist_env.h"
+#include "dist/launcher.h"
 #include "train/trainer.h"
 #include "util/log.h"
 #include "util/stop_signals.h"
@@ -48,10 +51,36 @@ int run_train_command(const std::string& ml_root, const TrainCommandOptions& opt
     spdlog::warn("the shipped configuration brats_unet.yaml was not found; using built-in "
                  "defaults (set MEDSEG_DEFAULT_CONFIG to its path)");
   }
-  log_job(environment, resolved);
+  if (!is_launched_worker()) log_job(environment, resolved);  // the launcher speaks for its workers
 
+  const Config& config = resolved.config;
+  const ResourceConfig& resources = environment.resources;
+  for (const std::string& variable :
+       apply_network_environment(resources, resources.instance_type)) {
+    spdlog::info("environment: {}", variable);
+  }
+  const int nproc = resolve_nproc_per_node(config.dist.nproc_per_node,
+                                           static_cast<int>(torch::cuda::device_count()));
+  const bool torchrun = process_env("RANK").has_value() || process_env("WORLD_SIZE").has_value();
   StopSignals signals;
-  Trainer trainer(resolved, environment, signals.flag());
+  if (!torchrun && !is_launched_worker() && nproc > 1) {
+    // This process is the launcher: one worker per GPU (or per --set nproc_per_node), supervised.
+    LaunchOptions launch;
+    launch.heartbeat_timeout_seconds = config.dist.timeout_seconds;
+    launch.first_rank = resources.host_rank() * nproc;
+    spdlog::info("launching {} workers on {}", nproc, resources.current_host);
+    const LaunchResult result = run_workers(current_command_line(), nproc, launch);
+    if (result.failure.empty()) return 0;
+    // A worker that failed cleanly wrote the failure file with its own, more specific reason.
+    if (!fs::exists(environment.paths.failure_file())) throw PlatformError(result.failure);
+    spdlog::error("{}", result.failure);
+    return result.exit_code;
+  }
+  const DistEnv dist = resolve_dist_env(resources, nproc, config.dist.master_port);
+  if (dist.is_distributed()) {
+    init_logging(LogOptions{config.train.log_level, dist.rank, dist.world_size});
+  }
+  Trainer trainer(resolved, environment, signals.flag(), dist);
   const TrainSummary summary = trainer.run();
   if (summary.stopped_early) {
     spdlog::warn("stopped by signal after {} steps; the model so far was written", summary.global_steps);

@@ -5,6 +5,8 @@
 #include <spdlog/spdlog.h>
 #include <torch/cuda.h>
 #include <torch/nn/utils/clip_grad.h>
+#include <torch/serialize/input-archive.h>
+#include <torch/serialize/output-archive.h>
 #include <torch/utils.h>
 
 #include <algorithm>
@@ -16,10 +18,13 @@
 #include <thread>
 
 #include "data/batch_loader.h"
+#include "dist/collectives.h"
+#include "dist/launcher.h"
 #include "data/case_store.h"
 #include "infer/sliding_window.h"
 #include "model/model_io.h"
 #include "model/unet.h"
+#include "train/checkpoint_store.h"
 #include "train/dice_metric.h"
 #include "train/loss_scaler.h"
 #include "train/losses.h"
@@ -83,6 +88,11 @@ struct Trainer::State {
   ResolvedConfig resolved;
   JobEnvironment environment;
   const std::atomic<bool>* stop_requested = nullptr;
+  DistEnv dist;
+  std::unique_ptr<Collectives> collectives;
+  Heartbeat heartbeat = Heartbeat::from_environment();
+  double sync_seconds_since_log = 0.0;
+  bool main() const { return dist.is_main(); }
   const Config& config() const { return resolved.config; }
 
   at::Device device = at::Device(at::kCPU);
@@ -100,7 +110,15 @@ struct Trainer::State {
   nlohmann::json history = nlohmann::json::array();
   TrainSummary summary;
 
-  bool stop() const { return stop_requested && stop_requested->load(); }
+  // Spot safety: where training resumes and when the next periodic checkpoint is due.
+  std::unique_ptr<CheckpointStore> checkpoints;
+  std::string checkpoint_dir;
+  int64_t start_epoch = 0;
+  int64_t start_step = 0;
+  Clock::time_point last_checkpoint = Clock::now();
+
+  // Whether any rank was asked to stop; collective, so all ranks stop at the same step.
+  bool stop();
   void set_up_device();
   void load_data();
   void build_model();
@@ -109,6 +127,13 @@ struct Trainer::State {
   void record(nlohmann::json entry);
   void write_model(const std::string& file_name);
   void write_final_outputs();
+
+  std::string compatibility_key() const;
+  void open_checkpoints();
+  void save_checkpoint(int64_t epoch, int64_t next_step, const char* reason);
+  bool resume_from_checkpoint();
+  bool checkpoint_due() const;
+  void run_validation(int64_t epoch);
 };
 
 void Trainer::State::set_up_device() {
@@ -117,11 +142,15 @@ void Trainer::State::set_up_device() {
   if (requested == "cuda" && !cuda) {
     throw PlatformError("train.device = 'cuda' but no CUDA device is available to this process");
   }
-  device = (requested == "cuda" || (requested == "auto" && cuda)) ? at::Device(at::kCUDA, 0)
-                                                                  : at::Device(at::kCPU);
+  device = (requested == "cuda" || (requested == "auto" && cuda))
+               ? at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(dist.local_rank))
+               : at::Device(at::kCPU);
   precision = resolve_precision(config().train.amp, device);
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  const int threads = config().train.num_threads > 0 ? config().train.num_threads : cores;
+  // CPU workers on one host share its cores.
+  const int threads = config().train.num_threads > 0
+                          ? config().train.num_threads
+                          : std::max(1, cores / std::max(1, dist.local_world_size));
   at::set_num_threads(threads);
   torch::manual_seed(static_cast<uint64_t>(config().train.seed));
   spdlog::info("device {}, precision {}, {} compute threads", device.str(), precision.name,
@@ -219,6 +248,11 @@ double Trainer::State::train_step(const Batch& batch) {
   }
   scaler->scale_loss(loss).backward();
   const std::vector<at::Tensor> parameters = model->parameters();
+  if (collectives) {
+    collectives->allreduce_mean_gradients(parameters,
+                                          static_cast<int64_t>(config().dist.bucket_mb) << 20);
+    sync_seconds_since_log += collectives->last_sync_seconds();
+  }
   if (!scaler->unscale_and_check(parameters)) {
     spdlog::warn("step {}: non-finite gradients under fp16; step skipped, loss scale now {}",
                  global_step, scaler->scale());
@@ -241,7 +275,11 @@ DiceAccumulator Trainer::State::validate() {
   options.blend = window.blend;
   options.batch_size = window.batch_size;
   DiceAccumulator dice(config().model.out_channels);
-  for (const CaseData& data : validation_cases) {
+  for (size_t index = 0; index < validation_cases.size(); ++index) {
+    // Each rank validates its share of the cases; the sums are merged below.
+    if (static_cast<int>(index % static_cast<size_t>(dist.world_size)) != dist.rank) continue;
+    const CaseData& data = validation_cases[index];
+    heartbeat.beat();
     const std::vector<int64_t> image_shape = {1, data.image_channels, data.spatial_shape[0],
                                               data.spatial_shape[1], data.spatial_shape[2]};
     const at::Tensor image =
@@ -260,11 +298,16 @@ DiceAccumulator Trainer::State::validate() {
                       at::kByte);
     dice.add_case(prediction, truth);
   }
+  if (collectives) {
+    std::vector<double> state = dice.state();
+    collectives->allreduce_sum(state);
+    dice.set_state(state);
+  }
   return dice;
 }
 
 void Trainer::State::record(nlohmann::json entry) {
-  if (metrics_log.is_open()) {
+  if (main() && metrics_log.is_open()) {
     metrics_log << entry.dump() << '\n';
     metrics_log.flush();
   }
@@ -277,7 +320,14 @@ void Trainer::State::write_model(const std::string& file_name) {
 }
 
 void Trainer::State::write_final_outputs() {
+  if (!main()) return;  // SageMaker merges every host's model folder: one writer
   write_model("model.pth");
+  // The best model lives in the checkpoint folder during training (it is synced to S3 and
+  // survives a Spot interruption); the model folder gets a copy at the end.
+  const std::string best = checkpoint_dir + "/best_model.pth";
+  if (summary.best_epoch >= 0 && fs::exists(best)) {
+    write_file_atomically(environment.paths.model_dir() + "/best_model.pth", read_text_file(best));
+  }
   nlohmann::json metrics = {
       {"epochs_completed", summary.epochs_completed},
       {"global_steps", summary.global_steps},
@@ -300,123 +350,330 @@ void Trainer::State::write_final_outputs() {
 }
 
 Trainer::Trainer(ResolvedConfig resolved, JobEnvironment environment,
-                 const std::atomic<bool>* stop_requested)
+                 const std::atomic<bool>* stop_requested, DistEnv dist)
     : state_(std::make_unique<State>()) {
   state_->resolved = std::move(resolved);
   state_->environment = std::move(environment);
   state_->stop_requested = stop_requested;
+  state_->dist = std::move(dist);
 }
 
 Trainer::~Trainer() = default;
+
+bool Trainer::State::stop() {
+  bool requested = stop_requested && stop_requested->load();
+  if (collectives) {
+    std::vector<double> flag = {requested ? 1.0 : 0.0};
+    collectives->allreduce_sum(flag);
+    requested = flag[0] > 0.0;
+  }
+  return requested;
+}
+
+std::string Trainer::State::compatibility_key() const {
+  // What a checkpoint's weights and data position depend on: the model and the data it sees.
+  // Settings such as epochs or the learning rate may change between a job and its resumption.
+  const Config& c = config();
+  nlohmann::json key = {
+      {"model.in_channels", c.model.in_channels},   {"model.out_channels", c.model.out_channels},
+      {"model.channels", c.model.channels},         {"model.strides", c.model.strides},
+      {"model.num_res_units", c.model.num_res_units}, {"model.dropout", c.model.dropout},
+      {"data.label_scheme", c.data.label_scheme},   {"data.pixdim", c.data.pixdim},
+      {"data.normalize", c.data.normalize},         {"data.validation_fraction",
+                                                     c.data.validation_fraction},
+      {"train.batch_size", c.train.batch_size},     {"train.seed", c.train.seed},
+      {"augment.roi_size", c.augment.roi_size},     {"optim.name", c.optim.name},
+  };
+  return key.dump();
+}
+
+void Trainer::State::open_checkpoints() {
+  checkpoint_dir = config().checkpoint.dir;
+  if (checkpoint_dir.empty()) checkpoint_dir = environment.checkpoint_dir;
+  if (checkpoint_dir.empty()) checkpoint_dir = environment.paths.default_checkpoint_dir();
+  std::error_code error;
+  fs::create_directories(checkpoint_dir, error);
+  if (error) throw PlatformError("cannot create the checkpoint folder " + checkpoint_dir + ": " +
+                                 error.message());
+  checkpoints = std::make_unique<CheckpointStore>(checkpoint_dir, config().checkpoint.keep);
+}
+
+bool Trainer::State::checkpoint_due() const {
+  const CheckpointConfig& c = config().checkpoint;
+  if (c.every_steps > 0 && global_step % c.every_steps == 0) return true;
+  return c.every_minutes > 0 && seconds_since(last_checkpoint) >= c.every_minutes * 60.0;
+}
+
+void Trainer::State::save_checkpoint(int64_t epoch, int64_t next_step, const char* reason) {
+  last_checkpoint = Clock::now();
+  if (!main()) return;  // every rank holds the same weights; rank 0 writes them
+  torch::serialize::OutputArchive archive;
+  for (const auto& parameter : model->named_parameters()) {
+    archive.write("model/" + parameter.key(), parameter.value().detach().cpu());
+  }
+  torch::serialize::OutputArchive optimizer_archive;
+  optimizer->save(optimizer_archive);
+  archive.write("optimizer", optimizer_archive);
+  archive.write("rng/cpu", at::detail::getDefaultCPUGenerator().get_state());
+  const nlohmann::json meta = {
+      {"format_version", 1},
+      {"reason", reason},
+      {"epoch", epoch},
+      {"next_step", next_step},
+      {"global_step", global_step},
+      {"world_size", dist.world_size},
+      {"compatibility_key", compatibility_key()},
+      {"config_yaml", config_to_yaml(resolved)},
+      {"history", history},
+      {"best_mean_dice", summary.best_mean_dice},
+      {"best_epoch", summary.best_epoch},
+      {"loss_scale", scaler->scale()},
+      {"loss_scale_good_steps", scaler->good_steps()},
+      {"last_loss", summary.last_loss},
+  };
+  write_string(archive, "meta", meta.dump());
+  checkpoints->save(global_step, archive);
+  last_checkpoint = Clock::now();
+}
+
+bool Trainer::State::resume_from_checkpoint() {
+  if (!config().checkpoint.resume) return false;
+  const std::optional<CheckpointInfo> newest = checkpoints->newest_complete();
+  if (!newest) return false;
+  torch::serialize::InputArchive archive;
+  checkpoints->load(*newest, archive);
+  const nlohmann::json meta = nlohmann::json::parse(read_string(archive, "meta"));
+  if (meta.at("compatibility_key").get<std::string>() != compatibility_key()) {
+    const nlohmann::json theirs = nlohmann::json::parse(meta.at("compatibility_key").get<std::string>());
+    const nlohmann::json ours = nlohmann::json::parse(compatibility_key());
+    std::string differences;
+    for (const auto& [key, value] : ours.items()) {
+      if (!theirs.contains(key) || theirs[key] != value) {
+        differences += (differences.empty() ? "" : ", ") + key + " = " +
+                       (theirs.contains(key) ? theirs[key].dump() : "(unset)") + " there, " +
+                       value.dump() + " here";
+      }
+    }
+    throw ClientError("checkpoint " + newest->path + " comes from a job with another model or data "
+                      "configuration (" + differences + "): resume it with its configuration, or "
+                      "start fresh with another checkpoint folder or checkpoint.resume = false");
+  }
+  if (meta.at("world_size").get<int>() != dist.world_size) {
+    throw ClientError("checkpoint " + newest->path + " was written by " +
+                      std::to_string(meta.at("world_size").get<int>()) +
+                      " workers and this job has " + std::to_string(dist.world_size) +
+                      ": resume it with the same number of hosts and workers per host (the data "
+                      "order and batches depend on it), or start fresh with checkpoint.resume = "
+                      "false");
+  }
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& parameter : model->named_parameters()) {
+      at::Tensor stored;
+      archive.read("model/" + parameter.key(), stored);
+      parameter.value().copy_(stored);
+    }
+  }
+  torch::serialize::InputArchive optimizer_archive;
+  archive.read("optimizer", optimizer_archive);
+  optimizer->load(optimizer_archive);
+  at::Tensor rng_state;
+  archive.read("rng/cpu", rng_state);
+  at::Generator generator = at::detail::getDefaultCPUGenerator();  // a handle to the global one
+  generator.set_state(rng_state);
+  start_epoch = meta.at("epoch").get<int64_t>();
+  start_step = meta.at("next_step").get<int64_t>();
+  global_step = meta.at("global_step").get<int64_t>();
+  history = meta.at("history");
+  summary.best_mean_dice = meta.at("best_mean_dice").get<double>();
+  summary.best_epoch = meta.at("best_epoch").get<int64_t>();
+  summary.last_loss = meta.at("last_loss").get<double>();
+  scaler->restore(meta.at("loss_scale").get<double>(),
+                  meta.at("loss_scale_good_steps").get<int64_t>());
+  if (start_step >= steps_per_epoch) {  // the checkpoint closed its epoch
+    ++start_epoch;
+    start_step = 0;
+  }
+  spdlog::info("resumed from {} ({}): epoch {}, step {} of the epoch, global step {}", newest->path,
+               meta.value("reason", "?"), start_epoch + 1, start_step, global_step);
+  return true;
+}
+
+void Trainer::State::run_validation(int64_t epoch) {
+  const auto validation_started = Clock::now();
+  const DiceAccumulator dice = validate();
+  const double mean = dice.mean();
+  nlohmann::json entry = {{"type", "validation"}, {"epoch", epoch + 1}, {"step", global_step},
+                          {"val_mean_dice", mean}};
+  log_metric("val_mean_dice", mean);
+  for (int64_t c = 0; c < std::min<int64_t>(3, config().model.out_channels); ++c) {
+    const std::string name = std::string("val_dice_") + kChannelNames[c];
+    log_metric(name, dice.channel_mean(c));
+    entry[name] = dice.channel_mean(c);
+  }
+  record(entry);
+  spdlog::info("epoch {} validation: mean Dice {:.4f} (TC {:.4f}, WT {:.4f}, ET {:.4f}) on {} "
+               "cases in {:.1f} s",
+               epoch + 1, mean, dice.channel_mean(0), dice.channel_mean(1), dice.channel_mean(2),
+               validation_cases.size(), seconds_since(validation_started));
+  if (std::isfinite(mean) && mean > summary.best_mean_dice) {
+    summary.best_mean_dice = mean;
+    summary.best_epoch = epoch + 1;
+    if (main()) save_model_pth(checkpoint_dir + "/best_model.pth", *model, config_to_yaml(resolved));
+    spdlog::info("new best mean Dice {:.4f} at epoch {}", mean, epoch + 1);
+  }
+}
 
 TrainSummary Trainer::run() {
   State& s = *state_;
   const Config& config = s.config();
   s.set_up_device();
+  if (s.dist.is_distributed()) {
+    CollectivesOptions options;
+    options.backend = resolve_backend(config.dist.backend, s.device.is_cuda());
+    options.timeout_seconds = config.dist.timeout_seconds;
+    options.dns_retry_seconds = config.dist.dns_retry_seconds;
+    options.network_interface =
+        s.environment.resources.from_file ? s.environment.resources.network_interface_name : "";
+    options.device = s.device;
+    s.collectives = std::make_unique<Collectives>(s.dist, options);
+    spdlog::info("distributed: rank {} of {} ({} backend, {} hosts x {} workers), master {}:{}",
+                 s.dist.rank, s.dist.world_size, options.backend, s.dist.num_nodes,
+                 s.dist.local_world_size, s.dist.master_addr, s.dist.master_port);
+  }
   s.load_data();
   if (s.train_cases.empty()) throw ClientError("no training cases left after the validation split");
   s.build_model();
-
-  fs::create_directories(s.environment.paths.model_dir());
-  fs::create_directories(s.environment.paths.output_data_dir());
-  s.metrics_log.open(s.environment.paths.output_data_dir() + "/metrics.jsonl", std::ios::app);
 
   const int64_t batch_size = config.train.batch_size;
   s.steps_per_epoch = config.train.steps_per_epoch > 0
                           ? config.train.steps_per_epoch
                           : std::max<int64_t>(1, static_cast<int64_t>(s.train_cases.size()) /
-                                                     batch_size);
+                                                     (batch_size * s.dist.world_size));
   s.total_steps = s.steps_per_epoch * config.train.epochs;
+  s.open_checkpoints();
+  const bool resumed = s.resume_from_checkpoint();
+  if (s.collectives) {
+    // Every rank must resume from the same checkpoint (all hosts sync one S3 prefix).
+    std::vector<double> steps = {static_cast<double>(s.global_step),
+                                 static_cast<double>(s.global_step) * s.global_step};
+    s.collectives->allreduce_sum(steps);
+    const double mean = steps[0] / s.dist.world_size;
+    if (steps[1] / s.dist.world_size - mean * mean > 0.5) {
+      throw PlatformError("the workers found different newest checkpoints in their checkpoint "
+                          "folders (rank " + std::to_string(s.dist.rank) + " is at step " +
+                          std::to_string(s.global_step) + "): every host must see the same "
+                          "checkpoint S3 prefix");
+    }
+    std::vector<at::Tensor> parameters = s.model->parameters();
+    s.collectives->broadcast_parameters(parameters);
+  }
+
+  if (s.main()) {
+    fs::create_directories(s.environment.paths.model_dir());
+    fs::create_directories(s.environment.paths.output_data_dir());
+    // metrics.jsonl starts from the checkpoint's history: a resumed job's output folder is new.
+    s.metrics_log.open(s.environment.paths.output_data_dir() + "/metrics.jsonl", std::ios::trunc);
+    for (const nlohmann::json& entry : s.history) s.metrics_log << entry.dump() << '\n';
+    s.metrics_log.flush();
+  }
+
   BatchLoaderOptions loader_options;
   loader_options.transforms = RandomTransformOptions::from_config(config);
   loader_options.batch_size = batch_size;
+  loader_options.rank = s.dist.rank;
+  loader_options.world_size = s.dist.world_size;
   loader_options.seed = static_cast<uint64_t>(config.train.seed);
   loader_options.num_workers =
       config.data.num_workers > 0 ? config.data.num_workers : (s.device.is_cuda() ? 4 : 1);
   loader_options.prefetch_batches = config.data.prefetch_batches;
   s.loader = std::make_unique<BatchLoader>(&s.train_cases, loader_options);
-  spdlog::info("training: {} epochs x {} steps, batch {} (roi {}x{}x{}), {} loader threads",
+  spdlog::info("training: {} epochs x {} steps, batch {} (roi {}x{}x{}), {} loader threads, "
+               "checkpoints in {}{}",
                config.train.epochs, s.steps_per_epoch, batch_size, config.augment.roi_size[0],
                config.augment.roi_size[1], config.augment.roi_size[2],
-               loader_options.num_workers);
+               loader_options.num_workers, s.checkpoint_dir, resumed ? " (resumed)" : "");
 
   const auto started = Clock::now();
+  const int64_t first_global_step = s.global_step;
   int64_t samples_since_log = 0;
+  int64_t steps_since_log = 0;
   auto last_log = Clock::now();
-  for (int64_t epoch = 0; epoch < config.train.epochs && !s.summary.stopped_early; ++epoch) {
-    s.loader->start_epoch(static_cast<uint64_t>(epoch), s.steps_per_epoch);
-    double epoch_loss = 0.0;
-    int64_t epoch_steps = 0;
+  s.last_checkpoint = Clock::now();
+  for (int64_t epoch = s.start_epoch; epoch < config.train.epochs; ++epoch) {
+    const int64_t first_step = epoch == s.start_epoch ? s.start_step : 0;
+    s.loader->start_epoch(static_cast<uint64_t>(epoch), s.steps_per_epoch, first_step);
     Batch batch;
     while (s.loader->next(batch)) {
+      // Occasional work first, at the step boundary: a stop request ends the job here.
       if (s.stop()) {
         s.summary.stopped_early = true;
-        spdlog::warn("stop requested: ending training at step {}", s.global_step);
+        spdlog::warn("stop requested at global step {}: writing a checkpoint and the model",
+                     s.global_step);
+        s.save_checkpoint(epoch, batch.step, "stop");
         break;
       }
       set_learning_rate(*s.optimizer, learning_rate_at(config.optim, config.schedule,
                                                        s.global_step, s.total_steps));
-      const double loss = s.train_step(batch);
+      double loss = s.train_step(batch);
+      s.heartbeat.beat();
       ++s.global_step;
-      ++epoch_steps;
-      epoch_loss += loss;
       samples_since_log += batch.batch_size;
+      ++steps_since_log;
       s.summary.last_loss = loss;
       const bool last_of_epoch = batch.step + 1 == s.steps_per_epoch;
       if (s.global_step % config.train.log_every_steps == 0 || last_of_epoch) {
-        const double samples_per_second = samples_since_log / std::max(1e-9, seconds_since(last_log));
+        if (s.collectives) {  // the loss of the global batch
+          std::vector<double> losses = {loss};
+          s.collectives->allreduce_sum(losses);
+          loss = losses[0] / s.dist.world_size;
+        }
+        const double interval = std::max(1e-9, seconds_since(last_log));
+        const double samples_per_second = samples_since_log * s.dist.world_size / interval;
         const double elapsed = seconds_since(started);
-        const double eta = elapsed / s.global_step * (s.total_steps - s.global_step);
+        const double eta = elapsed / std::max<int64_t>(1, s.global_step - first_global_step) *
+                           (s.total_steps - s.global_step);
         const double lr = learning_rate_at(config.optim, config.schedule, s.global_step - 1,
                                            s.total_steps);
-        spdlog::info("epoch {}/{} step {}/{} loss {:.4f} lr {:.3g} {:.2f} samples/s eta {}",
+        std::string sync;
+        if (s.collectives) {
+          sync = fmt::format(" gradient sync {:.1f} ms/step ({:.0f}% of the step)",
+                             1000.0 * s.sync_seconds_since_log / std::max<int64_t>(1, steps_since_log),
+                             100.0 * s.sync_seconds_since_log / interval);
+          log_metric("gradient_sync_seconds_per_step",
+                     s.sync_seconds_since_log / std::max<int64_t>(1, steps_since_log));
+        }
+        spdlog::info("epoch {}/{} step {}/{} loss {:.4f} lr {:.3g} {:.2f} samples/s eta {}{}",
                      epoch + 1, config.train.epochs, batch.step + 1, s.steps_per_epoch, loss, lr,
-                     samples_per_second, format_duration(eta));
+                     samples_per_second, format_duration(eta), sync);
         log_metric("train_loss", loss);
         log_metric("samples_per_second", samples_per_second);
         s.record({{"type", "train"}, {"epoch", epoch + 1}, {"step", s.global_step},
                   {"train_loss", loss}, {"learning_rate", lr},
                   {"samples_per_second", samples_per_second}});
         samples_since_log = 0;
+        steps_since_log = 0;
+        s.sync_seconds_since_log = 0.0;
         last_log = Clock::now();
       }
+      if (!last_of_epoch && s.checkpoint_due()) s.save_checkpoint(epoch, batch.step + 1, "periodic");
     }
-    if (epoch_steps == 0) break;
+    if (s.summary.stopped_early) break;
     s.summary.epochs_completed = epoch + 1;
     log_metric("epoch", static_cast<double>(epoch + 1));
-    log_metric("epoch_train_loss", epoch_loss / epoch_steps);
 
-    const bool last_epoch = epoch + 1 == config.train.epochs || s.summary.stopped_early;
+    const bool last_epoch = epoch + 1 == config.train.epochs;
     const int every = config.train.validate_every_epochs;
     if (!s.validation_cases.empty() && every > 0 && ((epoch + 1) % every == 0 || last_epoch)) {
-      const auto validation_started = Clock::now();
-      const DiceAccumulator dice = s.validate();
-      const double mean = dice.mean();
-      nlohmann::json entry = {{"type", "validation"}, {"epoch", epoch + 1},
-                              {"step", s.global_step}, {"val_mean_dice", mean}};
-      log_metric("val_mean_dice", mean);
-      for (int64_t c = 0; c < std::min<int64_t>(3, config.model.out_channels); ++c) {
-        const std::string name = std::string("val_dice_") + kChannelNames[c];
-        log_metric(name, dice.channel_mean(c));
-        entry[name] = dice.channel_mean(c);
-      }
-      s.record(entry);
-      spdlog::info("epoch {} validation: mean Dice {:.4f} (TC {:.4f}, WT {:.4f}, ET {:.4f}) on {} "
-                   "cases in {:.1f} s",
-                   epoch + 1, mean, dice.channel_mean(0), dice.channel_mean(1),
-                   dice.channel_mean(2), s.validation_cases.size(),
-                   seconds_since(validation_started));
-      if (std::isfinite(mean) && mean > s.summary.best_mean_dice) {
-        s.summary.best_mean_dice = mean;
-        s.summary.best_epoch = epoch + 1;
-        s.write_model("best_model.pth");
-        spdlog::info("new best mean Dice {:.4f} at epoch {}: wrote best_model.pth", mean, epoch + 1);
-      }
+      s.run_validation(epoch);
     }
+    s.save_checkpoint(epoch, s.steps_per_epoch, "epoch end");
   }
+  s.summary.epochs_completed = std::max(s.summary.epochs_completed, s.start_epoch);
   s.summary.global_steps = s.global_step;
   s.write_final_outputs();
-  spdlog::info("training finished: {} epochs, {} steps in {}", s.summary.epochs_completed,
+  spdlog::info("training {}: {} epochs, {} steps in {}",
+               s.summary.stopped_early ? "stopped" : "finished", s.summary.epochs_completed,
                s.global_step, format_duration(seconds_since(started)));
   return s.summary;
 }

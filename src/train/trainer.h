@@ -7,6 +7,9 @@
 //   4. write model.pth (final weights), best_model.pth (best validation mean Dice),
 //      medseg_config.yaml and metrics.json to the model folder, metrics.jsonl to output/data.
 // A stop request (SIGTERM) ends training at the next step boundary; the model is still written.
+// Checkpoints (every N steps, every M minutes, each epoch end) make an interrupted job resume
+// where it was, bit for bit on the CPU. With several workers (DistEnv) each rank trains on its
+// share of every global batch, gradients are averaged across ranks, and only rank 0 writes.
 #pragma once
 
 #include <atomic>
@@ -14,6 +17,7 @@
 #include <string>
 
 #include "config/config_loader.h"
+#include "dist/dist_env.h"
 #include "sagemaker/job_environment.h"
 
 namespace medseg {
@@ -31,7 +35,7 @@ class Trainer {
  public:
   // `stop_requested` (may be null) is polled between steps.
   Trainer(ResolvedConfig resolved, JobEnvironment environment,
-          const std::atomic<bool>* stop_requested = nullptr);
+          const std::atomic<bool>* stop_requested = nullptr, DistEnv dist = DistEnv());
   ~Trainer();
   Trainer(const Trainer&) = delete;
   Trainer& operator=(const Trainer&) = delete;

@@ -53,3 +53,24 @@ void synchronize_cuda();
 int64_t peak_cuda_memory_bytes();
 
 }  // namespace medseg::torch_compat
+
+#include <type_traits>
+
+namespace medseg::torch_compat {
+namespace detail {
+template <typename T, typename = void>
+struct HasUseLibUV : std::false_type {};
+template <typename T>
+struct HasUseLibUV<T, std::void_t<decltype(std::declval<T&>().useLibUV)>> : std::true_type {};
+}  // namespace detail
+
+// c10d::TCPStoreOptions gained `useLibUV` in 2.2 and it defaults to true from 2.4; the libuv
+// server has differed in behaviour from the classic one that 1.13 has (only), so medseg asks for
+// the classic server everywhere. A template, so this header needs no c10d include: the field is
+// set only where the options type has it.
+template <typename StoreOptions>
+void use_classic_tcpstore(StoreOptions& options) {
+  if constexpr (detail::HasUseLibUV<StoreOptions>::value) options.useLibUV = false;
+}
+
+}  // namespace medseg::torch_compat

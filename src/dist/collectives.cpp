@@ -1,0 +1,289 @@
+#include "dist/collectives.h"
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/csrc/distributed/c10d/Types.hpp>
+#ifdef USE_C10D_GLOO
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#endif
+#ifdef USE_C10D_NCCL
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+
+#include <chrono>
+#include <cstdlib>
+
+#include "util/error.h"
+#include "util/strings.h"
+#include "util/torch_compat.h"
+
+namespace medseg {
+namespace {
+
+constexpr const char* kPeerHint =
+    "; another rank probably died or hung (see its log lines), or the network between hosts is "
+    "blocked. dist.timeout_seconds bounds the wait";
+
+// Tensors that are flattened into one buffer and travel in one collective call.
+struct Bucket {
+  std::vector<at::Tensor> tensors;
+  int64_t numel = 0;
+};
+
+// Consecutive tensors of one dtype and device, up to bucket_bytes each (a larger tensor travels
+// alone). The layout depends only on the shapes, so it is the same on every rank.
+std::vector<Bucket> make_buckets(const std::vector<at::Tensor>& tensors, int64_t bucket_bytes) {
+  std::vector<Bucket> buckets;
+  int64_t bytes_in_last = 0;
+  for (const at::Tensor& tensor : tensors) {
+    const int64_t bytes = tensor.numel() * static_cast<int64_t>(tensor.element_size());
+    const bool fits = !buckets.empty() &&
+                      buckets.back().tensors.front().scalar_type() == tensor.scalar_type() &&
+                      buckets.back().tensors.front().device() == tensor.device() &&
+                      bytes_in_last + bytes <= bucket_bytes;
+    if (!fits) {
+      buckets.emplace_back();
+      bytes_in_last = 0;
+    }
+    buckets.back().tensors.push_back(tensor);
+    buckets.back().numel += tensor.numel();
+    bytes_in_last += bytes;
+  }
+  return buckets;
+}
+
+at::Tensor flatten(const Bucket& bucket) {
+  at::Tensor flat = at::empty({bucket.numel}, bucket.tensors.front().options());
+  int64_t offset = 0;
+  for (const at::Tensor& tensor : bucket.tensors) {
+    flat.narrow(0, offset, tensor.numel()).copy_(tensor.reshape({-1}));
+    offset += tensor.numel();
+  }
+  return flat;
+}
+
+// Copies `flat` back into the bucket's tensors (detached: parameters are autograd leaves).
+void unflatten_into(const at::Tensor& flat, const Bucket& bucket) {
+  int64_t offset = 0;
+  for (const at::Tensor& tensor : bucket.tensors) {
+    tensor.detach().copy_(flat.narrow(0, offset, tensor.numel()).view(tensor.sizes()));
+    offset += tensor.numel();
+  }
+}
+
+std::string describe(const std::exception& error) {
+  if (const auto* c10_error = dynamic_cast<const c10::Error*>(&error)) {
+    return truncate_text(c10_error->what_without_backtrace(), 600);
+  }
+  return truncate_text(error.what(), 600);
+}
+
+}  // namespace
+
+std::string resolve_backend(const std::string& configured, bool cuda_available) {
+#ifdef USE_C10D_NCCL
+  constexpr bool kHaveNccl = true;
+#else
+  constexpr bool kHaveNccl = false;
+#endif
+  if (configured == "gloo") return configured;
+  if (configured == "nccl" || (configured == "auto" && cuda_available)) {
+    if (!kHaveNccl) {
+      throw ClientError("dist.backend '" + configured +
+                        "' needs NCCL, which this build's LibTorch does not have (CPU build); "
+                        "use dist.backend: gloo");
+    }
+    return "nccl";
+  }
+  if (configured == "auto") return "gloo";
+  throw ClientError("dist.backend '" + configured + "' is invalid: expected auto, nccl or gloo");
+}
+
+struct Collectives::Groups {
+  c10::intrusive_ptr<c10d::Store> store;
+#ifdef USE_C10D_GLOO
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> gloo;
+#endif
+#ifdef USE_C10D_NCCL
+  c10::intrusive_ptr<c10d::ProcessGroupNCCL> nccl;
+#endif
+
+  // Calls fn with the concrete process group. (In 1.13 both derive from ProcessGroup, in 2.x from
+  // Backend; going through the concrete classes keeps this file free of that difference.)
+  template <typename Fn>
+  c10::intrusive_ptr<c10d::Work> with_group(Fn&& fn) {
+#ifdef USE_C10D_NCCL
+    if (nccl) return fn(*nccl);
+#endif
+#ifdef USE_C10D_GLOO
+    if (gloo) return fn(*gloo);
+#endif
+    throw InternalError("Collectives: no process group");
+  }
+};
+
+Collectives::Collectives(const DistEnv& env, const CollectivesOptions& options)
+    : rank_(env.rank), world_size_(env.world_size), options_(options) {
+  if (world_size_ <= 1) return;
+  const auto timeout = std::chrono::milliseconds(int64_t{options.timeout_seconds} * 1000);
+  const std::string where = "rank " + std::to_string(rank_) + " of " + std::to_string(world_size_);
+  const std::string master_address = resolve_host(env.master_addr, options.dns_retry_seconds);
+  groups_ = std::make_unique<Groups>();
+
+  try {
+    c10d::TCPStoreOptions store_options;
+    store_options.port = static_cast<std::uint16_t>(env.master_port);
+    store_options.isServer = rank_ == 0;
+    store_options.numWorkers = world_size_;
+    store_options.waitWorkers = true;
+    store_options.timeout = timeout;
+    torch_compat::use_classic_tcpstore(store_options);
+    groups_->store = c10::make_intrusive<c10d::TCPStore>(master_address, store_options);
+  } catch (const std::exception& error) {
+    throw PlatformError("rendezvous failed on " + where + " (TCPStore " +
+                        (rank_ == 0 ? "server on port " : "at ") +
+                        (rank_ == 0 ? "" : master_address + ":") + std::to_string(env.master_port) +
+                        "): " + describe(error) +
+                        "; check that every rank started, that the port is free on the master "
+                        "(dist.master_port / MASTER_PORT) and reachable");
+  }
+
+  try {
+    if (options.backend == "nccl") {
+#ifdef USE_C10D_NCCL
+      auto nccl_options = c10d::ProcessGroupNCCL::Options::create();
+      nccl_options->timeout = timeout;
+      groups_->nccl = c10::make_intrusive<c10d::ProcessGroupNCCL>(groups_->store, rank_,
+                                                                  world_size_, nccl_options);
+#else
+      throw ClientError("dist.backend nccl: this build's LibTorch has no NCCL");
+#endif
+    } else if (options.backend == "gloo") {
+#ifdef USE_C10D_GLOO
+      auto gloo_options = c10d::ProcessGroupGloo::Options::create(timeout);
+      const char* interface_override = std::getenv("GLOO_SOCKET_IFNAME");
+      if (env.num_nodes == 1) {
+        gloo_options->devices.push_back(
+            c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+      } else if (interface_override != nullptr && *interface_override != '\0') {
+        gloo_options->devices.push_back(
+            c10d::ProcessGroupGloo::createDeviceForInterface(interface_override));
+      } else if (!options.network_interface.empty()) {
+        gloo_options->devices.push_back(
+            c10d::ProcessGroupGloo::createDeviceForInterface(options.network_interface));
+      } else {
+        gloo_options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+      }
+      groups_->gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(groups_->store, rank_,
+                                                                  world_size_, gloo_options);
+#else
+      throw ClientError("dist.backend gloo: this build's LibTorch has no Gloo");
+#endif
+    } else {
+      throw InternalError("Collectives: backend '" + options.backend + "' was not resolved");
+    }
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& error) {
+    throw PlatformError("creating the " + options.backend + " process group failed on " + where +
+                        ": " + describe(error) + kPeerHint);
+  }
+}
+
+Collectives::~Collectives() = default;
+
+// Runs a collective, turning c10d's exceptions (peer closed the connection, timeout) into a
+// PlatformError that names the operation and the rank.
+#define MEDSEG_COLLECTIVE(operation, body)                                                    \
+  try {                                                                                       \
+    body;                                                                                     \
+  } catch (const Error&) {                                                                    \
+    throw;                                                                                    \
+  } catch (const std::exception& error) {                                                     \
+    throw PlatformError(std::string(operation) + " failed on rank " + std::to_string(rank_) + \
+                        " of " + std::to_string(world_size_) + ": " + describe(error) +       \
+                        kPeerHint);                                                           \
+  }
+
+void Collectives::broadcast_parameters(std::vector<at::Tensor>& tensors, int64_t bucket_bytes) {
+  if (!groups_) return;
+  const std::vector<Bucket> buckets = make_buckets(tensors, bucket_bytes);
+  MEDSEG_COLLECTIVE("broadcast of the parameters from rank 0", {
+    for (const Bucket& bucket : buckets) {
+      std::vector<at::Tensor> flat = {flatten(bucket)};
+      c10d::BroadcastOptions broadcast_options;
+      broadcast_options.rootRank = 0;
+      groups_->with_group([&](auto& group) { return group.broadcast(flat, broadcast_options); })
+          ->wait();
+      unflatten_into(flat.front(), bucket);
+    }
+  });
+}
+
+void Collectives::allreduce_mean_gradients(const std::vector<at::Tensor>& parameters,
+                                           int64_t bucket_bytes) {
+  if (!groups_) return;
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<at::Tensor> gradients;
+  gradients.reserve(parameters.size());
+  for (const at::Tensor& parameter : parameters) {
+    if (!parameter.requires_grad()) continue;
+    if (!parameter.grad().defined()) parameter.mutable_grad() = at::zeros_like(parameter);
+    gradients.push_back(parameter.grad());
+  }
+  const std::vector<Bucket> buckets = make_buckets(gradients, bucket_bytes);
+
+  MEDSEG_COLLECTIVE("all-reduce of the gradients", {
+    // Launch every bucket before waiting: bucket k+1 is flattened while bucket k is on the wire.
+    std::vector<std::vector<at::Tensor>> flats;
+    std::vector<c10::intrusive_ptr<c10d::Work>> works;
+    flats.reserve(buckets.size());
+    for (const Bucket& bucket : buckets) {
+      flats.push_back({flatten(bucket)});
+      c10d::AllreduceOptions reduce_options;
+      reduce_options.reduceOp = c10d::ReduceOp::SUM;
+      works.push_back(groups_->with_group(
+          [&](auto& group) { return group.allreduce(flats.back(), reduce_options); }));
+    }
+    for (size_t index = 0; index < buckets.size(); ++index) {
+      works[index]->wait();
+      flats[index].front().div_(world_size_);
+      unflatten_into(flats[index].front(), buckets[index]);
+    }
+  });
+  last_sync_seconds_ =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+void Collectives::allreduce_sum(std::vector<double>& values) {
+  if (!groups_ || values.empty()) return;
+  MEDSEG_COLLECTIVE("all-reduce of the metrics", {
+    std::vector<at::Tensor> buffer = {
+        at::tensor(at::ArrayRef<double>(values), at::TensorOptions().dtype(at::kDouble))
+            .to(options_.device)};
+    c10d::AllreduceOptions reduce_options;
+    reduce_options.reduceOp = c10d::ReduceOp::SUM;
+    groups_->with_group([&](auto& group) { return group.allreduce(buffer, reduce_options); })
+        ->wait();
+    const at::Tensor result = buffer.front().to(at::kCPU).contiguous();
+    const double* data = result.data_ptr<double>();
+    std::copy(data, data + values.size(), values.begin());
+  });
+}
+
+void Collectives::barrier() {
+  if (!groups_) return;
+  MEDSEG_COLLECTIVE("barrier", {
+    c10d::BarrierOptions barrier_options;
+    if (options_.device.is_cuda() && options_.device.has_index()) {
+      barrier_options.device_ids = {options_.device.index()};
+    }
+    groups_->with_group([&](auto& group) { return group.barrier(barrier_options); })->wait();
+  });
+}
+
+#undef MEDSEG_COLLECTIVE
+
+}  // namespace medseg

@@ -1,0 +1,633 @@
+#include "train/checkpoint_store.h"
+
+#include <fcntl.h>
+#include <libdeflate.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <memory>
+#include <utility>
+
+#include "util/error.h"
+
+namespace medseg {
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr char kMagic[8] = {'M', 'E', 'D', 'S', 'E', 'G', 'C', 'K'};
+constexpr char kEndMarker[8] = {'C', 'K', 'P', 'T', 'D', 'O', 'N', 'E'};
+constexpr uint32_t kFormatVersion = 1;
+constexpr size_t kHeaderSize = 32;
+constexpr size_t kTrailerSize = 16;
+constexpr const char* kNamePrefix = "checkpoint-";
+constexpr const char* kNameSuffix = ".ckpt";
+constexpr const char* kTemporaryPrefix = ".checkpoint-";
+constexpr const char* kTemporaryMarker = ".tmp-";
+constexpr int kStepDigits = 10;
+// A temporary file untouched this long is stale even if a process with the pid in its name runs
+// (pids repeat across containers): a live writer appends to its file continuously.
+constexpr int64_t kStaleTemporarySeconds = 600;
+
+void put_u32(char* out, uint32_t value) {
+  for (int i = 0; i < 4; ++i) out[i] = static_cast<char>((value >> (8 * i)) & 0xff);
+}
+void put_u64(char* out, uint64_t value) {
+  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((value >> (8 * i)) & 0xff);
+}
+uint32_t get_u32(const char* in) {
+  uint32_t value = 0;
+  for (int i = 0; i < 4; ++i)
+    value |= static_cast<uint32_t>(static_cast<unsigned char>(in[i])) << (8 * i);
+  return value;
+}
+uint64_t get_u64(const char* in) {
+  uint64_t value = 0;
+  for (int i = 0; i < 8; ++i)
+    value |= static_cast<uint64_t>(static_cast<unsigned char>(in[i])) << (8 * i);
+  return value;
+}
+
+std::string errno_text(int error_number) { return std::strerror(error_number); }
+
+// ---- names ----
+
+bool all_digits(const std::string& text) {
+  return !text.empty() &&
+         std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+// The step of a canonical checkpoint file name ("checkpoint-0000000042.ckpt"), else nullopt.
+std::optional<int64_t> step_of_name(const std::string& name) {
+  const std::string prefix = kNamePrefix, suffix = kNameSuffix;
+  if (name.size() <= prefix.size() + suffix.size()) return std::nullopt;
+  if (name.compare(0, prefix.size(), prefix) != 0) return std::nullopt;
+  if (name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0) return std::nullopt;
+  const std::string digits =
+      name.substr(prefix.size(), name.size() - prefix.size() - suffix.size());
+  if (!all_digits(digits) || digits.size() > 18) return std::nullopt;
+  const int64_t step = std::stoll(digits);
+  if (CheckpointStore::file_name(step) != name) return std::nullopt;  // e.g. "checkpoint-7.ckpt"
+  return step;
+}
+
+// The writer's pid of a temporary file name (".checkpoint-...ckpt.tmp-<pid>"); -1 when the name is
+// a temporary file's without a readable pid; nullopt when it is not a temporary file's.
+std::optional<long> writer_pid_of_temporary(const std::string& name) {
+  const std::string prefix = kTemporaryPrefix;
+  if (name.compare(0, prefix.size(), prefix) != 0) return std::nullopt;
+  const size_t marker = name.rfind(kTemporaryMarker);
+  if (marker == std::string::npos) return std::nullopt;
+  const std::string digits = name.substr(marker + std::strlen(kTemporaryMarker));
+  if (!all_digits(digits) || digits.size() > 9) return -1;
+  return std::stol(digits);
+}
+
+struct DirectoryScan {
+  std::vector<std::pair<int64_t, std::string>> checkpoints;  // (step, path), unordered
+  std::vector<std::pair<long, std::string>> temporaries;     // (writer pid or -1, path)
+};
+
+// Lists the directory; an absent directory is an empty one.
+DirectoryScan scan_directory(const std::string& directory) {
+  DirectoryScan scan;
+  std::error_code error;
+  if (!fs::exists(directory, error)) return scan;
+  if (!fs::is_directory(directory, error)) {
+    throw PlatformError("checkpoint directory " + directory + " exists but is not a directory");
+  }
+  fs::directory_iterator it(directory, error);
+  if (error) {
+    throw PlatformError("cannot list checkpoint directory " + directory + ": " + error.message());
+  }
+  for (const fs::directory_iterator end; it != end; it.increment(error)) {
+    const std::string name = it->path().filename().string();
+    std::error_code type_error;
+    if (!it->is_regular_file(type_error)) continue;
+    if (const auto step = step_of_name(name)) {
+      scan.checkpoints.emplace_back(*step, it->path().string());
+    } else if (const auto pid = writer_pid_of_temporary(name)) {
+      scan.temporaries.emplace_back(*pid, it->path().string());
+    }
+  }
+  if (error) {
+    throw PlatformError("cannot list checkpoint directory " + directory + ": " + error.message());
+  }
+  return scan;
+}
+
+// ---- reading and validating ----
+
+class ReadOnlyFile {
+ public:
+  explicit ReadOnlyFile(const std::string& path) : path_(path) {
+    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd_ < 0) throw_system_error("cannot open checkpoint " + path);
+    struct stat status {};
+    if (::fstat(fd_, &status) != 0) {
+      ::close(fd_);
+      throw_system_error("cannot stat checkpoint " + path);
+    }
+    size_ = static_cast<uint64_t>(status.st_size);
+  }
+  ~ReadOnlyFile() { ::close(fd_); }
+  ReadOnlyFile(const ReadOnlyFile&) = delete;
+  ReadOnlyFile& operator=(const ReadOnlyFile&) = delete;
+
+  uint64_t size() const { return size_; }
+
+  // Reads exactly `length` bytes at `offset`; false when the file ends first.
+  bool read_at(uint64_t offset, char* out, size_t length) const {
+    size_t done = 0;
+    while (done < length) {
+      const ssize_t n = ::pread(fd_, out + done, length - done, static_cast<off_t>(offset + done));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        throw_system_error("cannot read checkpoint " + path_);
+      }
+      if (n == 0) return false;
+      done += static_cast<size_t>(n);
+    }
+    return true;
+  }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+  uint64_t size_ = 0;
+};
+
+struct Layout {
+  uint32_t crc = 0;
+  uint64_t payload_bytes = 0;
+};
+
+// Checks everything but the CRC: magic, version, step, file size and end marker. Returns the
+// defect ("" when none) and fills `layout`.
+std::string check_layout(const ReadOnlyFile& file, int64_t step_from_name, Layout* layout) {
+  if (file.size() < kHeaderSize + kTrailerSize) {
+    return "truncated: " + std::to_string(file.size()) + " bytes, less than a header and trailer";
+  }
+  char header[kHeaderSize];
+  if (!file.read_at(0, header, kHeaderSize)) return "truncated while reading the header";
+  if (std::memcmp(header, kMagic, sizeof kMagic) != 0) {
+    return "not a medseg checkpoint (no MEDSEGCK magic)";
+  }
+  const uint32_t version = get_u32(header + 8);
+  if (version != kFormatVersion) {
+    return "checkpoint format version " + std::to_string(version) + ", this medseg reads version " +
+           std::to_string(kFormatVersion);
+  }
+  layout->crc = get_u32(header + 12);
+  layout->payload_bytes = get_u64(header + 16);
+  const int64_t header_step = static_cast<int64_t>(get_u64(header + 24));
+  if (header_step != step_from_name) {
+    return "holds step " + std::to_string(header_step) + " but is named for step " +
+           std::to_string(step_from_name);
+  }
+  const uint64_t expected_size = kHeaderSize + layout->payload_bytes + kTrailerSize;
+  if (layout->payload_bytes > file.size() || file.size() != expected_size) {
+    return "truncated or padded: " + std::to_string(file.size()) + " bytes, the header says " +
+           std::to_string(expected_size);
+  }
+  char trailer[kTrailerSize];
+  if (!file.read_at(file.size() - kTrailerSize, trailer, kTrailerSize)) {
+    return "truncated while reading the end marker";
+  }
+  if (std::memcmp(trailer, kEndMarker, sizeof kEndMarker) != 0 ||
+      get_u64(trailer + 8) != layout->payload_bytes) {
+    return "end marker missing (incomplete write)";
+  }
+  return "";
+}
+
+// Checks the payload's CRC, reading it in chunks (a reused buffer: faulting in a fresh buffer the
+// size of the payload costs more than reading and summing it). "" when it matches.
+std::string check_payload_crc(const ReadOnlyFile& file, const Layout& layout) {
+  constexpr size_t kChunk = size_t{4} << 20;
+  std::unique_ptr<char[]> chunk(new char[kChunk]);
+  uint32_t crc = 0;
+  for (uint64_t done = 0; done < layout.payload_bytes;) {
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(kChunk, layout.payload_bytes - done));
+    if (!file.read_at(kHeaderSize + done, chunk.get(), n)) return "truncated while reading";
+    crc = libdeflate_crc32(crc, chunk.get(), n);
+    done += n;
+  }
+  if (crc != layout.crc) return "CRC mismatch: the payload is corrupt";
+  return "";
+}
+
+// The whole validation (CRC included when `check_crc`). "" when valid.
+std::string check_file(const std::string& path, int64_t step_from_name, bool check_crc) {
+  const ReadOnlyFile file(path);
+  Layout layout;
+  std::string defect = check_layout(file, step_from_name, &layout);
+  if (!defect.empty() || !check_crc) return defect;
+  return check_payload_crc(file, layout);
+}
+
+// ---- writing ----
+
+// The temporary file a checkpoint is written to. append() is what LibTorch's archive writer
+// calls. It never throws and never reports a short write: LibTorch 1.13's PyTorchStreamWriter,
+// told of a failed write, throws, then throws again from its destructor (which finishes the zip)
+// and the process terminates. So the first failure is recorded, later bytes are dropped, and
+// finish() throws once LibTorch is done.
+class CheckpointWriter {
+ public:
+  explicit CheckpointWriter(std::string path) : path_(std::move(path)), buffer_(kBufferBytes) {
+    fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd_ < 0) throw_system_error("cannot create checkpoint temporary file " + path_);
+    std::memset(buffer_.data(), 0, kHeaderSize);  // the header, rewritten by finish()
+    buffered_ = kHeaderSize;
+  }
+  ~CheckpointWriter() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  CheckpointWriter(const CheckpointWriter&) = delete;
+  CheckpointWriter& operator=(const CheckpointWriter&) = delete;
+
+  size_t append(const void* data, size_t length) noexcept {
+    if (failed_operation_ != nullptr || length == 0) return length;
+    crc_ = libdeflate_crc32(crc_, data, length);
+    payload_bytes_ += length;
+    const char* bytes = static_cast<const char*>(data);
+    if (buffered_ + length <= buffer_.size()) {
+      std::memcpy(buffer_.data() + buffered_, bytes, length);
+      buffered_ += length;
+      return length;
+    }
+    // Large pieces (tensor data) go straight to the file, no copy.
+    if (flush()) write_all(bytes, length);
+    return length;
+  }
+
+  // Appends the end marker, writes the header, fsyncs and closes. Throws PlatformError.
+  void finish(int64_t global_step) {
+    char trailer[kTrailerSize];
+    std::memcpy(trailer, kEndMarker, sizeof kEndMarker);
+    put_u64(trailer + 8, payload_bytes_);
+    if (failed_operation_ == nullptr && buffered_ + kTrailerSize <= buffer_.size()) {
+      std::memcpy(buffer_.data() + buffered_, trailer, kTrailerSize);
+      buffered_ += kTrailerSize;
+    } else if (flush()) {
+      write_all(trailer, kTrailerSize);
+    }
+    flush();
+    char header[kHeaderSize] = {};
+    std::memcpy(header, kMagic, sizeof kMagic);
+    put_u32(header + 8, kFormatVersion);
+    put_u32(header + 12, crc_);
+    put_u64(header + 16, payload_bytes_);
+    put_u64(header + 24, static_cast<uint64_t>(global_step));
+    if (failed_operation_ == nullptr) {
+      size_t done = 0;
+      while (done < kHeaderSize) {
+        const ssize_t n = ::pwrite(fd_, header + done, kHeaderSize - done, done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+          fail("write", n < 0 ? errno : EIO);
+          break;
+        }
+        done += static_cast<size_t>(n);
+      }
+    }
+    if (failed_operation_ == nullptr && ::fsync(fd_) != 0) fail("fsync", errno);
+    const int fd = fd_;
+    fd_ = -1;
+    if (::close(fd) != 0 && failed_operation_ == nullptr) fail("close", errno);
+    throw_if_failed();
+  }
+
+  void throw_if_failed() const {
+    if (failed_operation_ == nullptr) return;
+    throw PlatformError(std::string("cannot ") + failed_operation_ + " checkpoint temporary file " +
+                        path_ + ": " + errno_text(failed_errno_));
+  }
+  bool failed() const { return failed_operation_ != nullptr; }
+  uint64_t file_bytes() const { return kHeaderSize + payload_bytes_ + kTrailerSize; }
+
+ private:
+  static constexpr size_t kBufferBytes = size_t{1} << 20;
+
+  void fail(const char* operation, int error_number) {
+    if (failed_operation_ != nullptr) return;
+    failed_operation_ = operation;
+    failed_errno_ = error_number;
+  }
+
+  bool write_all(const char* data, size_t length) noexcept {
+    size_t done = 0;
+    while (done < length) {
+      const ssize_t n = ::write(fd_, data + done, length - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        fail("write", errno);
+        return false;
+      }
+      if (n == 0) {
+        fail("write", EIO);
+        return false;
+      }
+      done += static_cast<size_t>(n);
+    }
+    return true;
+  }
+
+  bool flush() noexcept {
+    if (failed_operation_ != nullptr) return false;
+    const bool ok = write_all(buffer_.data(), buffered_);
+    buffered_ = 0;
+    return ok;
+  }
+
+  std::string path_;
+  int fd_ = -1;
+  std::vector<char> buffer_;
+  size_t buffered_ = 0;
+  uint32_t crc_ = 0;
+  uint64_t payload_bytes_ = 0;
+  const char* failed_operation_ = nullptr;
+  int failed_errno_ = 0;
+};
+
+void ensure_directory(const std::string& directory) {
+  std::error_code error;
+  if (fs::exists(directory, error)) {
+    if (!fs::is_directory(directory, error)) {
+      throw PlatformError("checkpoint directory " + directory +
+                          " exists but is not a directory; remove it or configure another "
+                          "checkpoint directory");
+    }
+    return;
+  }
+  fs::create_directories(directory, error);
+  if (error) {
+    throw PlatformError("cannot create checkpoint directory " + directory + ": " + error.message());
+  }
+}
+
+void fsync_directory(const std::string& directory) {
+  const int fd = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) throw_system_error("cannot open checkpoint directory " + directory + " to fsync it");
+  const int result = ::fsync(fd);
+  const int saved_errno = errno;
+  ::close(fd);
+  // Some file systems cannot fsync a directory; the rename is then as durable as they make it.
+  if (result != 0 && saved_errno != EINVAL && saved_errno != ENOTSUP) {
+    errno = saved_errno;
+    throw_system_error("cannot fsync checkpoint directory " + directory);
+  }
+}
+
+bool process_is_running(long pid) {
+  if (pid <= 0) return false;
+  if (pid == ::getpid()) return false;  // this process writes one checkpoint at a time
+  return ::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM;
+}
+
+bool recently_modified(const std::string& path) {
+  struct stat status {};
+  if (::stat(path.c_str(), &status) != 0) return false;
+  return std::time(nullptr) - status.st_mtime < kStaleTemporarySeconds;
+}
+
+// Removes the temporary files of writers that are gone: they never become checkpoints.
+void remove_stray_temporary_files(const DirectoryScan& scan) {
+  for (const auto& [pid, path] : scan.temporaries) {
+    if (process_is_running(pid) && recently_modified(path)) continue;  // another writer's
+    if (::unlink(path.c_str()) == 0) {
+      spdlog::warn("removed {}, an incomplete checkpoint left by an interrupted writer", path);
+    } else if (errno != ENOENT) {
+      spdlog::warn("cannot remove stray checkpoint temporary file {}: {}", path, errno_text(errno));
+    }
+  }
+}
+
+}  // namespace
+
+CheckpointStore::CheckpointStore(std::string directory, int keep)
+    : directory_(std::move(directory)), keep_(keep) {
+  if (keep_ < 1) {
+    throw InternalError("CheckpointStore: keep must be at least 1, got " + std::to_string(keep_));
+  }
+  if (directory_.empty()) throw InternalError("CheckpointStore: empty checkpoint directory");
+}
+
+std::string CheckpointStore::file_name(int64_t global_step) {
+  std::string digits = std::to_string(global_step);
+  if (digits.size() < static_cast<size_t>(kStepDigits)) {
+    digits.insert(0, kStepDigits - digits.size(), '0');
+  }
+  return kNamePrefix + digits + kNameSuffix;
+}
+
+std::string CheckpointStore::path_for(int64_t global_step) const {
+  return (fs::path(directory_) / file_name(global_step)).string();
+}
+
+CheckpointWriteStats CheckpointStore::save(int64_t global_step,
+                                           torch::serialize::OutputArchive& archive) {
+  if (global_step < 0) {
+    throw InternalError("CheckpointStore::save: negative global step " +
+                        std::to_string(global_step));
+  }
+  const auto start = std::chrono::steady_clock::now();
+  ensure_directory(directory_);
+  const std::string path = path_for(global_step);
+  const std::string temporary =
+      (fs::path(directory_) /
+       (std::string(".") + file_name(global_step) + kTemporaryMarker + std::to_string(::getpid())))
+          .string();
+  uint64_t file_bytes = 0;
+  try {
+    CheckpointWriter writer(temporary);
+    try {
+      archive.save_to([&writer](const void* data, size_t length) -> size_t {
+        return writer.append(data, length);
+      });
+    } catch (...) {
+      writer.throw_if_failed();  // an I/O failure first: it names the cause
+      throw;
+    }
+    writer.finish(global_step);
+    file_bytes = writer.file_bytes();
+    if (::rename(temporary.c_str(), path.c_str()) != 0) {
+      throw_system_error("cannot rename checkpoint temporary file " + temporary + " to " + path);
+    }
+  } catch (const std::exception& error) {
+    ::unlink(temporary.c_str());
+    const std::string hint = "; earlier checkpoints in " + directory_ + " are untouched";
+    if (const auto* platform = dynamic_cast<const PlatformError*>(&error)) {
+      throw PlatformError("cannot write checkpoint " + path + " (" + platform->what() + ")" + hint);
+    }
+    throw;
+  }
+  fsync_directory(directory_);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double megabytes = static_cast<double>(file_bytes) / 1e6;
+  spdlog::info("checkpoint step {}: {:.1f} MB in {:.2f} s ({:.0f} MB/s) -> {}", global_step,
+               megabytes, seconds, seconds > 0 ? megabytes / seconds : 0.0, path);
+  prune(global_step);
+  return {path, static_cast<int64_t>(file_bytes), seconds};
+}
+
+void CheckpointStore::prune(int64_t just_written_step) const {
+  DirectoryScan scan;
+  try {
+    scan = scan_directory(directory_);
+  } catch (const Error& error) {
+    spdlog::warn("not pruning checkpoints: {}", error.what());
+    return;
+  }
+  std::sort(scan.checkpoints.begin(), scan.checkpoints.end(),
+            [](const auto& a, const auto& b) { return a.first > b.first; });
+  int kept = 1;  // the one just written
+  for (const auto& [step, path] : scan.checkpoints) {
+    if (step >= just_written_step) continue;  // never this one, never newer ones
+    bool complete_looking = false;
+    try {
+      complete_looking = check_file(path, step, /*check_crc=*/false).empty();
+    } catch (const Error&) {
+    }
+    if (complete_looking && kept < keep_) {
+      ++kept;
+      continue;
+    }
+    if (::unlink(path.c_str()) != 0) {
+      spdlog::warn("cannot delete old checkpoint {}: {}", path, errno_text(errno));
+    } else {
+      spdlog::info("deleted old checkpoint {}", path);
+    }
+  }
+  remove_stray_temporary_files(scan);
+}
+
+std::optional<CheckpointInfo> CheckpointStore::newest_complete() const {
+  DirectoryScan scan = scan_directory(directory_);
+  remove_stray_temporary_files(scan);
+  std::sort(scan.checkpoints.begin(), scan.checkpoints.end(),
+            [](const auto& a, const auto& b) { return a.first > b.first; });
+  for (const auto& [step, path] : scan.checkpoints) {
+    std::string defect;
+    try {
+      defect = check_file(path, step, /*check_crc=*/true);
+    } catch (const Error& error) {
+      defect = error.what();
+    }
+    if (!defect.empty()) {
+      spdlog::warn("skipping checkpoint {}: {}", path, defect);
+      continue;
+    }
+    std::error_code error;
+    const auto bytes = fs::file_size(path, error);
+    return CheckpointInfo{path, step, error ? 0 : static_cast<int64_t>(bytes)};
+  }
+  return std::nullopt;
+}
+
+std::vector<CheckpointInfo> CheckpointStore::list() const {
+  DirectoryScan scan = scan_directory(directory_);
+  std::sort(scan.checkpoints.begin(), scan.checkpoints.end());
+  std::vector<CheckpointInfo> result;
+  for (const auto& [step, path] : scan.checkpoints) {
+    try {
+      const ReadOnlyFile file(path);
+      Layout layout;
+      if (check_layout(file, step, &layout).empty()) {
+        result.push_back({path, step, static_cast<int64_t>(file.size())});
+      }
+    } catch (const Error&) {
+    }
+  }
+  return result;
+}
+
+void CheckpointStore::load(const CheckpointInfo& info, torch::serialize::InputArchive& archive,
+                           std::optional<c10::Device> device) const {
+  const std::string& path = info.path;
+  const auto step = step_of_name(fs::path(path).filename().string());
+  if (!step) {
+    throw ClientError(path + ": not a checkpoint file name (expected " +
+                      file_name(info.global_step) + ")");
+  }
+  // One open file for validating and loading: a checkpoint renamed over this one meanwhile
+  // cannot mix in.
+  const ReadOnlyFile file(path);
+  Layout layout;
+  std::string defect = check_layout(file, *step, &layout);
+  if (defect.empty()) defect = check_payload_crc(file, layout);
+  if (!defect.empty()) throw ClientError("checkpoint " + path + " is unusable: " + defect);
+  // LibTorch reads the payload straight from the file into its tensors' storage. The callback
+  // runs inside miniz's C code, so it reports failures by a short count, never by throwing.
+  const uint64_t payload_bytes = layout.payload_bytes;
+  std::string read_failure;
+  auto read = [&](uint64_t position, void* out, size_t length) -> size_t {
+    if (position >= payload_bytes) return 0;
+    length = static_cast<size_t>(std::min<uint64_t>(length, payload_bytes - position));
+    try {
+      if (file.read_at(kHeaderSize + position, static_cast<char*>(out), length)) return length;
+      read_failure = "the file shrank while loading";
+    } catch (const std::exception& error) {
+      read_failure = error.what();
+    }
+    return 0;
+  };
+  auto size = [payload_bytes]() -> size_t { return static_cast<size_t>(payload_bytes); };
+  try {
+    // c10::optional is not std::optional in LibTorch 1.13.
+    archive.load_from(read, size, device ? c10::optional<c10::Device>(*device) : c10::nullopt);
+  } catch (const c10::Error& error) {
+    if (!read_failure.empty()) {
+      throw PlatformError("cannot load checkpoint " + path + ": " + read_failure);
+    }
+    throw ClientError("checkpoint " + path + " does not hold a readable LibTorch archive: " +
+                      error.what_without_backtrace());
+  }
+}
+
+void write_string(torch::serialize::OutputArchive& archive, const std::string& key,
+                  const std::string& value) {
+  archive.write(key, c10::IValue(value));
+}
+
+std::string read_string(torch::serialize::InputArchive& archive, const std::string& key) {
+  c10::IValue value;
+  if (!archive.try_read(key, value)) {
+    throw ClientError("checkpoint has no '" + key +
+                      "' entry (written by another medseg version or another program?)");
+  }
+  if (!value.isString()) {
+    throw ClientError("checkpoint entry '" + key + "' is a " + value.tagKind() +
+                      ", expected a string");
+  }
+  return value.toStringRef();
+}
+
+void write_int64(torch::serialize::OutputArchive& archive, const std::string& key, int64_t value) {
+  archive.write(key, c10::IValue(value));
+}
+
+int64_t read_int64(torch::serialize::InputArchive& archive, const std::string& key) {
+  c10::IValue value;
+  if (!archive.try_read(key, value)) {
+    throw ClientError("checkpoint has no '" + key +
+                      "' entry (written by another medseg version or another program?)");
+  }
+  if (!value.isInt()) {
+    throw ClientError("checkpoint entry '" + key + "' is a " + value.tagKind() +
+                      ", expected an integer");
+  }
+  return value.toInt();
+}
+
+}  // namespace medseg

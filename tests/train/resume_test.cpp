@@ -1,0 +1,174 @@
+// Spot safety as a user sees it: a training job killed with SIGKILL at arbitrary moments and
+// restarted (as SageMaker restarts an interrupted Spot job, with the checkpoint folder kept) ends
+// with exactly the weights of an uninterrupted run; SIGTERM writes a checkpoint and the model and
+// exits 0; a checkpoint from another configuration is refused.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <random>
+#include <thread>
+
+#include "data/synthetic_cases.h"
+#include "model/model_io.h"
+#include "model/unet.h"
+#include "test_support.h"
+
+namespace medseg {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Checkpoint after every step so kills land before, during and after checkpoint writes.
+const char* const kResumableRun = R"({
+  "epochs": "12", "steps_per_epoch": "6", "batch_size": "2", "roi_size": "[32, 32, 16]",
+  "channels": "[8, 16, 32, 64]", "strides": "[2, 2, 2]", "num_res_units": "1",
+  "validation_fraction": "0.25", "val_interval": "2", "log_interval": "1",
+  "checkpoint_every_steps": "1", "num_threads": "2", "seed": "11"})";
+
+void make_job(const std::string& root, const std::string& hyperparameters) {
+  testing::make_ml_root(root, hyperparameters, R"({"train": {"TrainingInputMode": "File"}})");
+  SynthOptions synth;
+  synth.out_dir = root + "/input/data/train";
+  synth.cases = 6;
+  synth.shape = {64, 64, 48};
+  synth.seed = 5;
+  write_synthetic_dataset(synth);
+}
+
+// Starts `medseg train` on `root` with its output appended to <root>/train.log.
+pid_t start_training(const std::string& root) {
+  const pid_t child = fork();
+  if (child == 0) {
+    setenv("MEDSEG_ML_ROOT", root.c_str(), 1);
+    const int fd = ::open((root + "/train.log").c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    execl(MEDSEG_BINARY, MEDSEG_BINARY, "train", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  return child;
+}
+
+int wait_exit_code(pid_t child) {
+  int status = 0;
+  waitpid(child, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+}
+
+std::vector<at::Tensor> final_weights(const std::string& root) {
+  UNetOptions options;
+  options.channels = {8, 16, 32, 64};
+  options.strides = {2, 2, 2};
+  options.num_res_units = 1;
+  UNet model(options);
+  load_model_pth(root + "/model/model.pth", *model);
+  return model->parameters();
+}
+
+TEST(ResumeTest, KilledAtRandomMomentsAndRestartedEndsWithIdenticalWeights) {
+  testing::TempDir reference;
+  make_job(reference.path(), kResumableRun);
+  ASSERT_EQ(wait_exit_code(start_training(reference.path())), 0)
+      << testing::read_text(reference.file("train.log"));
+
+  testing::TempDir interrupted;
+  make_job(interrupted.path(), kResumableRun);
+  std::mt19937 random(20261122);
+  int kills = 0;
+  int restarts = 0;
+  while (true) {
+    ASSERT_LT(restarts++, 40) << "the job never completed";
+    // Each SageMaker restart is a fresh container: only the checkpoint folder survives.
+    fs::remove_all(interrupted.file("model"));
+    fs::remove_all(interrupted.file("output"));
+    fs::create_directories(interrupted.file("model"));
+    const pid_t child = start_training(interrupted.path());
+    if (kills < 10) {
+      // Start-up takes ~0.7 s here: kill points fall in start-up, in training steps, in
+      // checkpoint writes and in validation.
+      std::this_thread::sleep_for(std::chrono::milliseconds(
+          std::uniform_int_distribution<int>(500, 1300)(random)));
+      kill(child, SIGKILL);
+    }
+    const int code = wait_exit_code(child);
+    if (code == -SIGKILL) {
+      ++kills;
+      continue;
+    }
+    ASSERT_EQ(code, 0) << testing::read_text(interrupted.file("train.log"));
+    if (testing::file_exists(interrupted.file("model/model.pth"))) break;
+  }
+  EXPECT_GE(kills, 10);
+  std::printf("[ RESUME   ] %d SIGKILLs, %d starts in all\n", kills, restarts);
+  const std::string log = testing::read_text(interrupted.file("train.log"));
+  EXPECT_NE(log.find("resumed from"), std::string::npos) << log;
+
+  const std::vector<at::Tensor> expected = final_weights(reference.path());
+  const std::vector<at::Tensor> actual = final_weights(interrupted.path());
+  ASSERT_EQ(expected.size(), actual.size());
+  for (size_t i = 0; i < expected.size(); ++i) {
+    EXPECT_TRUE(at::equal(expected[i], actual[i])) << "parameter " << i << " differs";
+  }
+  // The metrics of the resumed job tell the same story as the reference's.
+  EXPECT_EQ(testing::read_text(reference.file("model/metrics.json")),
+            testing::read_text(interrupted.file("model/metrics.json")));
+}
+
+TEST(ResumeTest, SigtermWritesACheckpointThatTheNextRunResumes) {
+  testing::TempDir root;
+  make_job(root.path(), R"({"epochs": "50", "steps_per_epoch": "4", "batch_size": "2",
+    "roi_size": "[32, 32, 16]", "channels": "[8, 16, 32, 64]", "strides": "[2, 2, 2]",
+    "num_res_units": "1", "val_interval": "0", "log_interval": "1",
+    "checkpoint_every_minutes": "0"})");
+  const pid_t child = start_training(root.path());
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (testing::read_text(root.file("train.log")).find("epoch 2/50 step 2/4") ==
+             std::string::npos &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  const auto signalled = std::chrono::steady_clock::now();
+  ASSERT_EQ(kill(child, SIGTERM), 0);
+  ASSERT_EQ(wait_exit_code(child), 0) << testing::read_text(root.file("train.log"));
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - signalled).count();
+  EXPECT_LT(seconds, 10.0);
+  std::printf("[ SIGTERM  ] signal to exit: %.2f s\n", seconds);
+  EXPECT_TRUE(testing::file_exists(root.file("model/model.pth")));
+  const std::string log = testing::read_text(root.file("train.log"));
+  EXPECT_NE(log.find("stop requested"), std::string::npos) << log;
+
+  // The next start continues from the stop checkpoint instead of starting over.
+  testing::write_text(root.file("train.log"), "");
+  const pid_t again = start_training(root.path());
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  kill(again, SIGTERM);
+  wait_exit_code(again);
+  const std::string resumed_log = testing::read_text(root.file("train.log"));
+  EXPECT_NE(resumed_log.find("resumed from"), std::string::npos) << resumed_log;
+  EXPECT_EQ(resumed_log.find("epoch 1/50 step 1/4"), std::string::npos) << resumed_log;
+}
+
+TEST(ResumeTest, CheckpointOfAnotherModelIsRefusedWithTheDifference) {
+  testing::TempDir root;
+  make_job(root.path(), R"({"epochs": "1", "steps_per_epoch": "1", "batch_size": "2",
+    "roi_size": "[32, 32, 16]", "channels": "[8, 16, 32, 64]", "strides": "[2, 2, 2]",
+    "num_res_units": "1", "val_interval": "0"})");
+  ASSERT_EQ(wait_exit_code(start_training(root.path())), 0);
+  testing::write_text(root.file("input/config/hyperparameters.json"),
+                      R"({"epochs": "2", "steps_per_epoch": "1", "batch_size": "2",
+    "roi_size": "[32, 32, 16]", "channels": "[8, 16, 32, 128]", "strides": "[2, 2, 2]",
+    "num_res_units": "1", "val_interval": "0"})");
+  EXPECT_EQ(wait_exit_code(start_training(root.path())), 2);
+  const std::string failure = testing::read_text(root.file("output/failure"));
+  EXPECT_NE(failure.find("another model or data configuration"), std::string::npos) << failure;
+  EXPECT_NE(failure.find("model.channels"), std::string::npos) << failure;
+}
+
+}  // namespace
+}  // namespace medseg
