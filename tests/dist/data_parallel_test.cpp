@@ -1,0 +1,173 @@
+// Data parallelism as users run it: `medseg train` launching workers on one host, and two hosts
+// (two ML roots whose resourceconfig.json list both) rendezvousing over loopback with Gloo.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "data/synthetic_cases.h"
+#include "model/model_io.h"
+#include "model/unet.h"
+#include "test_support.h"
+
+namespace medseg {
+namespace {
+
+int free_port() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address));
+  socklen_t length = sizeof(address);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
+  const int port = ntohs(address.sin_port);
+  close(fd);
+  return port;
+}
+
+std::string hyperparameters(int batch_size, int nproc, int port, const std::string& extra = "") {
+  return R"({"epochs": "2", "steps_per_epoch": "3", "batch_size": ")" +
+         std::to_string(batch_size) + R"(", "roi_size": "[32, 32, 16]",
+    "channels": "[8, 16, 32, 64]", "strides": "[2, 2, 2]", "num_res_units": "1",
+    "validation_fraction": "0.25", "val_interval": "1", "num_threads": "1", "seed": "3",
+    "nproc_per_node": ")" + std::to_string(nproc) + R"(", "dist.master_port": ")" +
+         std::to_string(port) + "\"" + extra + "}";
+}
+
+void make_job(const std::string& root, const std::string& hyperparameters_json,
+              const std::string& resource_config = "") {
+  testing::make_ml_root(root, hyperparameters_json, R"({"train": {"TrainingInputMode": "File"}})",
+                        resource_config);
+  SynthOptions synth;
+  synth.out_dir = root + "/input/data/train";
+  synth.cases = 8;
+  synth.shape = {64, 64, 48};
+  synth.seed = 9;
+  write_synthetic_dataset(synth);
+}
+
+std::vector<at::Tensor> weights(const std::string& root) {
+  UNetOptions options;
+  options.channels = {8, 16, 32, 64};
+  options.strides = {2, 2, 2};
+  options.num_res_units = 1;
+  UNet model(options);
+  load_model_pth(root + "/model/model.pth", *model);
+  return model->parameters();
+}
+
+pid_t start_training(const std::string& root) {
+  const pid_t child = fork();
+  if (child == 0) {
+    setenv("MEDSEG_ML_ROOT", root.c_str(), 1);
+    const int fd = ::open((root + "/train.log").c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    execl(MEDSEG_BINARY, MEDSEG_BINARY, "train", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  return child;
+}
+
+int wait_exit_code(pid_t child) {
+  int status = 0;
+  waitpid(child, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+}
+
+TEST(DataParallelTest, TwoWorkersWithBatchBEqualOneWorkerWithBatch2B) {
+  testing::TempDir two, one;
+  // SGD: its update is linear in the gradient, so the comparison sees the gradient averaging
+  // itself. (Adam divides by the root of tiny second moments and amplifies the last-bit
+  // differences of summation order: 1.7e-5 relative after 6 steps here.)
+  const std::string sgd = R"(, "optimizer": "sgd", "learning_rate": "0.01")";
+  make_job(two.path(), hyperparameters(1, 2, free_port(), sgd));
+  make_job(one.path(), hyperparameters(2, 1, free_port(), sgd));
+  const testing::CommandResult parallel =
+      testing::run_medseg({"train"}, {"MEDSEG_ML_ROOT=" + two.path()});
+  ASSERT_EQ(parallel.exit_code, 0) << parallel.output;
+  EXPECT_NE(parallel.output.find("launching 2 workers"), std::string::npos) << parallel.output;
+  EXPECT_NE(parallel.output.find("rank 0 of 2"), std::string::npos) << parallel.output;
+  EXPECT_NE(parallel.output.find("gradient sync"), std::string::npos) << parallel.output;
+  const testing::CommandResult single =
+      testing::run_medseg({"train"}, {"MEDSEG_ML_ROOT=" + one.path()});
+  ASSERT_EQ(single.exit_code, 0) << single.output;
+
+  const std::vector<at::Tensor> a = weights(two.path());
+  const std::vector<at::Tensor> b = weights(one.path());
+  ASSERT_EQ(a.size(), b.size());
+  double worst = 0.0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double scale = std::max(b[i].abs().max().item<double>(), 1e-12);
+    worst = std::max(worst, (a[i] - b[i]).abs().max().item<double>() / scale);
+  }
+  std::printf("[ DDP      ] max relative weight difference after 6 steps: %.3g\n", worst);
+  EXPECT_LT(worst, 1e-5);
+  // Validation was sharded over the ranks and reduced: the same Dice as one process.
+  const auto dice = [](const std::string& root) {
+    return nlohmann::json::parse(testing::read_text(root + "/model/metrics.json"))
+        ["best_val_mean_dice"].get<double>();
+  };
+  EXPECT_NEAR(dice(two.path()), dice(one.path()), 1e-4);
+}
+
+// Two hosts on this machine: "127.0.0.1" (hosts[0], the master) and "localhost".
+std::string resource_config(const std::string& current_host) {
+  return R"({"current_host": ")" + current_host +
+         R"(", "hosts": ["127.0.0.1", "localhost"], "network_interface_name": "lo"})";
+}
+
+TEST(DataParallelTest, TwoHostsTrainToCompletionAndOnlyTheFirstWritesTheModel) {
+  testing::TempDir first, second;
+  const int port = free_port();
+  make_job(first.path(), hyperparameters(1, 1, port), resource_config("127.0.0.1"));
+  make_job(second.path(), hyperparameters(1, 1, port), resource_config("localhost"));
+  const pid_t host1 = start_training(first.path());
+  const pid_t host2 = start_training(second.path());
+  EXPECT_EQ(wait_exit_code(host1), 0) << testing::read_text(first.file("train.log"));
+  EXPECT_EQ(wait_exit_code(host2), 0) << testing::read_text(second.file("train.log"));
+  EXPECT_TRUE(testing::file_exists(first.file("model/model.pth")));
+  EXPECT_FALSE(testing::file_exists(second.file("model/model.pth")));
+  EXPECT_NE(testing::read_text(first.file("train.log")).find("rank 0 of 2 (gloo backend, 2 hosts"),
+            std::string::npos)
+      << testing::read_text(first.file("train.log"));
+}
+
+TEST(DataParallelTest, AHostThatDiesMakesTheOtherFailCleanly) {
+  testing::TempDir first, second;
+  const int port = free_port();
+  const std::string long_run = hyperparameters(1, 1, port, R"(, "epochs": "1000", "log_interval": "1",
+    "dist.timeout_seconds": "20")");
+  make_job(first.path(), long_run, resource_config("127.0.0.1"));
+  make_job(second.path(), long_run, resource_config("localhost"));
+  const pid_t host1 = start_training(first.path());
+  const pid_t host2 = start_training(second.path());
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (testing::read_text(first.file("train.log")).find("epoch 2/") == std::string::npos &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  const auto killed = std::chrono::steady_clock::now();
+  kill(host2, SIGKILL);
+  wait_exit_code(host2);
+  const int code = wait_exit_code(host1);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - killed).count();
+  EXPECT_NE(code, 0);
+  EXPECT_LT(seconds, 30.0);
+  std::printf("[ DDP      ] surviving host failed %.2f s after its peer died\n", seconds);
+  const std::string failure = testing::read_text(first.file("output/failure"));
+  EXPECT_NE(failure.find("PlatformError"), std::string::npos) << failure;
+  EXPECT_NE(failure.find("rank"), std::string::npos) << failure;
+}
+
+}  // namespace
+}  // namespace medseg
