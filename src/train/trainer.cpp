@@ -588,11 +588,19 @@ TrainSummary Trainer::run() {
       config.data.num_workers > 0 ? config.data.num_workers : (s.device.is_cuda() ? 4 : 1);
   loader_options.prefetch_batches = config.data.prefetch_batches;
   s.loader = std::make_unique<BatchLoader>(&s.train_cases, loader_options);
-  spdlog::info("training: {} epochs x {} steps, batch {} (roi {}x{}x{}), {} loader threads, "
-               "checkpoints in {}{}",
+  // The loader holds at most prefetch_batches batches (plus one sample per slot being cut).
+  const double roi_voxels = static_cast<double>(config.augment.roi_size[0]) *
+                            config.augment.roi_size[1] * config.augment.roi_size[2];
+  const double sample_bytes =
+      roi_voxels * (config.model.in_channels * sizeof(float) + config.model.out_channels);
+  const double loader_mib =
+      config.data.prefetch_batches * (batch_size + 1) * sample_bytes / (1 << 20);
+  spdlog::info("training: {} epochs x {} steps, batch {} per worker (roi {}x{}x{}), {} loader "
+               "threads holding at most {:.0f} MiB, checkpoints in {}{}",
                config.train.epochs, s.steps_per_epoch, batch_size, config.augment.roi_size[0],
                config.augment.roi_size[1], config.augment.roi_size[2],
-               loader_options.num_workers, s.checkpoint_dir, resumed ? " (resumed)" : "");
+               loader_options.num_workers, loader_mib, s.checkpoint_dir,
+               resumed ? " (resumed)" : "");
 
   const auto started = Clock::now();
   const int64_t first_global_step = s.global_step;
