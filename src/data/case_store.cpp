@@ -1,6 +1,7 @@
 #include "data/case_store.h"
 
 #include <algorithm>
+#include <cmath>
 #include <atomic>
 #include <exception>
 #include <filesystem>
@@ -17,6 +18,19 @@ namespace medseg {
 
 CaseData load_case(const CaseSource& source, const CaseLoadOptions& options) {
   const NiftiVolume image = load_case_image(source, options.read);
+  // NaN/Inf voxels would poison NormalizeIntensity and then the loss: refuse them here, where
+  // the file can still be named.
+  const int64_t per_volume = image.dim[0] * image.dim[1] * image.dim[2];
+  for (size_t i = 0; i < image.data.size(); ++i) {
+    if (!std::isfinite(image.data[i])) {
+      const size_t volume = i / static_cast<size_t>(per_volume);
+      const std::string file = source.image_files.size() > 1 ? source.image_files[volume]
+                                                             : source.image_files[0];
+      throw ClientError(file + ": case " + source.case_id + " has a non-finite voxel value (" +
+                        std::to_string(image.data[i]) + ") in volume " + std::to_string(volume) +
+                        "; expected finite intensities");
+    }
+  }
   if (source.label_file.empty()) {
     return preprocess_case(image, nullptr, options.transforms, source.case_id);
   }

@@ -113,5 +113,22 @@ TEST(PreprocessJobTest, CorruptCaseNamesTheFile) {
   }
 }
 
+TEST(PreprocessJobTest, NonFiniteVoxelsAreRefusedNamingTheFile) {
+  testing::TempDir dir;
+  const std::string input = make_cases(dir, 1);
+  const std::string image_file = input + "/imagesTr/BRATS_001.nii.gz";
+  NiftiVolume image = read_nifti(image_file);
+  image.data[image.data.size() - 1] = std::nanf("");
+  write_nifti(image_file, image, NiftiDataType::kFloat32);
+  try {
+    run_preprocess_job(job_for(input, dir.file("out")));
+    FAIL() << "expected a ClientError";
+  } catch (const ClientError& error) {
+    EXPECT_NE(std::string(error.what()).find(image_file + ": case BRATS_001 has a non-finite"),
+              std::string::npos)
+        << error.what();
+  }
+}
+
 }  // namespace
 }  // namespace medseg
