@@ -567,6 +567,18 @@ TrainSummary Trainer::run() {
     }
     std::vector<at::Tensor> parameters = s.model->parameters();
     s.collectives->broadcast_parameters(parameters);
+    // Measure one gradient sync up front, so the log says what data parallelism costs.
+    for (at::Tensor& parameter : parameters) parameter.mutable_grad() = at::zeros_like(parameter);
+    const int64_t bucket_bytes = static_cast<int64_t>(config.dist.bucket_mb) << 20;
+    s.collectives->allreduce_mean_gradients(parameters, bucket_bytes);
+    int64_t gradient_bytes = 0;
+    for (const at::Tensor& parameter : parameters) gradient_bytes += parameter.nbytes();
+    spdlog::info("gradient sync: {:.1f} ms for {:.1f} MiB of gradients in buckets of {} MiB "
+                 "across {} workers",
+                 1000.0 * s.collectives->last_sync_seconds(),
+                 static_cast<double>(gradient_bytes) / (1 << 20), config.dist.bucket_mb,
+                 s.dist.world_size);
+    s.optimizer->zero_grad();
   }
 
   if (s.main()) {
