@@ -119,6 +119,29 @@ TEST(DataParallelTest, TwoWorkersWithBatchBEqualOneWorkerWithBatch2B) {
   EXPECT_NEAR(dice(two.path()), dice(one.path()), 1e-4);
 }
 
+TEST(DataParallelTest, SigtermToTheLauncherStopsEveryWorkerAtTheSameStep) {
+  testing::TempDir root;
+  make_job(root.path(), hyperparameters(1, 2, free_port(), R"(, "epochs": "1000",
+    "val_interval": "0", "log_interval": "1")"));
+  const pid_t launcher = start_training(root.path());
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (testing::read_text(root.file("train.log")).find("epoch 3/") == std::string::npos &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  kill(launcher, SIGTERM);
+  EXPECT_EQ(wait_exit_code(launcher), 0) << testing::read_text(root.file("train.log"));
+  EXPECT_TRUE(testing::file_exists(root.file("model/model.pth")));
+  const std::string log = testing::read_text(root.file("train.log"));
+  const auto step_of = [&log](const std::string& rank) {
+    const std::string marker = "[rank " + rank + "] stop requested at global step ";
+    const size_t at = log.find(marker);
+    return at == std::string::npos ? -1 : std::stoi(log.substr(at + marker.size()));
+  };
+  EXPECT_GE(step_of("0"), 0) << log;
+  EXPECT_EQ(step_of("0"), step_of("1")) << log;
+}
+
 // Two hosts on this machine: "127.0.0.1" (hosts[0], the master) and "localhost".
 std::string resource_config(const std::string& current_host) {
   return R"({"current_host": ")" + current_host +
