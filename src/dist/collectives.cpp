@@ -12,6 +12,9 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 
@@ -285,5 +288,138 @@ void Collectives::barrier() {
 }
 
 #undef MEDSEG_COLLECTIVE
+
+struct OverlappedGradientSync::State {
+  Collectives* collectives = nullptr;
+  std::vector<at::Tensor> parameters;            // hooked parameters, in model order
+  std::vector<std::vector<size_t>> buckets;      // parameter indices per bucket, backward order
+  std::vector<at::Tensor> flats;                 // one flat buffer per bucket
+  std::vector<std::pair<size_t, int64_t>> slot;  // per parameter: bucket and offset in it
+  std::vector<int64_t> pending;                  // per bucket: gradients still to arrive
+  std::vector<c10::intrusive_ptr<c10d::Work>> works;
+  std::vector<std::vector<at::Tensor>> launched;  // the tensors handed to each collective
+  std::vector<unsigned> hook_handles;
+  std::exception_ptr failure;                    // a collective that failed inside a hook
+
+  void launch(size_t bucket) {
+    c10d::AllreduceOptions reduce_options;
+    reduce_options.reduceOp = c10d::ReduceOp::SUM;
+    launched[bucket] = {flats[bucket]};
+    works[bucket] = collectives->groups_->with_group(
+        [&](auto& group) { return group.allreduce(launched[bucket], reduce_options); });
+  }
+};
+
+OverlappedGradientSync::OverlappedGradientSync(Collectives& collectives,
+                                               std::vector<at::Tensor> parameters,
+                                               int64_t bucket_bytes)
+    : state_(std::make_unique<State>()) {
+  State& s = *state_;
+  s.collectives = &collectives;
+  if (!collectives.groups_) return;
+  for (at::Tensor& parameter : parameters) {
+    if (parameter.requires_grad()) s.parameters.push_back(parameter);
+  }
+  s.slot.resize(s.parameters.size());
+  // Backward produces the last layers' gradients first: fill buckets from the end.
+  int64_t used_bytes = 0;
+  int64_t used_numel = 0;
+  for (size_t k = s.parameters.size(); k-- > 0;) {
+    const int64_t bytes = s.parameters[k].numel() * s.parameters[k].element_size();
+    if (s.buckets.empty() || (used_bytes > 0 && used_bytes + bytes > bucket_bytes)) {
+      s.buckets.emplace_back();
+      used_bytes = 0;
+      used_numel = 0;
+    }
+    s.slot[k] = {s.buckets.size() - 1, used_numel};
+    s.buckets.back().push_back(k);
+    used_bytes += bytes;
+    used_numel += s.parameters[k].numel();
+  }
+  s.flats.assign(s.buckets.size(), at::Tensor());
+  for (size_t b = 0; b < s.buckets.size(); ++b) {
+    int64_t numel = 0;
+    for (size_t k : s.buckets[b]) numel += s.parameters[k].numel();
+    s.flats[b] = at::zeros({numel}, s.parameters[s.buckets[b].front()].options());
+  }
+  s.pending.assign(s.buckets.size(), 0);
+  s.works.assign(s.buckets.size(), c10::intrusive_ptr<c10d::Work>());
+  s.launched.assign(s.buckets.size(), {});
+  for (size_t k = 0; k < s.parameters.size(); ++k) {
+    State* state = state_.get();
+    s.hook_handles.push_back(s.parameters[k].register_hook([state, k](const at::Tensor& grad) {
+      const auto [bucket, offset] = state->slot[k];
+      state->flats[bucket].narrow(0, offset, grad.numel()).copy_(grad.reshape({-1}));
+      if (--state->pending[bucket] == 0 && !state->failure) {
+        try {
+          state->launch(bucket);
+        } catch (...) {
+          state->failure = std::current_exception();
+        }
+      }
+      return grad;
+    }));
+  }
+}
+
+OverlappedGradientSync::~OverlappedGradientSync() {
+  for (size_t k = 0; k < state_->hook_handles.size(); ++k) {
+    state_->parameters[k].remove_hook(state_->hook_handles[k]);
+  }
+}
+
+int64_t OverlappedGradientSync::bucket_count() const {
+  return static_cast<int64_t>(state_->buckets.size());
+}
+
+void OverlappedGradientSync::begin() {
+  State& s = *state_;
+  for (size_t b = 0; b < s.buckets.size(); ++b) {
+    s.pending[b] = static_cast<int64_t>(s.buckets[b].size());
+    s.works[b].reset();
+    s.flats[b].zero_();
+  }
+  s.failure = nullptr;
+}
+
+void OverlappedGradientSync::finish() {
+  State& s = *state_;
+  if (s.buckets.empty()) return;
+  const auto start = std::chrono::steady_clock::now();
+  const Collectives& collectives = *s.collectives;
+  const auto launched = std::count_if(s.works.begin(), s.works.end(),
+                                      [](const auto& work) { return work.defined(); });
+  spdlog::debug("gradient sync: {} of {} buckets were launched during backward", launched,
+                s.buckets.size());
+  try {
+    if (s.failure) std::rethrow_exception(s.failure);
+    for (size_t b = 0; b < s.buckets.size(); ++b) {
+      if (!s.works[b].defined()) s.launch(b);  // unused parameters: their part stays zero
+    }
+    for (size_t b = 0; b < s.buckets.size(); ++b) {
+      s.works[b]->wait();
+      s.flats[b].div_(collectives.world_size_);
+      for (size_t k : s.buckets[b]) {
+        at::Tensor& parameter = s.parameters[k];
+        const at::Tensor averaged =
+            s.flats[b].narrow(0, s.slot[k].second, parameter.numel()).view(parameter.sizes());
+        if (parameter.grad().defined()) {
+          parameter.mutable_grad().copy_(averaged);
+        } else {
+          parameter.mutable_grad() = averaged.clone();
+        }
+      }
+    }
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& error) {
+    throw PlatformError("all-reduce of the gradients failed on rank " +
+                        std::to_string(collectives.rank_) + " of " +
+                        std::to_string(collectives.world_size_) + ": " + describe(error) +
+                        kPeerHint);
+  }
+  last_exposed_seconds_ =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
 
 }  // namespace medseg

@@ -84,6 +84,7 @@ class Collectives {
   double last_sync_seconds() const { return last_sync_seconds_; }
 
  private:
+  friend class OverlappedGradientSync;
   struct Groups;  // the c10d store and process group; defined in collectives.cpp
 
   int rank_ = 0;
@@ -91,6 +92,38 @@ class Collectives {
   CollectivesOptions options_;
   std::unique_ptr<Groups> groups_;  // null when world_size_ == 1
   double last_sync_seconds_ = 0.0;
+};
+
+// The gradient all-reduce overlapped with the backward pass. Hooks on the parameters copy each
+// gradient into its bucket as autograd produces it; a bucket is all-reduced (asynchronously) as
+// soon as its last gradient arrives, while backward goes on with earlier layers. Buckets follow
+// reverse parameter order, the order in which backward produces gradients, and every rank builds
+// the same buckets from the same model, so the collectives are issued in the same order.
+//
+// Use: construct once after the model is built; per step call begin() before backward() and
+// finish() after it, which waits for the buckets, averages them and writes the averaged
+// gradients into the parameters' .grad. Buckets whose gradients never arrived (unused parameters)
+// are reduced in finish() with zeros for the missing parts. Without a process group (world size
+// 1) nothing is hooked and finish() does nothing.
+class OverlappedGradientSync {
+ public:
+  OverlappedGradientSync(Collectives& collectives, std::vector<at::Tensor> parameters,
+                         int64_t bucket_bytes);
+  ~OverlappedGradientSync();
+  OverlappedGradientSync(const OverlappedGradientSync&) = delete;
+  OverlappedGradientSync& operator=(const OverlappedGradientSync&) = delete;
+
+  void begin();
+  void finish();
+
+  // Seconds finish() waited: the part of the sync the backward pass did not hide.
+  double last_exposed_seconds() const { return last_exposed_seconds_; }
+  int64_t bucket_count() const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+  double last_exposed_seconds_ = 0.0;
 };
 
 }  // namespace medseg
