@@ -21,6 +21,9 @@
 #include "data/case_store.h"
 #include "data/random_transforms.h"
 #include "data/synthetic_cases.h"
+#include "dist/collectives.h"
+#include "dist/dist_env.h"
+#include "dist/launcher.h"
 #include "model/unet.h"
 #include "train/losses.h"
 #include "train/optimizer.h"
@@ -151,11 +154,26 @@ int bench_crops(const BenchCommandOptions& options) {
 
 int bench_train(const BenchCommandOptions& options) {
   Config config = bench_config(options);
+  // --nproc N: N local workers with data parallelism, to measure the gradient sync.
+  if (options.nproc > 1 && !is_launched_worker()) {
+    LaunchOptions launch;
+    launch.heartbeat_timeout_seconds = 0;
+    const LaunchResult result = run_workers(current_command_line(), options.nproc, launch);
+    if (!result.failure.empty()) throw PlatformError("bench train: " + result.failure);
+    return 0;
+  }
+  const DistEnv dist = resolve_dist_env(ResourceConfig(), std::max(1, options.nproc),
+                                        options.master_port);
+  init_logging(LogOptions{"info", dist.rank, dist.world_size});
   const bool cuda = torch::cuda::is_available();
   const std::string device_name = options.device == "auto" ? (cuda ? "cuda" : "cpu") : options.device;
   if (device_name == "cuda" && !cuda) throw PlatformError("bench train: no CUDA device available");
-  const at::Device device = device_name == "cuda" ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
-  if (options.threads > 0) at::set_num_threads(options.threads);
+  const at::Device device = device_name == "cuda"
+                                ? at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(dist.local_rank))
+                                : at::Device(at::kCPU);
+  const int cores = all_cores();
+  at::set_num_threads(options.threads > 0 ? options.threads
+                                          : std::max(1, cores / dist.local_world_size));
   if (options.amp != "off" && !device.is_cuda()) {
     throw ClientError("bench train: --amp " + options.amp + " needs a CUDA device");
   }
@@ -163,6 +181,17 @@ int bench_train(const BenchCommandOptions& options) {
   UNet model(unet);
   model->to(device);
   auto optimizer = make_optimizer(config.optim, model->parameters());
+  std::unique_ptr<Collectives> collectives;
+  std::unique_ptr<OverlappedGradientSync> gradient_sync;
+  if (dist.is_distributed()) {
+    CollectivesOptions collective_options;
+    collective_options.backend = resolve_backend("auto", device.is_cuda());
+    collective_options.device = device;
+    collectives = std::make_unique<Collectives>(dist, collective_options);
+    gradient_sync = std::make_unique<OverlappedGradientSync>(
+        *collectives, model->parameters(), static_cast<int64_t>(config.dist.bucket_mb) << 20);
+  }
+  double exposed_sync = 0.0;
   const at::Tensor image =
       at::randn({options.batch, unet.in_channels, options.roi[0], options.roi[1], options.roi[2]},
                 at::TensorOptions().device(device));
@@ -176,20 +205,38 @@ int bench_train(const BenchCommandOptions& options) {
     if (options.amp != "off") torch_compat::set_cuda_autocast(true, amp_dtype);
     const at::Tensor logits = model->forward(image);
     if (options.amp != "off") torch_compat::set_cuda_autocast(false, amp_dtype);
+    if (gradient_sync) gradient_sync->begin();
     compute_loss(config.train.loss, logits, label).backward();
+    if (gradient_sync) {
+      gradient_sync->finish();
+      exposed_sync = gradient_sync->last_exposed_seconds();
+    }
     optimizer->step();
     if (device.is_cuda()) torch_compat::synchronize_cuda();
   };
   for (int i = 0; i < options.warmup; ++i) step();
   std::vector<double> seconds;
+  std::vector<double> sync_seconds;
   for (int i = 0; i < options.steps; ++i) {
     const auto started = Clock::now();
     step();
     seconds.push_back(seconds_since(started));
+    sync_seconds.push_back(exposed_sync);
   }
   std::sort(seconds.begin(), seconds.end());
+  std::sort(sync_seconds.begin(), sync_seconds.end());
   const double median = seconds[seconds.size() / 2];
-  const double samples_per_second = options.batch / median;
+  const double median_sync = sync_seconds[sync_seconds.size() / 2];
+  const double samples_per_second = options.batch * dist.world_size / median;
+  if (!dist.is_main()) return 0;
+  if (dist.is_distributed()) {
+    spdlog::info("bench train: {} workers, gradient sync not hidden by backward {:.1f} ms per "
+                 "step ({:.0f}% of the step; {} buckets of {} MiB)",
+                 dist.world_size, 1000.0 * median_sync, 100.0 * median_sync / median,
+                 gradient_sync->bucket_count(), config.dist.bucket_mb);
+    print_result("train_gradient_sync_seconds_median", median_sync);
+    print_result("train_gradient_sync_share", median_sync / median);
+  }
   const double peak_mib = device.is_cuda() ? torch_compat::peak_cuda_memory_bytes() / 1048576.0
                                            : peak_rss_mib();
   spdlog::info("bench train: {} batch {} roi {}x{}x{} amp {}: median step {:.3f} s, {:.2f} samples/s, "

@@ -119,6 +119,11 @@ int run_cli(int argc, char** argv) {
       ->check(CLI::Range(1, 100000));
   bench->add_option("--threads", bench_options.threads, "Threads (0 = all cores)")
       ->check(CLI::Range(0, 1024));
+  bench->add_option("--nproc", bench_options.nproc,
+                    "train: local data-parallel workers (measures the gradient sync)")
+      ->check(CLI::Range(1, 64));
+  bench->add_option("--master-port", bench_options.master_port, "train: rendezvous port")
+      ->check(CLI::Range(1, 65535));
   bench->add_option("--set", bench_options.overrides, "Override a configuration key");
 
   InferCommandOptions infer_options;

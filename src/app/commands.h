@@ -38,6 +38,8 @@ struct BenchCommandOptions {
   int warmup = 3;                           // train: untimed steps
   int steps = 10;                           // train: timed steps; crops: crops per thread
   int threads = 0;                          // 0 = all cores
+  int nproc = 1;                            // train: local data-parallel workers
+  int master_port = 29517;                  // train: rendezvous port with --nproc
   std::vector<std::string> overrides;       // --set key=value (model, optimiser)
 };
 

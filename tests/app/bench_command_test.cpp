@@ -34,6 +34,17 @@ TEST(BenchCommandTest, EveryBenchmarkPrintsItsNumbers) {
   EXPECT_GT(printed_value(preprocess.stdout_text, "preprocess_seconds_per_case_1_thread"), 0.0);
 }
 
+TEST(BenchCommandTest, TrainWithSeveralWorkersMeasuresTheGradientSync) {
+  const testing::CommandResult result = testing::run_medseg(
+      {"bench", "train", "--roi", "32", "32", "16", "--steps", "2", "--warmup", "1", "--nproc",
+       "2", "--master-port", "29583", "--set", "channels=[8,16,32,64]", "--set",
+       "strides=[2,2,2]"});
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_GE(printed_value(result.stdout_text, "train_gradient_sync_seconds_median"), 0.0)
+      << result.output;
+  EXPECT_GT(printed_value(result.stdout_text, "train_samples_per_second"), 0.0);
+}
+
 TEST(BenchCommandTest, AmpNeedsAGpu) {
   const testing::CommandResult result =
       testing::run_medseg({"bench", "train", "--device", "cpu", "--amp", "bf16"});
