@@ -2,6 +2,7 @@
 // readable summary), never pass/fail.
 //   bench preprocess  seconds per full-size case: .nii.gz decode + static transforms
 //   bench crops       random 128x128x64 crops per second per thread
+//   bench records     record shard read throughput (memory-mapped, first and later epochs)
 //   bench train       samples/s of forward + backward + optimiser step, peak memory
 #include <sys/resource.h>
 #include <spdlog/spdlog.h>
@@ -21,6 +22,7 @@
 #include "data/case_store.h"
 #include "data/random_transforms.h"
 #include "data/synthetic_cases.h"
+#include "io/medseg_record.h"
 #include "dist/collectives.h"
 #include "dist/dist_env.h"
 #include "dist/launcher.h"
@@ -152,6 +154,50 @@ int bench_crops(const BenchCommandOptions& options) {
   return 0;
 }
 
+int bench_records(const BenchCommandOptions& options) {
+  // Shards of `cases` preprocessed Task01-size cases (160x160x78, 4 + 3 channels).
+  const std::array<int64_t, 3> shape = {160, 160, 78};
+  const std::string dir = fs::temp_directory_path() / ("medseg-bench-" + std::to_string(getpid()));
+  fs::create_directories(dir);
+  CaseData data;
+  data.case_id = "bench";
+  data.spatial_shape = shape;
+  data.image_channels = 4;
+  data.label_channels = 3;
+  const int64_t voxels = shape[0] * shape[1] * shape[2];
+  data.image.resize(static_cast<size_t>(4 * voxels));
+  for (size_t i = 0; i < data.image.size(); ++i) data.image[i] = std::sin(i * 1e-3f) * 3.0f;
+  data.label.assign(static_cast<size_t>(3 * voxels), 0);
+  for (ImageDType dtype : {ImageDType::kFloat32, ImageDType::kFloat16}) {
+    const std::string path = dir + "/" + image_dtype_name(dtype) + kShardFileSuffix;
+    {
+      RecordWriter writer(path, {dtype});
+      for (int i = 0; i < options.cases; ++i) writer.append(data);
+      writer.finish();
+    }
+    const double file_mb = static_cast<double>(fs::file_size(path)) / 1e6;
+    const double decoded_mb = options.cases * (4.0 * 4 + 3) * voxels / 1e6;
+    std::vector<float> image(static_cast<size_t>(4 * voxels));
+    std::vector<uint8_t> label(static_cast<size_t>(3 * voxels));
+    auto started = Clock::now();
+    MappedRecordReader reader(path);
+    for (size_t i = 0; i < reader.size(); ++i) reader.read_into(i, image.data(), label.data());
+    const double first = seconds_since(started);
+    started = Clock::now();
+    for (size_t i = 0; i < reader.size(); ++i) reader.read_into(i, image.data(), label.data());
+    const double warm = seconds_since(started);
+    const std::string name = std::string("records_") + image_dtype_name(dtype);
+    spdlog::info("bench records: {} x {}x{}x{}x4 {} ({:.0f} MB): first read (mmap + CRC) {:.0f} "
+                 "MB/s decoded, later epochs {:.0f} MB/s decoded",
+                 options.cases, shape[0], shape[1], shape[2], image_dtype_name(dtype), file_mb,
+                 decoded_mb / first, decoded_mb / warm);
+    print_result(name + "_first_read_mb_per_second", decoded_mb / first);
+    print_result(name + "_warm_read_mb_per_second", decoded_mb / warm);
+  }
+  fs::remove_all(dir);
+  return 0;
+}
+
 int bench_train(const BenchCommandOptions& options) {
   Config config = bench_config(options);
   // --nproc N: N local workers with data parallelism, to measure the gradient sync.
@@ -256,8 +302,9 @@ int run_bench_command(const BenchCommandOptions& options) {
   if (options.what == "preprocess") return bench_preprocess(options);
   if (options.what == "crops") return bench_crops(options);
   if (options.what == "train") return bench_train(options);
+  if (options.what == "records") return bench_records(options);
   throw ClientError("bench: unknown benchmark '" + options.what +
-                    "' (expected preprocess, crops or train)");
+                    "' (expected preprocess, crops, records or train)");
 }
 
 }  // namespace medseg

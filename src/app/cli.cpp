@@ -101,10 +101,10 @@ int run_cli(int argc, char** argv) {
   std::vector<int> bench_shape(bench_options.shape.begin(), bench_options.shape.end());
   std::vector<int64_t> bench_roi(bench_options.roi.begin(), bench_options.roi.end());
   CLI::App* bench = app.add_subcommand("bench", "Throughput benchmarks (print numbers)");
-  bench->add_option("what", bench_options.what, "preprocess, crops or train")
+  bench->add_option("what", bench_options.what, "preprocess, crops, records or train")
       ->required()
-      ->check(CLI::IsMember({"preprocess", "crops", "train"}));
-  bench->add_option("--cases", bench_options.cases, "preprocess: cases")->check(CLI::Range(1, 64));
+      ->check(CLI::IsMember({"preprocess", "crops", "records", "train"}));
+  bench->add_option("--cases", bench_options.cases, "preprocess, records: cases")->check(CLI::Range(1, 64));
   bench->add_option("--shape", bench_shape, "preprocess: case size X Y Z")->expected(3);
   bench->add_option("--roi", bench_roi, "crops, train: crop size X Y Z")->expected(3);
   bench->add_option("--batch", bench_options.batch, "train: batch size")->check(CLI::Range(1, 512));

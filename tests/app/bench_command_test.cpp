@@ -28,6 +28,10 @@ TEST(BenchCommandTest, EveryBenchmarkPrintsItsNumbers) {
   EXPECT_GT(printed_value(train.stdout_text, "train_samples_per_second"), 0.0) << train.output;
   EXPECT_GT(printed_value(train.stdout_text, "train_peak_memory_mib"), 0.0) << train.output;
 
+  const testing::CommandResult records = testing::run_medseg({"bench", "records", "--cases", "1"});
+  ASSERT_EQ(records.exit_code, 0) << records.output;
+  EXPECT_GT(printed_value(records.stdout_text, "records_float16_warm_read_mb_per_second"), 0.0);
+
   const testing::CommandResult preprocess = testing::run_medseg(
       {"bench", "preprocess", "--cases", "1", "--shape", "48", "40", "32", "--threads", "2"});
   ASSERT_EQ(preprocess.exit_code, 0) << preprocess.output;

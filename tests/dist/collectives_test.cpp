@@ -226,13 +226,6 @@ TEST(CollectivesTest, StalledPeerTimesOutInsteadOfHanging) {
   std::printf("rank 0 saw: %s\n", verdict.c_str());
 }
 
-TEST(CollectivesTest, DISABLED_SyncTimeFor4_8MParameters) {
-  testing::TempDir dir;
-  const LaunchResult result = run_scenario("bench", dir.path(), /*timeout_seconds=*/60);
-  EXPECT_EQ(result.exit_code, 0) << result.failure;
-  std::printf("%s\n", testing::read_text(dir.file("rank0")).c_str());
-}
-
 TEST(CollectivesTest, WorldSizeOneIsANoOp) {
   Collectives collectives(DistEnv{}, CollectivesOptions{});
   EXPECT_EQ(collectives.world_size(), 1);

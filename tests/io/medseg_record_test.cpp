@@ -578,55 +578,5 @@ TEST(MedsegRecordPython, ScriptReadsWhatTheWriterWrote) {
   EXPECT_NE(bad.output.find("checksum"), std::string::npos) << bad.output;
 }
 
-// ------------------------------------------------------------------------------------------------
-// Throughput (prints MB/s; asserts nothing about speed so slow machines do not fail).
-
-TEST(MedsegRecordThroughput, ReadShardOfBratsSizedCases) {
-  const char* enabled = std::getenv("MEDSEG_RECORD_BENCHMARK");
-  const int cases_count = enabled != nullptr ? 4 : 1;
-  const std::array<int64_t, 3> shape = enabled != nullptr ? std::array<int64_t, 3>{160, 160, 78}
-                                                          : std::array<int64_t, 3>{40, 40, 20};
-  TempDir dir;
-  for (ImageDType dtype : {ImageDType::kFloat32, ImageDType::kFloat16}) {
-    const std::string path = dir.file(std::string(image_dtype_name(dtype)) + ".medrec");
-    {
-      RecordWriter writer(path, {dtype});
-      for (int i = 0; i < cases_count; ++i) writer.append(make_case("c", shape, 4, 3, 50 + i));
-      writer.finish();
-    }
-    const double file_mb = static_cast<double>(read_bytes(path).size()) / 1e6;
-    const auto start = std::chrono::steady_clock::now();
-    MappedRecordReader reader(path);
-    std::vector<float> image(static_cast<size_t>(reader.header(0).image_values()));
-    std::vector<uint8_t> label(reader.header(0).label_bytes);
-    for (size_t i = 0; i < reader.size(); ++i) reader.read_into(i, image.data(), label.data());
-    const double mapped_s =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    // Later epochs: pages mapped, checksums already verified; only the decode remains.
-    const auto warm_start = std::chrono::steady_clock::now();
-    for (size_t i = 0; i < reader.size(); ++i) reader.read_into(i, image.data(), label.data());
-    const double warm_s =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - warm_start).count();
-
-    std::ifstream in(path, std::ios::binary);
-    IstreamByteSource source(in, path);
-    const auto stream_start = std::chrono::steady_clock::now();
-    RecordStreamReader stream_reader(source);
-    CaseData case_data;
-    size_t streamed = 0;
-    while (stream_reader.next(&case_data)) ++streamed;
-    const double stream_s =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - stream_start).count();
-    EXPECT_EQ(static_cast<size_t>(cases_count), streamed);
-    const double decoded_mb = cases_count * (4.0 * 4 + 3) * shape[0] * shape[1] * shape[2] / 1e6;
-    std::printf(
-        "[records] %s: %d cases, file %.1f MB; mmap first read %.0f MB/s of file (%.0f "
-        "MB/s decoded), later reads %.0f MB/s of file (%.0f MB/s decoded); stream read "
-        "%.0f MB/s of file\n",
-        image_dtype_name(dtype), cases_count, file_mb, file_mb / mapped_s, decoded_mb / mapped_s,
-        file_mb / warm_s, decoded_mb / warm_s, file_mb / stream_s);
-  }
-}
-
 }  // namespace
 }  // namespace medseg

@@ -514,7 +514,7 @@ TEST(CheckpointStoreTest, ModelAndAdamStateRoundTripBitForBit) {
 }
 
 // Not a correctness test: measures a ~60 MB checkpoint's write and read (printed, not asserted).
-TEST(CheckpointStoreTest, SixtyMegabyteCheckpointThroughput) {
+TEST(CheckpointStoreTest, SixtyMegabyteCheckpointRoundTrips) {
   testing::TempDir dir;
   CheckpointStore store(dir.path(), /*keep=*/1);
   const at::Tensor weights = pattern_tensor(15 << 20);  // 60 MiB of float32
