@@ -25,7 +25,7 @@ namespace fs = std::filesystem;
 
 // Checkpoint after every step so kills land before, during and after checkpoint writes.
 const char* const kResumableRun = R"({
-  "epochs": "12", "steps_per_epoch": "6", "batch_size": "2", "roi_size": "[32, 32, 16]",
+  "epochs": "24", "steps_per_epoch": "6", "batch_size": "2", "roi_size": "[32, 32, 16]",
   "channels": "[8, 16, 32, 64]", "strides": "[2, 2, 2]", "num_res_units": "1",
   "validation_fraction": "0.25", "val_interval": "2", "log_interval": "1",
   "checkpoint_every_steps": "1", "num_threads": "2", "seed": "11"})";
@@ -52,6 +52,14 @@ pid_t start_training(const std::string& root) {
     _exit(127);
   }
   return child;
+}
+
+size_t count(const std::string& text, const std::string& needle) {
+  size_t found = 0;
+  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) {
+    ++found;
+  }
+  return found;
 }
 
 int wait_exit_code(pid_t child) {
@@ -87,12 +95,20 @@ TEST(ResumeTest, KilledAtRandomMomentsAndRestartedEndsWithIdenticalWeights) {
     fs::remove_all(interrupted.file("model"));
     fs::remove_all(interrupted.file("output"));
     fs::create_directories(interrupted.file("model"));
+    const size_t checkpoints_before = count(testing::read_text(interrupted.file("train.log")),
+                                            "info checkpoint step");
     const pid_t child = start_training(interrupted.path());
     if (kills < 10) {
-      // Start-up takes ~0.7 s here: kill points fall in start-up, in training steps, in
-      // checkpoint writes and in validation.
+      // Let the job make progress (a new checkpoint), then kill it at a random moment of the
+      // following steps: in a step, during a checkpoint write, in validation.
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+      while (count(testing::read_text(interrupted.file("train.log")), "info checkpoint step") ==
+                 checkpoints_before &&
+             waitpid(child, nullptr, WNOHANG) == 0 && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
       std::this_thread::sleep_for(std::chrono::milliseconds(
-          std::uniform_int_distribution<int>(500, 1300)(random)));
+          std::uniform_int_distribution<int>(0, 250)(random)));
       kill(child, SIGKILL);
     }
     const int code = wait_exit_code(child);
