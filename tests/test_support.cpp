@@ -1,5 +1,7 @@
 #include "test_support.h"
 
+#include <gtest/gtest.h>
+
 #include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -9,6 +11,8 @@
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
+
+#include "util/error.h"
 
 namespace medseg::testing {
 namespace fs = std::filesystem;
@@ -97,6 +101,16 @@ CommandResult run_medseg(const std::vector<std::string>& arguments,
 }  // namespace medseg::testing
 
 namespace medseg::testing {
+
+std::string client_error_message(const std::function<void()>& action) {
+  try {
+    action();
+  } catch (const ClientError& error) {
+    return error.what();
+  }
+  ADD_FAILURE() << "expected a ClientError";
+  return "";
+}
 
 std::vector<float> read_float32_file(const std::string& repo_relative_path) {
   const std::string bytes = read_text(std::string(MEDSEG_SOURCE_DIR) + "/" + repo_relative_path);

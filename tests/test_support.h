@@ -2,6 +2,7 @@
 // and running the medseg binary as SageMaker would.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -48,6 +49,10 @@ CommandResult run_shell(const std::string& command_line);
 }  // namespace medseg::testing
 
 namespace medseg::testing {
+
+// The message of the ClientError that `action` throws; records a test failure (and returns "")
+// when it throws none.
+std::string client_error_message(const std::function<void()>& action);
 
 // Raw little-endian float32 values from a file under tests/data (path relative to the repo).
 std::vector<float> read_float32_file(const std::string& repo_relative_path);

@@ -29,6 +29,7 @@
 #include "model/unet.h"
 #include "train/losses.h"
 #include "train/optimizer.h"
+#include "util/clock.h"
 #include "util/error.h"
 #include "util/log.h"
 #include "util/torch_compat.h"
@@ -36,12 +37,6 @@
 namespace medseg {
 namespace fs = std::filesystem;
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
 
 double peak_rss_mib() {
   rusage usage{};

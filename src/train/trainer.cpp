@@ -29,6 +29,7 @@
 #include "train/loss_scaler.h"
 #include "train/losses.h"
 #include "train/optimizer.h"
+#include "util/clock.h"
 #include "util/error.h"
 #include "util/json_file.h"
 #include "util/log.h"
@@ -38,12 +39,6 @@
 namespace medseg {
 namespace fs = std::filesystem;
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
 
 std::string format_duration(double seconds) {
   const int64_t total = static_cast<int64_t>(std::max(0.0, seconds));

@@ -13,15 +13,6 @@ namespace {
 
 std::string shipped_config_path() { return std::string(MEDSEG_SOURCE_DIR) + "/config/brats_unet.yaml"; }
 
-std::string client_error_of(const std::function<void()>& action) {
-  try {
-    action();
-  } catch (const ClientError& error) {
-    return error.what();
-  }
-  ADD_FAILURE() << "expected a ClientError";
-  return "";
-}
 
 JobEnvironment environment_with(const std::string& root, const std::string& hyperparameters) {
   testing::make_ml_root(root, hyperparameters);
@@ -92,7 +83,7 @@ TEST(ConfigLayeringTest, SeveralYamlFilesWithoutConfigFileIsAnError) {
   testing::write_text(root.file("input/data/config/a.yaml"), "epochs: 2\n");
   testing::write_text(root.file("input/data/config/b.yaml"), "epochs: 4\n");
   const JobEnvironment environment = environment_with(root.path(), "{}");
-  EXPECT_NE(client_error_of([&] { resolve_config(environment, {}); }).find("config_file"),
+  EXPECT_NE(testing::client_error_message([&] { resolve_config(environment, {}); }).find("config_file"),
             std::string::npos);
 }
 
@@ -124,7 +115,7 @@ class ConfigValidationTest : public ::testing::TestWithParam<BadValueCase> {};
 
 TEST_P(ConfigValidationTest, RejectsWithKeyValueAndExpectation) {
   ResolvedConfig resolved;
-  const std::string message = client_error_of(
+  const std::string message = testing::client_error_message(
       [&] { apply_override(resolved, std::string(GetParam().key) + "=" + GetParam().value); });
   EXPECT_NE(message.find(GetParam().value), std::string::npos) << message;
   EXPECT_NE(message.find(GetParam().expected_text), std::string::npos) << message;
@@ -144,13 +135,13 @@ INSTANTIATE_TEST_SUITE_P(
 
 TEST(ConfigValidationTest, UnknownKeySuggestsTheClosestValidKey) {
   ResolvedConfig resolved;
-  EXPECT_NE(client_error_of([&] { apply_override(resolved, "epoch=3"); })
+  EXPECT_NE(testing::client_error_message([&] { apply_override(resolved, "epoch=3"); })
                 .find("unknown key 'epoch' (did you mean 'epochs'?)"),
             std::string::npos);
-  EXPECT_NE(client_error_of([&] { apply_override(resolved, "train.epoch=3"); })
+  EXPECT_NE(testing::client_error_message([&] { apply_override(resolved, "train.epoch=3"); })
                 .find("did you mean 'train.epochs'?"),
             std::string::npos);
-  EXPECT_NE(client_error_of([&] { apply_yaml_text(resolved, "optim:\n  lerning_rate: 1\n", "u.yaml"); })
+  EXPECT_NE(testing::client_error_message([&] { apply_yaml_text(resolved, "optim:\n  lerning_rate: 1\n", "u.yaml"); })
                 .find("u.yaml: unknown key 'optim.lerning_rate' (did you mean 'optim.learning_rate'?)"),
             std::string::npos);
 }
@@ -158,18 +149,18 @@ TEST(ConfigValidationTest, UnknownKeySuggestsTheClosestValidKey) {
 TEST(ConfigValidationTest, CrossFieldRulesNameBothKeys) {
   Config config;
   config.model.strides = {2, 2, 2};
-  EXPECT_NE(client_error_of([&] { validate_config(config); }).find("model.channels"),
+  EXPECT_NE(testing::client_error_message([&] { validate_config(config); }).find("model.channels"),
             std::string::npos);
   config = Config();
   config.augment.roi_size = {100, 128, 64};
-  EXPECT_NE(client_error_of([&] { validate_config(config); }).find("multiple of 16"),
+  EXPECT_NE(testing::client_error_message([&] { validate_config(config); }).find("multiple of 16"),
             std::string::npos);
 }
 
 TEST(ConfigValidationTest, MalformedYamlNamesFileAndLine) {
   ResolvedConfig resolved;
   const std::string message =
-      client_error_of([&] { apply_yaml_text(resolved, "train:\n  epochs: [1, 2\n", "bad.yaml"); });
+      testing::client_error_message([&] { apply_yaml_text(resolved, "train:\n  epochs: [1, 2\n", "bad.yaml"); });
   EXPECT_NE(message.find("bad.yaml: malformed YAML at line"), std::string::npos) << message;
 }
 

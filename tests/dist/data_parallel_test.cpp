@@ -12,13 +12,20 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include "data/synthetic_cases.h"
-#include "model/model_io.h"
-#include "model/unet.h"
-#include "test_support.h"
+#include "train/training_jobs.h"
 
 namespace medseg {
 namespace {
+
+using testing::start_training;
+using testing::trained_weights;
+using testing::wait_exit_code;
+
+void make_job(const std::string& root, const std::string& hyperparameters_json,
+              const std::string& resource_config = "") {
+  testing::make_training_job(root, hyperparameters_json, /*cases=*/8, /*seed=*/9,
+                             resource_config);
+}
 
 int free_port() {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -42,47 +49,6 @@ std::string hyperparameters(int batch_size, int nproc, int port, const std::stri
          std::to_string(port) + "\"" + extra + "}";
 }
 
-void make_job(const std::string& root, const std::string& hyperparameters_json,
-              const std::string& resource_config = "") {
-  testing::make_ml_root(root, hyperparameters_json, R"({"train": {"TrainingInputMode": "File"}})",
-                        resource_config);
-  SynthOptions synth;
-  synth.out_dir = root + "/input/data/train";
-  synth.cases = 8;
-  synth.shape = {64, 64, 48};
-  synth.seed = 9;
-  write_synthetic_dataset(synth);
-}
-
-std::vector<at::Tensor> weights(const std::string& root) {
-  UNetOptions options;
-  options.channels = {8, 16, 32, 64};
-  options.strides = {2, 2, 2};
-  options.num_res_units = 1;
-  UNet model(options);
-  load_model_pth(root + "/model/model.pth", *model);
-  return model->parameters();
-}
-
-pid_t start_training(const std::string& root) {
-  const pid_t child = fork();
-  if (child == 0) {
-    setenv("MEDSEG_ML_ROOT", root.c_str(), 1);
-    const int fd = ::open((root + "/train.log").c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    dup2(fd, 1);
-    dup2(fd, 2);
-    execl(MEDSEG_BINARY, MEDSEG_BINARY, "train", static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  return child;
-}
-
-int wait_exit_code(pid_t child) {
-  int status = 0;
-  waitpid(child, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
-}
-
 TEST(DataParallelTest, TwoWorkersWithBatchBEqualOneWorkerWithBatch2B) {
   testing::TempDir two, one;
   // SGD: its update is linear in the gradient, so the comparison sees the gradient averaging
@@ -101,8 +67,8 @@ TEST(DataParallelTest, TwoWorkersWithBatchBEqualOneWorkerWithBatch2B) {
       testing::run_medseg({"train"}, {"MEDSEG_ML_ROOT=" + one.path()});
   ASSERT_EQ(single.exit_code, 0) << single.output;
 
-  const std::vector<at::Tensor> a = weights(two.path());
-  const std::vector<at::Tensor> b = weights(one.path());
+  const std::vector<at::Tensor> a = trained_weights(two.path());
+  const std::vector<at::Tensor> b = trained_weights(one.path());
   ASSERT_EQ(a.size(), b.size());
   double worst = 0.0;
   for (size_t i = 0; i < a.size(); ++i) {

@@ -13,15 +13,20 @@
 #include <random>
 #include <thread>
 
-#include "data/synthetic_cases.h"
-#include "model/model_io.h"
-#include "model/unet.h"
-#include "test_support.h"
+#include "train/training_jobs.h"
 
 namespace medseg {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::start_training;
+using testing::trained_weights;
+using testing::wait_exit_code;
+
+void make_job(const std::string& root, const std::string& hyperparameters) {
+  testing::make_training_job(root, hyperparameters, /*cases=*/6, /*seed=*/5);
+}
+
 
 // Checkpoint after every step so kills land before, during and after checkpoint writes.
 const char* const kResumableRun = R"({
@@ -29,54 +34,6 @@ const char* const kResumableRun = R"({
   "channels": "[8, 16, 32, 64]", "strides": "[2, 2, 2]", "num_res_units": "1",
   "validation_fraction": "0.25", "val_interval": "2", "log_interval": "1",
   "checkpoint_every_steps": "1", "num_threads": "2", "seed": "11"})";
-
-void make_job(const std::string& root, const std::string& hyperparameters) {
-  testing::make_ml_root(root, hyperparameters, R"({"train": {"TrainingInputMode": "File"}})");
-  SynthOptions synth;
-  synth.out_dir = root + "/input/data/train";
-  synth.cases = 6;
-  synth.shape = {64, 64, 48};
-  synth.seed = 5;
-  write_synthetic_dataset(synth);
-}
-
-// Starts `medseg train` on `root` with its output appended to <root>/train.log.
-pid_t start_training(const std::string& root) {
-  const pid_t child = fork();
-  if (child == 0) {
-    setenv("MEDSEG_ML_ROOT", root.c_str(), 1);
-    const int fd = ::open((root + "/train.log").c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    dup2(fd, 1);
-    dup2(fd, 2);
-    execl(MEDSEG_BINARY, MEDSEG_BINARY, "train", static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  return child;
-}
-
-size_t count(const std::string& text, const std::string& needle) {
-  size_t found = 0;
-  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) {
-    ++found;
-  }
-  return found;
-}
-
-int wait_exit_code(pid_t child) {
-  int status = 0;
-  waitpid(child, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
-}
-
-std::vector<at::Tensor> final_weights(const std::string& root) {
-  UNetOptions options;
-  options.channels = {8, 16, 32, 64};
-  options.strides = {2, 2, 2};
-  options.num_res_units = 1;
-  UNet model(options);
-  load_model_pth(root + "/model/model.pth", *model);
-  return model->parameters();
-}
 
 TEST(ResumeTest, KilledAtRandomMomentsAndRestartedEndsWithIdenticalWeights) {
   testing::TempDir reference;
@@ -95,14 +52,14 @@ TEST(ResumeTest, KilledAtRandomMomentsAndRestartedEndsWithIdenticalWeights) {
     fs::remove_all(interrupted.file("model"));
     fs::remove_all(interrupted.file("output"));
     fs::create_directories(interrupted.file("model"));
-    const size_t checkpoints_before = count(testing::read_text(interrupted.file("train.log")),
+    const size_t checkpoints_before = testing::count_occurrences(testing::read_text(interrupted.file("train.log")),
                                             "info checkpoint step");
     const pid_t child = start_training(interrupted.path());
     if (kills < 10) {
       // Let the job make progress (a new checkpoint), then kill it at a random moment of the
       // following steps: in a step, during a checkpoint write, in validation.
       const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-      while (count(testing::read_text(interrupted.file("train.log")), "info checkpoint step") ==
+      while (testing::count_occurrences(testing::read_text(interrupted.file("train.log")), "info checkpoint step") ==
                  checkpoints_before &&
              waitpid(child, nullptr, WNOHANG) == 0 && std::chrono::steady_clock::now() < deadline) {
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -124,8 +81,8 @@ TEST(ResumeTest, KilledAtRandomMomentsAndRestartedEndsWithIdenticalWeights) {
   const std::string log = testing::read_text(interrupted.file("train.log"));
   EXPECT_NE(log.find("resumed from"), std::string::npos) << log;
 
-  const std::vector<at::Tensor> expected = final_weights(reference.path());
-  const std::vector<at::Tensor> actual = final_weights(interrupted.path());
+  const std::vector<at::Tensor> expected = trained_weights(reference.path());
+  const std::vector<at::Tensor> actual = trained_weights(interrupted.path());
   ASSERT_EQ(expected.size(), actual.size());
   for (size_t i = 0; i < expected.size(); ++i) {
     EXPECT_TRUE(at::equal(expected[i], actual[i])) << "parameter " << i << " differs";

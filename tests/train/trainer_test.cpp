@@ -16,39 +16,22 @@
 #include <regex>
 #include <thread>
 
-#include "data/synthetic_cases.h"
-#include "model/model_io.h"
-#include "model/unet.h"
-#include "test_support.h"
+#include "train/training_jobs.h"
 
 namespace medseg {
 namespace {
 
 // A small network and crop so a CPU learns the synthetic tumours in seconds.
+void make_job(const std::string& root, const std::string& hyperparameters) {
+  testing::make_training_job(root, hyperparameters, /*cases=*/8, /*seed=*/3);
+}
+
 const char* const kFastHyperparameters = R"({
   "epochs": "30", "steps_per_epoch": "5", "batch_size": "4",
   "roi_size": "[32, 32, 16]", "channels": "[8, 16, 32, 64]", "strides": "[2, 2, 2]",
   "num_res_units": "1", "learning_rate": "3e-3", "validation_fraction": "0.25",
   "val_interval": "10", "log_interval": "5", "num_threads": "2", "seed": "7"
 })";
-
-void make_job(const std::string& root, const std::string& hyperparameters) {
-  testing::make_ml_root(root, hyperparameters, R"({"train": {"TrainingInputMode": "File"}})");
-  SynthOptions synth;
-  synth.out_dir = root + "/input/data/train";
-  synth.cases = 8;
-  synth.shape = {64, 64, 48};
-  synth.seed = 3;
-  write_synthetic_dataset(synth);
-}
-
-UNet fast_unet() {
-  UNetOptions options;
-  options.channels = {8, 16, 32, 64};
-  options.strides = {2, 2, 2};
-  options.num_res_units = 1;
-  return UNet(options);
-}
 
 TEST(TrainerTest, LearnsTheSyntheticTumoursAndWritesTheModel) {
   testing::TempDir root;
@@ -75,9 +58,9 @@ TEST(TrainerTest, LearnsTheSyntheticTumoursAndWritesTheModel) {
   EXPECT_GE(metrics["best_val_mean_dice"].get<double>(), 0.7);
 
   // The weights load strictly into the architecture of the job's configuration.
-  UNet final_model = fast_unet();
+  UNet final_model = testing::small_unet();
   EXPECT_NO_THROW(load_model_pth(root.file("model/model.pth"), *final_model));
-  UNet best_model = fast_unet();
+  UNet best_model = testing::small_unet();
   EXPECT_NO_THROW(load_model_pth(root.file("model/best_model.pth"), *best_model));
   EXPECT_NE(testing::read_text(root.file("model/medseg_config.yaml")).find("epochs: 30"),
             std::string::npos);
@@ -104,7 +87,7 @@ TEST(TrainerTest, SameSeedSameWeights) {
     const testing::CommandResult result =
         testing::run_medseg({"train"}, {"MEDSEG_ML_ROOT=" + root.path()});
     ASSERT_EQ(result.exit_code, 0) << result.output;
-    UNet model = fast_unet();
+    UNet model = testing::small_unet();
     load_model_pth(root.file("model/model.pth"), *model);
     weights.push_back(model->parameters());
   }
