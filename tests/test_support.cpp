@@ -1,7 +1,6 @@
 #include "test_support.h"
 
 #include <gtest/gtest.h>
-
 #include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>

@@ -4,11 +4,10 @@
 //   bench crops       random 128x128x64 crops per second per thread
 //   bench records     record shard read throughput (memory-mapped, first and later epochs)
 //   bench train       samples/s of forward + backward + optimiser step, peak memory
-#include <sys/resource.h>
-#include <spdlog/spdlog.h>
-
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <spdlog/spdlog.h>
+#include <sys/resource.h>
 #include <torch/cuda.h>
 
 #include <algorithm>
@@ -22,10 +21,10 @@
 #include "data/case_store.h"
 #include "data/random_transforms.h"
 #include "data/synthetic_cases.h"
-#include "io/medseg_record.h"
 #include "dist/collectives.h"
 #include "dist/dist_env.h"
 #include "dist/launcher.h"
+#include "io/medseg_record.h"
 #include "model/unet.h"
 #include "train/losses.h"
 #include "train/optimizer.h"
@@ -95,16 +94,17 @@ int bench_preprocess(const BenchCommandOptions& options) {
   std::atomic<size_t> next{0};
   const size_t rounds = index.cases.size() * static_cast<size_t>(threads);
   const double wall = run_parallel(threads, [&](int) {
-    for (size_t i = next++; i < rounds; i = next++) load_case(index.cases[i % index.cases.size()], load);
+    for (size_t i = next++; i < rounds; i = next++)
+      load_case(index.cases[i % index.cases.size()], load);
   });
   const double all_threads = wall / static_cast<double>(rounds);
   fs::remove_all(dir);
 
-  spdlog::info("bench preprocess: {}x{}x{}x4 -> {}x{}x{}: {:.3f} s per case on 1 thread, {:.3f} s "
-               "per case with {} threads ({:.3f} s per case per core)",
-               options.shape[0], options.shape[1], options.shape[2], output_shape[0],
-               output_shape[1], output_shape[2], one_thread, all_threads, threads,
-               all_threads * threads);
+  spdlog::info(
+      "bench preprocess: {}x{}x{}x4 -> {}x{}x{}: {:.3f} s per case on 1 thread, {:.3f} s "
+      "per case with {} threads ({:.3f} s per case per core)",
+      options.shape[0], options.shape[1], options.shape[2], output_shape[0], output_shape[1],
+      output_shape[2], one_thread, all_threads, threads, all_threads * threads);
   print_result("preprocess_seconds_per_case_1_thread", one_thread);
   print_result("preprocess_seconds_per_case_all_threads", all_threads);
   print_result("preprocess_threads", threads);
@@ -121,7 +121,8 @@ int bench_crops(const BenchCommandOptions& options) {
   data.label_channels = 3;
   const int64_t voxels = 160 * 160 * 78;
   data.image.resize(static_cast<size_t>(4 * voxels));
-  for (size_t i = 0; i < data.image.size(); ++i) data.image[i] = static_cast<float>(i % 1000) * 1e-3f;
+  for (size_t i = 0; i < data.image.size(); ++i)
+    data.image[i] = static_cast<float>(i % 1000) * 1e-3f;
   data.label.assign(static_cast<size_t>(3 * voxels), 1);
   RandomTransformOptions transforms = RandomTransformOptions::from_config(config);
   transforms.roi_size = {options.roi[0], options.roi[1], options.roi[2]};
@@ -141,9 +142,10 @@ int bench_crops(const BenchCommandOptions& options) {
   const double one = crops_per_second(1);
   const int threads = options.threads > 0 ? options.threads : all_cores();
   const double many = crops_per_second(threads);
-  spdlog::info("bench crops: {}x{}x{} crops of a 160x160x78x4 case: {:.0f} per second on 1 thread, "
-               "{:.0f} per second per thread with {} threads",
-               options.roi[0], options.roi[1], options.roi[2], one, many, threads);
+  spdlog::info(
+      "bench crops: {}x{}x{} crops of a 160x160x78x4 case: {:.0f} per second on 1 thread, "
+      "{:.0f} per second per thread with {} threads",
+      options.roi[0], options.roi[1], options.roi[2], one, many, threads);
   print_result("crops_per_second_1_thread", one);
   print_result("crops_per_second_per_thread_all_threads", many);
   return 0;
@@ -182,10 +184,11 @@ int bench_records(const BenchCommandOptions& options) {
     for (size_t i = 0; i < reader.size(); ++i) reader.read_into(i, image.data(), label.data());
     const double warm = seconds_since(started);
     const std::string name = std::string("records_") + image_dtype_name(dtype);
-    spdlog::info("bench records: {} x {}x{}x{}x4 {} ({:.0f} MB): first read (mmap + CRC) {:.0f} "
-                 "MB/s decoded, later epochs {:.0f} MB/s decoded",
-                 options.cases, shape[0], shape[1], shape[2], image_dtype_name(dtype), file_mb,
-                 decoded_mb / first, decoded_mb / warm);
+    spdlog::info(
+        "bench records: {} x {}x{}x{}x4 {} ({:.0f} MB): first read (mmap + CRC) {:.0f} "
+        "MB/s decoded, later epochs {:.0f} MB/s decoded",
+        options.cases, shape[0], shape[1], shape[2], image_dtype_name(dtype), file_mb,
+        decoded_mb / first, decoded_mb / warm);
     print_result(name + "_first_read_mb_per_second", decoded_mb / first);
     print_result(name + "_warm_read_mb_per_second", decoded_mb / warm);
   }
@@ -203,15 +206,16 @@ int bench_train(const BenchCommandOptions& options) {
     if (!result.failure.empty()) throw PlatformError("bench train: " + result.failure);
     return 0;
   }
-  const DistEnv dist = resolve_dist_env(ResourceConfig(), std::max(1, options.nproc),
-                                        options.master_port);
+  const DistEnv dist =
+      resolve_dist_env(ResourceConfig(), std::max(1, options.nproc), options.master_port);
   init_logging(LogOptions{"info", dist.rank, dist.world_size});
   const bool cuda = torch::cuda::is_available();
-  const std::string device_name = options.device == "auto" ? (cuda ? "cuda" : "cpu") : options.device;
+  const std::string device_name =
+      options.device == "auto" ? (cuda ? "cuda" : "cpu") : options.device;
   if (device_name == "cuda" && !cuda) throw PlatformError("bench train: no CUDA device available");
-  const at::Device device = device_name == "cuda"
-                                ? at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(dist.local_rank))
-                                : at::Device(at::kCPU);
+  const at::Device device =
+      device_name == "cuda" ? at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(dist.local_rank))
+                            : at::Device(at::kCPU);
   const int cores = all_cores();
   at::set_num_threads(options.threads > 0 ? options.threads
                                           : std::max(1, cores / dist.local_world_size));
@@ -271,20 +275,22 @@ int bench_train(const BenchCommandOptions& options) {
   const double samples_per_second = options.batch * dist.world_size / median;
   if (!dist.is_main()) return 0;
   if (dist.is_distributed()) {
-    spdlog::info("bench train: {} workers, gradient sync not hidden by backward {:.1f} ms per "
-                 "step ({:.0f}% of the step; {} buckets of {} MiB)",
-                 dist.world_size, 1000.0 * median_sync, 100.0 * median_sync / median,
-                 gradient_sync->bucket_count(), config.dist.bucket_mb);
+    spdlog::info(
+        "bench train: {} workers, gradient sync not hidden by backward {:.1f} ms per "
+        "step ({:.0f}% of the step; {} buckets of {} MiB)",
+        dist.world_size, 1000.0 * median_sync, 100.0 * median_sync / median,
+        gradient_sync->bucket_count(), config.dist.bucket_mb);
     print_result("train_gradient_sync_seconds_median", median_sync);
     print_result("train_gradient_sync_share", median_sync / median);
   }
-  const double peak_mib = device.is_cuda() ? torch_compat::peak_cuda_memory_bytes() / 1048576.0
-                                           : peak_rss_mib();
-  spdlog::info("bench train: {} batch {} roi {}x{}x{} amp {}: median step {:.3f} s, {:.2f} samples/s, "
-               "peak {} memory {:.0f} MiB ({} timed steps after {} warm-up, {} parameters)",
-               device.str(), options.batch, options.roi[0], options.roi[1], options.roi[2],
-               options.amp, median, samples_per_second, device.is_cuda() ? "GPU" : "process",
-               peak_mib, options.steps, options.warmup, count_parameters(*model));
+  const double peak_mib =
+      device.is_cuda() ? torch_compat::peak_cuda_memory_bytes() / 1048576.0 : peak_rss_mib();
+  spdlog::info(
+      "bench train: {} batch {} roi {}x{}x{} amp {}: median step {:.3f} s, {:.2f} samples/s, "
+      "peak {} memory {:.0f} MiB ({} timed steps after {} warm-up, {} parameters)",
+      device.str(), options.batch, options.roi[0], options.roi[1], options.roi[2], options.amp,
+      median, samples_per_second, device.is_cuda() ? "GPU" : "process", peak_mib, options.steps,
+      options.warmup, count_parameters(*model));
   print_result("train_step_seconds_median", median);
   print_result("train_samples_per_second", samples_per_second);
   print_result("train_peak_memory_mib", peak_mib);

@@ -47,7 +47,8 @@ std::vector<std::string> normalize_arguments(const std::vector<std::string>& arg
 }
 
 int run_cli(int argc, char** argv) {
-  std::vector<std::string> arguments = normalize_arguments(std::vector<std::string>(argv, argv + argc));
+  std::vector<std::string> arguments =
+      normalize_arguments(std::vector<std::string>(argv, argv + argc));
   init_logging(LogOptions{});
 
   CLI::App app{"medseg " MEDSEG_VERSION
@@ -75,7 +76,8 @@ int run_cli(int argc, char** argv) {
   std::vector<int> shape(synth_options.shape.begin(), synth_options.shape.end());
   CLI::App* synth = app.add_subcommand("synth", "Write a synthetic BraTS-like Decathlon data set");
   synth->add_option("--out", synth_options.out_dir, "Output folder")->required();
-  synth->add_option("--cases", synth_options.cases, "Number of cases")->check(CLI::Range(1, 100000));
+  synth->add_option("--cases", synth_options.cases, "Number of cases")
+      ->check(CLI::Range(1, 100000));
   synth->add_option("--shape", shape, "Volume size X Y Z (voxels)")->expected(3);
   synth->add_option("--seed", synth_options.seed, "Seed; the same seed writes the same data");
   synth->add_option("--threads", synth_options.threads, "Writer threads (0 = one per core)")
@@ -104,7 +106,8 @@ int run_cli(int argc, char** argv) {
   bench->add_option("what", bench_options.what, "preprocess, crops, records or train")
       ->required()
       ->check(CLI::IsMember({"preprocess", "crops", "records", "train"}));
-  bench->add_option("--cases", bench_options.cases, "preprocess, records: cases")->check(CLI::Range(1, 64));
+  bench->add_option("--cases", bench_options.cases, "preprocess, records: cases")
+      ->check(CLI::Range(1, 64));
   bench->add_option("--shape", bench_shape, "preprocess: case size X Y Z")->expected(3);
   bench->add_option("--roi", bench_roi, "crops, train: crop size X Y Z")->expected(3);
   bench->add_option("--batch", bench_options.batch, "train: batch size")->check(CLI::Range(1, 512));
@@ -114,13 +117,13 @@ int run_cli(int argc, char** argv) {
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   bench->add_option("--warmup", bench_options.warmup, "train: untimed steps")
       ->check(CLI::Range(0, 1000));
-  bench->add_option("--steps", bench_options.steps,
-                    "train: timed steps; crops: crops per thread")
+  bench->add_option("--steps", bench_options.steps, "train: timed steps; crops: crops per thread")
       ->check(CLI::Range(1, 100000));
   bench->add_option("--threads", bench_options.threads, "Threads (0 = all cores)")
       ->check(CLI::Range(0, 1024));
-  bench->add_option("--nproc", bench_options.nproc,
-                    "train: local data-parallel workers (measures the gradient sync)")
+  bench
+      ->add_option("--nproc", bench_options.nproc,
+                   "train: local data-parallel workers (measures the gradient sync)")
       ->check(CLI::Range(1, 64));
   bench->add_option("--master-port", bench_options.master_port, "train: rendezvous port")
       ->check(CLI::Range(1, 65535));
@@ -160,9 +163,9 @@ int run_cli(int argc, char** argv) {
   } catch (const CLI::ParseError& parse_error) {
     const int code = app.exit(parse_error);
     if (code == 0) return 0;  // --help, --version
-    return report_error(resolve_ml_root(ml_root_flag), ErrorKind::kClient,
-                        std::string("command line: ") + parse_error.what() +
-                            " (run `medseg --help`)");
+    return report_error(
+        resolve_ml_root(ml_root_flag), ErrorKind::kClient,
+        std::string("command line: ") + parse_error.what() + " (run `medseg --help`)");
   }
 
   const std::string ml_root = resolve_ml_root(ml_root_flag);

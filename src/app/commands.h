@@ -28,19 +28,19 @@ struct PreprocessCommandOptions {
 int run_preprocess_command(const std::string& ml_root, const PreprocessCommandOptions& options);
 
 struct BenchCommandOptions {
-  std::string what;                         // preprocess, crops or train
-  int cases = 3;                            // preprocess: synthetic cases
-  std::array<int, 3> shape = {240, 240, 155};  // preprocess: case size
+  std::string what;                             // preprocess, crops or train
+  int cases = 3;                                // preprocess: synthetic cases
+  std::array<int, 3> shape = {240, 240, 155};   // preprocess: case size
   std::array<int64_t, 3> roi = {128, 128, 64};  // crops and train
-  int batch = 2;                            // train
-  std::string amp = "off";                  // train: off, bf16 or fp16
-  std::string device = "auto";              // train: auto, cpu or cuda
-  int warmup = 3;                           // train: untimed steps
-  int steps = 10;                           // train: timed steps; crops: crops per thread
-  int threads = 0;                          // 0 = all cores
-  int nproc = 1;                            // train: local data-parallel workers
-  int master_port = 29517;                  // train: rendezvous port with --nproc
-  std::vector<std::string> overrides;       // --set key=value (model, optimiser)
+  int batch = 2;                                // train
+  std::string amp = "off";                      // train: off, bf16 or fp16
+  std::string device = "auto";                  // train: auto, cpu or cuda
+  int warmup = 3;                               // train: untimed steps
+  int steps = 10;                               // train: timed steps; crops: crops per thread
+  int threads = 0;                              // 0 = all cores
+  int nproc = 1;                                // train: local data-parallel workers
+  int master_port = 29517;                      // train: rendezvous port with --nproc
+  std::vector<std::string> overrides;           // --set key=value (model, optimiser)
 };
 
 int run_bench_command(const BenchCommandOptions& options);

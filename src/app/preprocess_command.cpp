@@ -24,7 +24,8 @@ int run_preprocess_command(const std::string& ml_root, const PreprocessCommandOp
   const ResourceConfig resources = read_resource_config(ml_root + "/config/resourceconfig.json");
 
   PreprocessJobOptions job;
-  job.input_dir = options.input_dir.empty() ? ml_root + "/processing/input/data" : options.input_dir;
+  job.input_dir =
+      options.input_dir.empty() ? ml_root + "/processing/input/data" : options.input_dir;
   job.output_dir =
       options.output_dir.empty() ? ml_root + "/processing/output/data" : options.output_dir;
   job.layout = config.data.layout;

@@ -6,11 +6,11 @@
 
 #include "app/commands.h"
 #include "config/config_loader.h"
-#include "sagemaker/job_environment.h"
-#include "util/error.h"
 #include "dist/dist_env.h"
 #include "dist/launcher.h"
+#include "sagemaker/job_environment.h"
 #include "train/trainer.h"
+#include "util/error.h"
 #include "util/log.h"
 #include "util/stop_signals.h"
 
@@ -23,8 +23,7 @@ void log_job(const JobEnvironment& environment, const ResolvedConfig& resolved) 
                environment.job_name.empty() ? "" : ", job " + environment.job_name);
   const ResourceConfig& resources = environment.resources;
   spdlog::info("host {} ({} of {}), network interface {}{}", resources.current_host,
-               resources.host_rank() + 1, resources.hosts.size(),
-               resources.network_interface_name,
+               resources.host_rank() + 1, resources.hosts.size(), resources.network_interface_name,
                resources.instance_type.empty() ? "" : ", instance " + resources.instance_type);
   for (const auto& [name, channel] : environment.channels) {
     spdlog::info("channel {}: {} mode, {}, records {}", name, channel.input_mode,
@@ -48,8 +47,9 @@ int run_train_command(const std::string& ml_root, const TrainCommandOptions& opt
   }
   init_logging(LogOptions{resolved.config.train.log_level, 0, 1});
   if (request.shipped_config.empty()) {
-    spdlog::warn("the shipped configuration brats_unet.yaml was not found; using built-in "
-                 "defaults (set MEDSEG_DEFAULT_CONFIG to its path)");
+    spdlog::warn(
+        "the shipped configuration brats_unet.yaml was not found; using built-in "
+        "defaults (set MEDSEG_DEFAULT_CONFIG to its path)");
   }
   if (!is_launched_worker()) log_job(environment, resolved);  // the launcher speaks for its workers
 
@@ -83,7 +83,8 @@ int run_train_command(const std::string& ml_root, const TrainCommandOptions& opt
   Trainer trainer(resolved, environment, signals.flag(), dist);
   const TrainSummary summary = trainer.run();
   if (summary.stopped_early) {
-    spdlog::warn("stopped by signal after {} steps; the model so far was written", summary.global_steps);
+    spdlog::warn("stopped by signal after {} steps; the model so far was written",
+                 summary.global_steps);
   }
   return 0;
 }

@@ -20,9 +20,10 @@ std::string list_text(const std::vector<int>& values) {
 void validate_config(const Config& config) {
   const ModelConfig& model = config.model;
   if (model.strides.size() + 1 != model.channels.size()) {
-    throw ClientError("model.strides " + list_text(model.strides) + " must have one entry fewer "
-                      "than model.channels " + list_text(model.channels) +
-                      " (one stride between consecutive levels)");
+    throw ClientError("model.strides " + list_text(model.strides) +
+                      " must have one entry fewer "
+                      "than model.channels " +
+                      list_text(model.channels) + " (one stride between consecutive levels)");
   }
   // The crop must survive every down-sampling with an integer size, or the up-sampling path
   // cannot be concatenated with the skip connections.

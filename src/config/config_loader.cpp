@@ -52,8 +52,8 @@ void set_with_origin(ResolvedConfig& resolved, const std::string& key, const YAM
 void apply_yaml_map(ResolvedConfig& resolved, const YAML::Node& node, const std::string& prefix,
                     const std::string& source) {
   for (const auto& entry : node) {
-    const std::string key = prefix.empty() ? entry.first.Scalar()
-                                           : prefix + "." + entry.first.Scalar();
+    const std::string key =
+        prefix.empty() ? entry.first.Scalar() : prefix + "." + entry.first.Scalar();
     if (entry.second.IsMap() && is_section(key)) {
       apply_yaml_map(resolved, entry.second, key, source);
     } else {
@@ -86,8 +86,8 @@ std::string find_user_config(const JobEnvironment& environment) {
     if (fs::exists(in_channel, error)) return in_channel.string();
     if (fs::exists(requested, error)) return requested.string();
     throw ClientError(environment.paths.hyperparameters_file() + ": config_file = '" +
-                      requested.string() + "': no such file in the config channel (" +
-                      channel_dir + ") or the working directory");
+                      requested.string() + "': no such file in the config channel (" + channel_dir +
+                      ") or the working directory");
   }
   std::error_code error;
   if (!fs::is_directory(channel_dir, error)) return "";
@@ -120,8 +120,7 @@ std::string find_shipped_config() {
   return "";
 }
 
-void apply_yaml_text(ResolvedConfig& resolved, const std::string& text,
-                     const std::string& source) {
+void apply_yaml_text(ResolvedConfig& resolved, const std::string& text, const std::string& source) {
   YAML::Node document;
   try {
     document = YAML::Load(text);
@@ -223,8 +222,7 @@ std::string config_markdown_table() {
     std::vector<std::string> aliases;
     for (const std::string& alias : field.aliases) aliases.push_back("`" + alias + "`");
     table << "| `" << field.name << "` | " << join(aliases, ", ") << " | "
-          << describe_field_type(field) << " | `" << default_text << "` | " << field.help
-          << " |\n";
+          << describe_field_type(field) << " | `" << default_text << "` | " << field.help << " |\n";
   }
   return table.str();
 }

@@ -40,8 +40,8 @@ void apply_hyperparameters(ResolvedConfig& resolved, const std::vector<Hyperpara
 void apply_override(ResolvedConfig& resolved, const std::string& assignment);
 
 struct ConfigRequest {
-  std::string shipped_config;            // "" = skip layer 2
-  std::vector<std::string> overrides;    // --set
+  std::string shipped_config;          // "" = skip layer 2
+  std::vector<std::string> overrides;  // --set
 };
 
 // All five layers for a job, then validate_config().

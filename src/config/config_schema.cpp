@@ -7,9 +7,9 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <type_traits>
 #include <limits>
 #include <sstream>
+#include <type_traits>
 
 #include "util/error.h"
 #include "util/strings.h"
@@ -21,7 +21,7 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 
 // FIELD(train.epochs) expands to the dotted name and an accessor for that member, so a field's
 // name can never drift from the member it sets.
-#define FIELD(path) #path, [](Config& c) -> FieldRef { return &c.path; }
+#define FIELD(path) #path, [](Config & c) -> FieldRef { return &c.path; }
 
 struct FieldBuilder {
   ConfigField field;
@@ -56,130 +56,215 @@ struct FieldBuilder {
 std::vector<ConfigField> build_schema() {
   std::vector<FieldBuilder> f;
   // data
-  f.emplace_back(FIELD(data.layout)).choices({"auto", "decathlon", "brats", "records"})
-      .help("Layout of the training channel (auto detects dataset.json, BraTS case folders or "
-            "medseg records)");
-  f.emplace_back(FIELD(data.label_scheme)).alias("label_scheme")
+  f.emplace_back(FIELD(data.layout))
+      .choices({"auto", "decathlon", "brats", "records"})
+      .help(
+          "Layout of the training channel (auto detects dataset.json, BraTS case folders or "
+          "medseg records)");
+  f.emplace_back(FIELD(data.label_scheme))
+      .alias("label_scheme")
       .choices({"msd", "brats", "monai_tutorial"})
       .help("Label values to [TC, WT, ET]: msd (Task01), brats (1/2/4) or monai_tutorial");
   f.emplace_back(FIELD(data.train_channel)).help("Channel holding the training data");
-  f.emplace_back(FIELD(data.validation_channel))
-      .help("Channel holding validation data (optional)");
-  f.emplace_back(FIELD(data.validation_fraction)).alias("validation_fraction").range(0.0, 0.9)
+  f.emplace_back(FIELD(data.validation_channel)).help("Channel holding validation data (optional)");
+  f.emplace_back(FIELD(data.validation_fraction))
+      .alias("validation_fraction")
+      .range(0.0, 0.9)
       .help("Share of training cases held out when there is no validation channel");
-  f.emplace_back(FIELD(data.pixdim)).alias("pixdim").range(0.01, 100.0).length(3, 3)
+  f.emplace_back(FIELD(data.pixdim))
+      .alias("pixdim")
+      .range(0.01, 100.0)
+      .length(3, 3)
       .help("Target voxel spacing in mm (x, y, z)");
-  f.emplace_back(FIELD(data.normalize)).choices({"volume", "crop"})
+  f.emplace_back(FIELD(data.normalize))
+      .choices({"volume", "crop"})
       .help("NormalizeIntensity over the whole volume once, or per random crop (MONAI seed)");
-  f.emplace_back(FIELD(data.num_workers)).alias("num_workers").range(0, 256)
+  f.emplace_back(FIELD(data.num_workers))
+      .alias("num_workers")
+      .range(0, 256)
       .help("Data-loading threads; 0 = one per core");
-  f.emplace_back(FIELD(data.prefetch_batches)).range(1, 64)
+  f.emplace_back(FIELD(data.prefetch_batches))
+      .range(1, 64)
       .help("Batches prepared ahead of the training step");
-  f.emplace_back(FIELD(data.max_case_mb)).range(1, 1 << 20)
+  f.emplace_back(FIELD(data.max_case_mb))
+      .range(1, 1 << 20)
       .help("Refuse cases whose decoded image exceeds this many MiB");
   // augment
-  f.emplace_back(FIELD(augment.roi_size)).alias("roi_size").range(1, 4096).length(3, 3)
+  f.emplace_back(FIELD(augment.roi_size))
+      .alias("roi_size")
+      .range(1, 4096)
+      .length(3, 3)
       .help("Random crop (and sliding window) size in voxels (x, y, z)");
   f.emplace_back(FIELD(augment.flip_prob)).range(0.0, 1.0).help("RandFlip probability");
-  f.emplace_back(FIELD(augment.flip_axes)).range(0, 2).length(0, 3)
+  f.emplace_back(FIELD(augment.flip_axes))
+      .range(0, 2)
+      .length(0, 3)
       .help("Spatial axes RandFlip flips");
-  f.emplace_back(FIELD(augment.scale_intensity_prob)).range(0.0, 1.0)
+  f.emplace_back(FIELD(augment.scale_intensity_prob))
+      .range(0.0, 1.0)
       .help("RandScaleIntensity probability");
-  f.emplace_back(FIELD(augment.scale_intensity_factor)).range(0.0, 10.0)
+  f.emplace_back(FIELD(augment.scale_intensity_factor))
+      .range(0.0, 10.0)
       .help("RandScaleIntensity: v * (1 + f), f ~ U(-factor, factor)");
-  f.emplace_back(FIELD(augment.shift_intensity_prob)).range(0.0, 1.0)
+  f.emplace_back(FIELD(augment.shift_intensity_prob))
+      .range(0.0, 1.0)
       .help("RandShiftIntensity probability");
-  f.emplace_back(FIELD(augment.shift_intensity_offset)).range(0.0, 100.0)
+  f.emplace_back(FIELD(augment.shift_intensity_offset))
+      .range(0.0, 100.0)
       .help("RandShiftIntensity: v + o, o ~ U(-offset, offset)");
   // model
   f.emplace_back(FIELD(model.in_channels)).range(1, 64).help("Input channels (modalities)");
   f.emplace_back(FIELD(model.out_channels)).range(1, 64).help("Output channels (TC, WT, ET)");
-  f.emplace_back(FIELD(model.channels)).alias("channels").range(1, 4096).length(2, 8)
+  f.emplace_back(FIELD(model.channels))
+      .alias("channels")
+      .range(1, 4096)
+      .length(2, 8)
       .help("UNet feature channels per level");
-  f.emplace_back(FIELD(model.strides)).alias("strides").range(1, 4).length(1, 7)
+  f.emplace_back(FIELD(model.strides))
+      .alias("strides")
+      .range(1, 4)
+      .length(1, 7)
       .help("UNet down-sampling strides (one fewer than channels)");
-  f.emplace_back(FIELD(model.num_res_units)).alias("num_res_units").range(0, 8)
+  f.emplace_back(FIELD(model.num_res_units))
+      .alias("num_res_units")
+      .range(0, 8)
       .help("Residual units per block (0 = plain convolutions)");
-  f.emplace_back(FIELD(model.dropout)).alias("dropout").range(0.0, 0.99)
+  f.emplace_back(FIELD(model.dropout))
+      .alias("dropout")
+      .range(0.0, 0.99)
       .help("Dropout probability in every block");
   // optim
-  f.emplace_back(FIELD(optim.name)).alias("optimizer").choices({"adam", "adamw", "sgd"})
+  f.emplace_back(FIELD(optim.name))
+      .alias("optimizer")
+      .choices({"adam", "adamw", "sgd"})
       .help("Optimiser (sgd uses Nesterov momentum)");
-  f.emplace_back(FIELD(optim.learning_rate)).alias("learning_rate").alias("lr")
-      .range(0.0, 10.0).help("Peak learning rate");
-  f.emplace_back(FIELD(optim.weight_decay)).alias("weight_decay").range(0.0, 1.0)
+  f.emplace_back(FIELD(optim.learning_rate))
+      .alias("learning_rate")
+      .alias("lr")
+      .range(0.0, 10.0)
+      .help("Peak learning rate");
+  f.emplace_back(FIELD(optim.weight_decay))
+      .alias("weight_decay")
+      .range(0.0, 1.0)
       .help("Weight decay (L2 for adam and sgd, decoupled for adamw)");
-  f.emplace_back(FIELD(optim.momentum)).alias("momentum").range(0.0, 1.0)
-      .help("SGD momentum");
-  f.emplace_back(FIELD(optim.betas)).range(0.0, 0.999999).length(2, 2)
-      .help("Adam/AdamW betas");
-  f.emplace_back(FIELD(optim.grad_clip_norm)).alias("grad_clip_norm").range(0.0)
+  f.emplace_back(FIELD(optim.momentum)).alias("momentum").range(0.0, 1.0).help("SGD momentum");
+  f.emplace_back(FIELD(optim.betas)).range(0.0, 0.999999).length(2, 2).help("Adam/AdamW betas");
+  f.emplace_back(FIELD(optim.grad_clip_norm))
+      .alias("grad_clip_norm")
+      .range(0.0)
       .help("Clip the global gradient norm; 0 = off");
   // schedule
-  f.emplace_back(FIELD(schedule.name)).alias("lr_schedule")
-      .choices({"constant", "cosine", "poly"}).help("Learning-rate schedule after warm-up");
-  f.emplace_back(FIELD(schedule.warmup_steps)).alias("warmup_steps").range(0)
+  f.emplace_back(FIELD(schedule.name))
+      .alias("lr_schedule")
+      .choices({"constant", "cosine", "poly"})
+      .help("Learning-rate schedule after warm-up");
+  f.emplace_back(FIELD(schedule.warmup_steps))
+      .alias("warmup_steps")
+      .range(0)
       .help("Linear warm-up steps");
   f.emplace_back(FIELD(schedule.poly_power)).range(0.0, 10.0).help("Exponent of poly");
-  f.emplace_back(FIELD(schedule.min_learning_rate)).range(0.0, 10.0)
+  f.emplace_back(FIELD(schedule.min_learning_rate))
+      .range(0.0, 10.0)
       .help("Floor of cosine and poly");
   // train
   f.emplace_back(FIELD(train.epochs)).alias("epochs").range(1, 1000000).help("Epochs");
-  f.emplace_back(FIELD(train.batch_size)).alias("batch_size").range(1, 4096)
+  f.emplace_back(FIELD(train.batch_size))
+      .alias("batch_size")
+      .range(1, 4096)
       .help("Samples per device per step");
-  f.emplace_back(FIELD(train.loss)).alias("loss").choices({"dice", "dice_bce"})
+  f.emplace_back(FIELD(train.loss))
+      .alias("loss")
+      .choices({"dice", "dice_bce"})
       .help("Loss: sigmoid Dice, or Dice + BCE");
-  f.emplace_back(FIELD(train.amp)).alias("amp").choices({"auto", "bf16", "fp16", "off"})
+  f.emplace_back(FIELD(train.amp))
+      .alias("amp")
+      .choices({"auto", "bf16", "fp16", "off"})
       .help("Mixed precision (auto = bf16 on GPUs that have it, else off)");
-  f.emplace_back(FIELD(train.device)).alias("device").choices({"auto", "cpu", "cuda"})
+  f.emplace_back(FIELD(train.device))
+      .alias("device")
+      .choices({"auto", "cpu", "cuda"})
       .help("Device to train on");
-  f.emplace_back(FIELD(train.seed)).alias("seed").range(0, 2147483647)
+  f.emplace_back(FIELD(train.seed))
+      .alias("seed")
+      .range(0, 2147483647)
       .help("Seed of weights, data order and augmentation");
-  f.emplace_back(FIELD(train.num_threads)).alias("num_threads").range(0, 1024)
+  f.emplace_back(FIELD(train.num_threads))
+      .alias("num_threads")
+      .range(0, 1024)
       .help("Compute threads per process; 0 = all cores");
-  f.emplace_back(FIELD(train.steps_per_epoch)).alias("steps_per_epoch").range(0)
+  f.emplace_back(FIELD(train.steps_per_epoch))
+      .alias("steps_per_epoch")
+      .range(0)
       .help("Steps per epoch; 0 = cases / global batch");
-  f.emplace_back(FIELD(train.validate_every_epochs)).alias("val_interval").range(0)
+  f.emplace_back(FIELD(train.validate_every_epochs))
+      .alias("val_interval")
+      .range(0)
       .help("Validate every N epochs and after the last; 0 = never");
-  f.emplace_back(FIELD(train.log_every_steps)).alias("log_interval").range(1)
+  f.emplace_back(FIELD(train.log_every_steps))
+      .alias("log_interval")
+      .range(1)
       .help("Progress line every N steps");
-  f.emplace_back(FIELD(train.log_level)).alias("log_level")
-      .choices({"trace", "debug", "info", "warn", "error"}).help("Log verbosity");
+  f.emplace_back(FIELD(train.log_level))
+      .alias("log_level")
+      .choices({"trace", "debug", "info", "warn", "error"})
+      .help("Log verbosity");
   // sliding window
-  f.emplace_back(FIELD(sliding_window.overlap)).alias("overlap").range(0.0, 0.95)
+  f.emplace_back(FIELD(sliding_window.overlap))
+      .alias("overlap")
+      .range(0.0, 0.95)
       .help("Sliding-window overlap");
-  f.emplace_back(FIELD(sliding_window.blend)).alias("blend").choices({"constant", "gaussian"})
+  f.emplace_back(FIELD(sliding_window.blend))
+      .alias("blend")
+      .choices({"constant", "gaussian"})
       .help("Blending of overlapping windows");
-  f.emplace_back(FIELD(sliding_window.batch_size)).alias("sw_batch_size").range(1, 256)
+  f.emplace_back(FIELD(sliding_window.batch_size))
+      .alias("sw_batch_size")
+      .range(1, 256)
       .help("Windows per forward pass");
-  f.emplace_back(FIELD(sliding_window.threshold)).range(0.0, 1.0)
+  f.emplace_back(FIELD(sliding_window.threshold))
+      .range(0.0, 1.0)
       .help("Sigmoid probability threshold of a positive voxel");
   // checkpoint
-  f.emplace_back(FIELD(checkpoint.dir)).alias("checkpoint_dir")
+  f.emplace_back(FIELD(checkpoint.dir))
+      .alias("checkpoint_dir")
       .help("Checkpoint folder; empty = checkpointconfig.json LocalPath or <ml-root>/checkpoints");
-  f.emplace_back(FIELD(checkpoint.every_steps)).alias("checkpoint_every_steps").range(0)
+  f.emplace_back(FIELD(checkpoint.every_steps))
+      .alias("checkpoint_every_steps")
+      .range(0)
       .help("Checkpoint every N steps (0 = off); always at epoch end");
-  f.emplace_back(FIELD(checkpoint.every_minutes)).alias("checkpoint_every_minutes")
-      .range(0.0).help("Checkpoint every M minutes of training (0 = off)");
-  f.emplace_back(FIELD(checkpoint.keep)).alias("checkpoint_keep").range(1, 1000)
+  f.emplace_back(FIELD(checkpoint.every_minutes))
+      .alias("checkpoint_every_minutes")
+      .range(0.0)
+      .help("Checkpoint every M minutes of training (0 = off)");
+  f.emplace_back(FIELD(checkpoint.keep))
+      .alias("checkpoint_keep")
+      .range(1, 1000)
       .help("Newest checkpoints kept");
-  f.emplace_back(FIELD(checkpoint.resume)).alias("resume")
+  f.emplace_back(FIELD(checkpoint.resume))
+      .alias("resume")
       .help("Resume from the newest complete checkpoint");
   // dist
-  f.emplace_back(FIELD(dist.backend)).choices({"auto", "nccl", "gloo"})
+  f.emplace_back(FIELD(dist.backend))
+      .choices({"auto", "nccl", "gloo"})
       .help("Collective backend (auto = nccl on GPUs, gloo on CPU)");
-  f.emplace_back(FIELD(dist.nproc_per_node)).alias("nproc_per_node").range(0, 64)
+  f.emplace_back(FIELD(dist.nproc_per_node))
+      .alias("nproc_per_node")
+      .range(0, 64)
       .help("Workers per host; 0 = one per GPU (1 on CPU)");
   f.emplace_back(FIELD(dist.master_port)).range(1, 65535).help("TCPStore port on hosts[0]");
   f.emplace_back(FIELD(dist.bucket_mb)).range(1, 4096).help("Gradient bucket size in MiB");
-  f.emplace_back(FIELD(dist.timeout_seconds)).range(10, 86400)
+  f.emplace_back(FIELD(dist.timeout_seconds))
+      .range(10, 86400)
       .help("A silent worker or peer ends the job after this many seconds");
-  f.emplace_back(FIELD(dist.dns_retry_seconds)).range(0, 3600)
+  f.emplace_back(FIELD(dist.dns_retry_seconds))
+      .range(0, 3600)
       .help("How long to retry resolving host names");
   // preprocess
-  f.emplace_back(FIELD(preprocess.format)).choices({"records", "nifti"})
+  f.emplace_back(FIELD(preprocess.format))
+      .choices({"records", "nifti"})
       .help("preprocess output: medseg record shards or NIfTI");
-  f.emplace_back(FIELD(preprocess.image_dtype)).choices({"float16", "float32"})
+  f.emplace_back(FIELD(preprocess.image_dtype))
+      .choices({"float16", "float32"})
       .help("Image precision in records");
   f.emplace_back(FIELD(preprocess.shard_mb)).range(1, 65536).help("Record shard size in MiB");
 
@@ -218,8 +303,8 @@ bool parse_integer(const std::string& text, long long* out) {
   double as_double = 0;
   errno = 0;
   as_double = std::strtod(t.c_str(), &end);
-  if (errno != 0 || *end != '\0' || !std::isfinite(as_double) || as_double != std::floor(as_double) ||
-      std::fabs(as_double) > 9.0e15) {
+  if (errno != 0 || *end != '\0' || !std::isfinite(as_double) ||
+      as_double != std::floor(as_double) || std::fabs(as_double) > 9.0e15) {
     return false;
   }
   *out = static_cast<long long>(as_double);
@@ -453,8 +538,7 @@ std::string describe_field_type(const ConfigField& field) {
     const bool has_min = std::isfinite(field.min_value);
     const bool has_max = std::isfinite(field.max_value);
     if (has_min && has_max) {
-      return " in [" + format_number(field.min_value) + ", " + format_number(field.max_value) +
-             "]";
+      return " in [" + format_number(field.min_value) + ", " + format_number(field.max_value) + "]";
     }
     if (has_min) return " >= " + format_number(field.min_value);
     if (has_max) return " <= " + format_number(field.max_value);

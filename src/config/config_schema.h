@@ -16,8 +16,8 @@
 
 namespace medseg {
 
-using FieldRef = std::variant<int*, double*, bool*, std::string*, std::vector<int>*,
-                              std::vector<double>*>;
+using FieldRef =
+    std::variant<int*, double*, bool*, std::string*, std::vector<int>*, std::vector<double>*>;
 
 struct ConfigField {
   std::string name;                  // dotted name, e.g. "train.epochs"

@@ -140,9 +140,7 @@ bool BatchLoader::next(Batch& out) {
   std::unique_lock<std::mutex> lock(mutex_);
   if (next_to_return_ >= end_step_) return false;
   Slot& slot = *slots_[static_cast<size_t>(next_to_return_ % slots_.size())];
-  changed_.wait(lock, [&] {
-    return failure_ || (slot.step == next_to_return_ && slot.ready);
-  });
+  changed_.wait(lock, [&] { return failure_ || (slot.step == next_to_return_ && slot.ready); });
   if (failure_) std::rethrow_exception(failure_);
   std::swap(out, slot.batch);
   slot.step = -1;
@@ -157,10 +155,9 @@ int64_t BatchLoader::buffer_bytes() const {
   std::lock_guard<std::mutex> lock(mutex_);
   int64_t bytes = 0;
   for (const auto& slot : slots_) {
-    bytes += static_cast<int64_t>(slot->batch.image.capacity() * sizeof(float) +
-                                  slot->batch.label.capacity() + 
-                                  slot->sample.image.capacity() * sizeof(float) +
-                                  slot->sample.label.capacity());
+    bytes += static_cast<int64_t>(
+        slot->batch.image.capacity() * sizeof(float) + slot->batch.label.capacity() +
+        slot->sample.image.capacity() * sizeof(float) + slot->sample.label.capacity());
   }
   return bytes;
 }

@@ -39,12 +39,12 @@ struct Batch {
 
 struct BatchLoaderOptions {
   RandomTransformOptions transforms;
-  int64_t batch_size = 2;       // per rank
+  int64_t batch_size = 2;  // per rank
   int rank = 0;
   int world_size = 1;
   uint64_t seed = 0;
-  int num_workers = 2;          // threads cutting crops
-  int prefetch_batches = 4;     // ring size: batches ready or being filled
+  int num_workers = 2;       // threads cutting crops
+  int prefetch_batches = 4;  // ring size: batches ready or being filled
 };
 
 class BatchLoader {

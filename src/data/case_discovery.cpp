@@ -45,7 +45,8 @@ std::vector<CaseSource> discover_decathlon(const fs::path& root, bool require_la
   const std::string dataset_file = (root / "dataset.json").string();
   const nlohmann::json dataset = read_json_file(dataset_file, /*required=*/true);
   if (!dataset.is_object() || !dataset.contains("training") || !dataset["training"].is_array()) {
-    throw ClientError(dataset_file + ": expected an object with a \"training\" list of "
+    throw ClientError(dataset_file +
+                      ": expected an object with a \"training\" list of "
                       "{\"image\": ..., \"label\": ...} entries");
   }
   std::vector<CaseSource> cases;
@@ -180,7 +181,8 @@ DatasetIndex discover_dataset(const std::string& root, const std::string& layout
     } else if (!brats_case_folders(root).empty()) {
       chosen = "brats";
     } else {
-      throw ClientError(root + ": no data found: expected a Decathlon folder (dataset.json), "
+      throw ClientError(root +
+                        ": no data found: expected a Decathlon folder (dataset.json), "
                         "BraTS case folders (*_flair.nii.gz ...) or medseg records (*" +
                         std::string(kShardFileSuffix) + ")");
     }
@@ -195,8 +197,7 @@ DatasetIndex discover_dataset(const std::string& root, const std::string& layout
     index.layout = DatasetLayout::kRecords;
     index.record_files = record_files_in(root);
     if (index.record_files.empty()) {
-      throw ClientError(root + ": no medseg record files (*" + std::string(kShardFileSuffix) +
-                        ")");
+      throw ClientError(root + ": no medseg record files (*" + std::string(kShardFileSuffix) + ")");
     }
   } else {
     throw ClientError("data.layout = '" + layout +
@@ -225,17 +226,17 @@ NiftiVolume load_case_image(const CaseSource& source, const NiftiReadOptions& op
       if (modality.dim[axis] != stacked.dim[axis]) {
         throw ClientError("case " + source.case_id + ": " + source.image_files[m] + " has shape " +
                           std::to_string(modality.dim[0]) + "x" + std::to_string(modality.dim[1]) +
-                          "x" + std::to_string(modality.dim[2]) + " but " +
-                          source.image_files[0] + " has " + std::to_string(stacked.dim[0]) + "x" +
+                          "x" + std::to_string(modality.dim[2]) + " but " + source.image_files[0] +
+                          " has " + std::to_string(stacked.dim[0]) + "x" +
                           std::to_string(stacked.dim[1]) + "x" + std::to_string(stacked.dim[2]));
       }
     }
     for (int row = 0; row < 3; ++row) {
       for (int column = 0; column < 4; ++column) {
         if (std::fabs(modality.affine[row][column] - stacked.affine[row][column]) > 1e-3) {
-          throw ClientError("case " + source.case_id + ": the affine of " +
-                            source.image_files[m] + " differs from that of " +
-                            source.image_files[0] + " (modalities must share one grid)");
+          throw ClientError("case " + source.case_id + ": the affine of " + source.image_files[m] +
+                            " differs from that of " + source.image_files[0] +
+                            " (modalities must share one grid)");
         }
       }
     }

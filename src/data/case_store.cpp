@@ -1,8 +1,8 @@
 #include "data/case_store.h"
 
 #include <algorithm>
-#include <cmath>
 #include <atomic>
+#include <cmath>
 #include <exception>
 #include <filesystem>
 #include <mutex>
@@ -24,8 +24,8 @@ CaseData load_case(const CaseSource& source, const CaseLoadOptions& options) {
   for (size_t i = 0; i < image.data.size(); ++i) {
     if (!std::isfinite(image.data[i])) {
       const size_t volume = i / static_cast<size_t>(per_volume);
-      const std::string file = source.image_files.size() > 1 ? source.image_files[volume]
-                                                             : source.image_files[0];
+      const std::string file =
+          source.image_files.size() > 1 ? source.image_files[volume] : source.image_files[0];
       throw ClientError(file + ": case " + source.case_id + " has a non-finite voxel value (" +
                         std::to_string(image.data[i]) + ") in volume " + std::to_string(volume) +
                         "; expected finite intensities");

@@ -118,8 +118,8 @@ void labels_to_channels(const float* values, int64_t count, LabelScheme scheme,
   for (int64_t i = 0; i < count; ++i) {
     const float v = values[i];
     // Integer test without a float -> int conversion of out-of-range values (NaN fails v >= 0).
-    const int index = (v >= 0.0f && v <= static_cast<float>(kMaxLabelValue))
-                          ? static_cast<int>(v) : -1;
+    const int index =
+        (v >= 0.0f && v <= static_cast<float>(kMaxLabelValue)) ? static_cast<int>(v) : -1;
     if (index < 0 || static_cast<float>(index) != v || !mapping[index].allowed) {
       throw_bad_values(values, count, scheme, case_id);
     }

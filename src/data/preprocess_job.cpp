@@ -113,7 +113,8 @@ PreprocessSummary run_preprocess_job(const PreprocessJobOptions& options) {
   const DatasetIndex index = discover_dataset(options.input_dir, options.layout,
                                               /*require_labels=*/false);
   if (index.layout == DatasetLayout::kRecords) {
-    throw ClientError(options.input_dir + " already holds medseg records; preprocess reads "
+    throw ClientError(options.input_dir +
+                      " already holds medseg records; preprocess reads "
                       "Decathlon or BraTS NIfTI folders");
   }
   std::vector<const CaseSource*> mine;
@@ -149,12 +150,11 @@ PreprocessSummary run_preprocess_job(const PreprocessJobOptions& options) {
         try {
           const auto case_started = std::chrono::steady_clock::now();
           done[k] = load_case(*mine[first + k], load_options);
-          spdlog::info("preprocess: {} -> {}x{}x{} in {:.2f} s", done[k].case_id,
-                       done[k].spatial_shape[0], done[k].spatial_shape[1],
-                       done[k].spatial_shape[2],
-                       std::chrono::duration<double>(std::chrono::steady_clock::now() -
-                                                     case_started)
-                           .count());
+          spdlog::info(
+              "preprocess: {} -> {}x{}x{} in {:.2f} s", done[k].case_id, done[k].spatial_shape[0],
+              done[k].spatial_shape[1], done[k].spatial_shape[2],
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - case_started)
+                  .count());
         } catch (...) {
           failures[k] = std::current_exception();
         }
@@ -173,17 +173,16 @@ PreprocessSummary run_preprocess_job(const PreprocessJobOptions& options) {
   summary.seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
 
-  nlohmann::json report = {{"host", options.host_name},
-                           {"cases_total", summary.cases_total},
-                           {"cases_written", summary.cases_written},
-                           {"seconds", summary.seconds},
-                           {"seconds_per_case", summary.cases_written
-                                                    ? summary.seconds / summary.cases_written
-                                                    : 0.0},
-                           {"threads", options.threads},
-                           {"format", options.format},
-                           {"bytes_written", summary.bytes_written},
-                           {"files", summary.files}};
+  nlohmann::json report = {
+      {"host", options.host_name},
+      {"cases_total", summary.cases_total},
+      {"cases_written", summary.cases_written},
+      {"seconds", summary.seconds},
+      {"seconds_per_case", summary.cases_written ? summary.seconds / summary.cases_written : 0.0},
+      {"threads", options.threads},
+      {"format", options.format},
+      {"bytes_written", summary.bytes_written},
+      {"files", summary.files}};
   write_file_atomically(options.output_dir + "/preprocess-summary-" + options.host_name + ".json",
                         report.dump(2) + "\n");
   spdlog::info("preprocess: {} cases in {:.1f} s ({:.2f} s per case with {} threads), {} files",

@@ -15,21 +15,21 @@ namespace medseg {
 struct PreprocessJobOptions {
   std::string input_dir;
   std::string output_dir;
-  std::string layout = "auto";      // data.layout
-  std::string format = "records";   // records or nifti
+  std::string layout = "auto";     // data.layout
+  std::string format = "records";  // records or nifti
   StaticTransformOptions transforms;
   NiftiReadOptions read;
   ImageDType image_dtype = ImageDType::kFloat16;
   int64_t shard_bytes = int64_t{512} << 20;
-  int host_rank = 0;                // this host's share: cases with index % host_count == host_rank
+  int host_rank = 0;  // this host's share: cases with index % host_count == host_rank
   int host_count = 1;
-  std::string host_name = "algo-1"; // part of the output file names (hosts' outputs are merged)
+  std::string host_name = "algo-1";  // part of the output file names (hosts' outputs are merged)
   int threads = 1;
 };
 
 struct PreprocessSummary {
-  int64_t cases_total = 0;   // in the data set
-  int64_t cases_written = 0; // by this host
+  int64_t cases_total = 0;    // in the data set
+  int64_t cases_written = 0;  // by this host
   double seconds = 0.0;
   int64_t bytes_written = 0;
   std::vector<std::string> files;

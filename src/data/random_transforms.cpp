@@ -46,8 +46,8 @@ void copy_row(const T* in, T* out, const std::vector<int64_t>& z_index, bool z_c
 
 template <typename T>
 void crop_channels(const T* source, int64_t channels, const std::array<int64_t, 3>& source_shape,
-                   const std::array<std::vector<int64_t>, 3>& index, bool z_contiguous,
-                   float scale, float offset, bool affine, T* out) {
+                   const std::array<std::vector<int64_t>, 3>& index, bool z_contiguous, float scale,
+                   float offset, bool affine, T* out) {
   const int64_t rx = static_cast<int64_t>(index[0].size());
   const int64_t ry = static_cast<int64_t>(index[1].size());
   const int64_t rz = static_cast<int64_t>(index[2].size());
@@ -118,8 +118,7 @@ void normalize_nonzero_channelwise(float* values, int64_t channels, int64_t voxe
 }
 
 SampleDraws make_random_sample(const CaseData& source, const RandomTransformOptions& options,
-                               uint64_t seed, uint64_t epoch, uint64_t sample_index,
-                               Sample& out) {
+                               uint64_t seed, uint64_t epoch, uint64_t sample_index, Sample& out) {
   if (source.image.size() !=
       static_cast<size_t>(source.image_channels * source.voxels_per_channel())) {
     throw InternalError("case " + source.case_id + ": image buffer does not match its shape");

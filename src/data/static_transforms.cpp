@@ -36,8 +36,7 @@ void parallel_for(int64_t count, int threads, const std::function<void(int64_t, 
 }
 
 std::string shape_text(const std::array<int64_t, 3>& shape) {
-  return std::to_string(shape[0]) + "x" + std::to_string(shape[1]) + "x" +
-         std::to_string(shape[2]);
+  return std::to_string(shape[0]) + "x" + std::to_string(shape[1]) + "x" + std::to_string(shape[2]);
 }
 
 std::string affine_text(const Mat4& a) {
@@ -147,8 +146,8 @@ bool zoom_affine(const Mat4& affine, const std::array<double, 3>& scale, Mat4* o
   double gram[3][3];
   for (int i = 0; i < 3; ++i) {
     for (int j = 0; j < 3; ++j) {
-      gram[i][j] = affine[0][i] * affine[0][j] + affine[1][i] * affine[1][j] +
-                   affine[2][i] * affine[2][j];
+      gram[i][j] =
+          affine[0][i] * affine[0][j] + affine[1][i] * affine[1][j] + affine[2][i] * affine[2][j];
     }
   }
   // Cholesky gram = L L^T; ZS = L^T (upper).
@@ -348,8 +347,8 @@ struct SamplingPlan {
 
   // Input voxel coordinate along axis `a` of output voxel (x, y, z), exactly as torch computes it.
   double source(int a, int64_t x, int64_t y, int64_t z) const {
-    const double g = std::fma(base[0][x], theta[a][0], partial[a][y * out_shape[2] + z]) +
-                     theta[a][3];
+    const double g =
+        std::fma(base[0][x], theta[a][0], partial[a][y * out_shape[2] + z]) + theta[a][3];
     const double size = static_cast<double>(in_shape[a]);
     const double coord = ((g + 1.0) * size - 1.0) / 2.0;
     return std::min(size - 1.0, std::max(coord, 0.0));
@@ -499,8 +498,8 @@ void resample(const SamplingPlan& plan, int64_t image_channels, const std::vecto
           const float* src = image.data() + c * in_voxels;
           float* dst = image_out->data() + c * out_voxels + out_row;
           for (int64_t z = 0; z < out[2]; ++z) {
-            dst[z] = static_cast<float>(
-                trilinear(src, sy, sx, tx[z * step_xy], ty[z * step_xy], tz[z]));
+            dst[z] =
+                static_cast<float>(trilinear(src, sy, sx, tx[z * step_xy], ty[z * step_xy], tz[z]));
           }
         }
         if (label_channels == 0) continue;
@@ -663,8 +662,7 @@ CaseData to_channel_first(const NiftiVolume& image, const NiftiVolume* label,
 }
 
 SpacingResult spacing(CaseData& data, const std::array<double, 3>& pixdim, int threads) {
-  const SpacingGeometry g =
-      spacing_geometry(data.affine, data.spatial_shape, pixdim, data.case_id);
+  const SpacingGeometry g = spacing_geometry(data.affine, data.spatial_shape, pixdim, data.case_id);
   SpacingResult result;
   result.output_spacing = g.output_spacing;
   result.resampled = g.resample;

@@ -56,8 +56,8 @@ CaseData to_channel_first(const NiftiVolume& image, const NiftiVolume* label,
 
 // What Spacing did to a case; kept for tests and logs.
 struct SpacingResult {
-  bool resampled = false;                     // false: the grid already matched (MONAI's no-op)
-  std::array<double, 3> output_spacing{};     // per axis, after the 1e-3 mm rule
+  bool resampled = false;                  // false: the grid already matched (MONAI's no-op)
+  std::array<double, 3> output_spacing{};  // per axis, after the 1e-3 mm rule
 };
 
 // MONAI Spacing(pixdim, diagonal=False, mode=(bilinear, nearest), padding border,

@@ -38,10 +38,10 @@ struct CaseShape {
   // Brain ellipsoid centre and radii (voxels) and the tumour's centre and radius.
   double brain_center[3], brain_radius[3];
   double tumour_center[3], tumour_radius;
-  double tumour_stretch[3];       // anisotropy of the tumour
-  double surface_wobble[3];       // low-frequency deformation of the brain surface
-  double tissue_frequency[3];     // grey/white matter pattern
-  double intensity_scale;         // scanner gain
+  double tumour_stretch[3];    // anisotropy of the tumour
+  double surface_wobble[3];    // low-frequency deformation of the brain surface
+  double tissue_frequency[3];  // grey/white matter pattern
+  double intensity_scale;      // scanner gain
 };
 
 CaseShape draw_case_shape(const std::array<int, 3>& shape, uint64_t case_key) {
@@ -69,8 +69,7 @@ CaseShape draw_case_shape(const std::array<int, 3>& shape, uint64_t case_key) {
 
 }  // namespace
 
-SyntheticCase make_synthetic_case(const std::array<int, 3>& shape, uint64_t seed,
-                                  int case_index) {
+SyntheticCase make_synthetic_case(const std::array<int, 3>& shape, uint64_t seed, int case_index) {
   const uint64_t case_key = mix(mix(seed) ^ (static_cast<uint64_t>(case_index) + 1) * 7919ULL);
   const CaseShape c = draw_case_shape(shape, case_key);
   const int64_t nx = shape[0], ny = shape[1], nz = shape[2];
@@ -112,7 +111,7 @@ SyntheticCase make_synthetic_case(const std::array<int, 3>& shape, uint64_t seed
         }
         brain_distance = std::sqrt(brain_distance);
         const double wobble = 0.05 * std::sin(3 * direction[0] + c.surface_wobble[0]) *
-                              std::cos(2 * direction[1] + c.surface_wobble[1]) +
+                                  std::cos(2 * direction[1] + c.surface_wobble[1]) +
                               0.03 * std::sin(4 * direction[2] + c.surface_wobble[2]);
         if (brain_distance > 1.0 + wobble) continue;  // zeros outside the brain
 
@@ -130,22 +129,30 @@ SyntheticCase make_synthetic_case(const std::array<int, 3>& shape, uint64_t seed
         } else if (tumour_distance < 1.6) {
           label = 1;
         }
-        const double tissue =
-            0.5 + 0.25 * std::sin(c.tissue_frequency[0] * direction[0] * 3.1416) *
-                      std::sin(c.tissue_frequency[1] * direction[1] * 3.1416) +
-            0.25 * std::cos(c.tissue_frequency[2] * direction[2] * 3.1416);
+        const double tissue = 0.5 +
+                              0.25 * std::sin(c.tissue_frequency[0] * direction[0] * 3.1416) *
+                                  std::sin(c.tissue_frequency[1] * direction[1] * 3.1416) +
+                              0.25 * std::cos(c.tissue_frequency[2] * direction[2] * 3.1416);
         const int64_t index = x + nx * (y + ny * z);
         const double bias = 1.0 + 0.1 * direction[0] - 0.05 * direction[2];
         for (int m = 0; m < kModalities; ++m) {
           double mean = 0;
           switch (label) {
-            case 0: mean = (m == 3 ? 0.35 : 0.5) + (m == 1 ? 0.25 : 0.15) * tissue; break;
-            case 1: mean = edema[m]; break;
-            case 2: mean = core[m]; break;
-            default: mean = enhancing[m]; break;
+            case 0:
+              mean = (m == 3 ? 0.35 : 0.5) + (m == 1 ? 0.25 : 0.15) * tissue;
+              break;
+            case 1:
+              mean = edema[m];
+              break;
+            case 2:
+              mean = core[m];
+              break;
+            default:
+              mean = enhancing[m];
+              break;
           }
-          const uint64_t noise_key = case_key ^ (static_cast<uint64_t>(index) * kModalities + m) *
-                                                    0x2545F4914F6CDD1DULL;
+          const uint64_t noise_key =
+              case_key ^ (static_cast<uint64_t>(index) * kModalities + m) * 0x2545F4914F6CDD1DULL;
           const double value = (mean + 0.06 * normal(noise_key)) * bias * c.intensity_scale;
           result.image.data[static_cast<size_t>(index + voxels * m)] =
               static_cast<float>(std::max(value, 1.0));
@@ -168,21 +175,21 @@ int write_synthetic_dataset(const SynthOptions& options) {
   const fs::path root(options.out_dir);
   std::error_code error;
   fs::create_directories(root / "imagesTr", error);
-  if (error) throw PlatformError("cannot create " + (root / "imagesTr").string() + ": " +
-                                 error.message());
+  if (error)
+    throw PlatformError("cannot create " + (root / "imagesTr").string() + ": " + error.message());
   fs::create_directories(root / "labelsTr", error);
-  if (error) throw PlatformError("cannot create " + (root / "labelsTr").string() + ": " +
-                                 error.message());
+  if (error)
+    throw PlatformError("cannot create " + (root / "labelsTr").string() + ": " + error.message());
 
   auto case_name = [](int index) {
     char name[32];
     std::snprintf(name, sizeof(name), "BRATS_%03d.nii.gz", index + 1);
     return std::string(name);
   };
-  const int threads = std::max(1, std::min(options.cases, options.threads > 0
-                                                              ? options.threads
-                                                              : static_cast<int>(
-                                                                    std::thread::hardware_concurrency())));
+  const int threads = std::max(
+      1, std::min(options.cases, options.threads > 0
+                                     ? options.threads
+                                     : static_cast<int>(std::thread::hardware_concurrency())));
   std::atomic<int> next_case{0};
   std::vector<std::exception_ptr> failures(threads);
   std::vector<std::thread> workers;
@@ -212,7 +219,9 @@ int write_synthetic_dataset(const SynthOptions& options) {
       {"tensorImageSize", "4D"},
       {"modality", {{"0", "FLAIR"}, {"1", "T1w"}, {"2", "t1gd"}, {"3", "T2w"}}},
       {"labels",
-       {{"0", "background"}, {"1", "edema"}, {"2", "non-enhancing tumor"},
+       {{"0", "background"},
+        {"1", "edema"},
+        {"2", "non-enhancing tumor"},
         {"3", "enhancing tumour"}}},
       {"numTraining", options.cases},
       {"numTest", 0},
@@ -220,8 +229,8 @@ int write_synthetic_dataset(const SynthOptions& options) {
   };
   nlohmann::json training = nlohmann::json::array();
   for (int index = 0; index < options.cases; ++index) {
-    training.push_back({{"image", "./imagesTr/" + case_name(index)},
-                        {"label", "./labelsTr/" + case_name(index)}});
+    training.push_back(
+        {{"image", "./imagesTr/" + case_name(index)}, {"label", "./labelsTr/" + case_name(index)}});
   }
   dataset["training"] = training;
   write_file_atomically((root / "dataset.json").string(), dataset.dump(4) + "\n");

@@ -299,7 +299,7 @@ struct OverlappedGradientSync::State {
   std::vector<c10::intrusive_ptr<c10d::Work>> works;
   std::vector<std::vector<at::Tensor>> launched;  // the tensors handed to each collective
   std::vector<unsigned> hook_handles;
-  std::exception_ptr failure;                    // a collective that failed inside a hook
+  std::exception_ptr failure;  // a collective that failed inside a hook
 
   void launch(size_t bucket) {
     c10d::AllreduceOptions reduce_options;
@@ -413,10 +413,9 @@ void OverlappedGradientSync::finish() {
   } catch (const Error&) {
     throw;
   } catch (const std::exception& error) {
-    throw PlatformError("all-reduce of the gradients failed on rank " +
-                        std::to_string(collectives.rank_) + " of " +
-                        std::to_string(collectives.world_size_) + ": " + describe(error) +
-                        kPeerHint);
+    throw PlatformError(
+        "all-reduce of the gradients failed on rank " + std::to_string(collectives.rank_) + " of " +
+        std::to_string(collectives.world_size_) + ": " + describe(error) + kPeerHint);
   }
   last_exposed_seconds_ =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

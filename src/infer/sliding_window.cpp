@@ -95,9 +95,9 @@ at::Tensor sliding_window_inference(const at::Tensor& input, const SlidingWindow
     }
     const at::Tensor predictions = predictor(at::stack(crops)).to(at::kFloat);
     if (!output.defined()) {
-      output = at::zeros({image.size(0), predictions.size(1), padded_size[0], padded_size[1],
-                          padded_size[2]},
-                         image.options().dtype(at::kFloat));
+      output = at::zeros(
+          {image.size(0), predictions.size(1), padded_size[0], padded_size[1], padded_size[2]},
+          image.options().dtype(at::kFloat));
     }
     for (size_t w = first; w < last; ++w) {
       const Window& window = windows[w];

@@ -46,14 +46,14 @@ enum class NiftiDataType : int {
 
 // Header facts kept from a file so an output can be written in the same grid with the same header.
 struct NiftiHeaderInfo {
-  int nifti_version = 1;   // 1 or 2
-  int datatype = 16;       // NIfTI datatype code of the file
+  int nifti_version = 1;  // 1 or 2
+  int datatype = 16;      // NIfTI datatype code of the file
   int qform_code = 0;
   int sform_code = 0;
   Affine qform = identity_affine();  // the quaternion decoded as nibabel does (even if code 0)
   Affine sform = identity_affine();  // srow_x/y/z (even if code 0)
-  int xyz_units = 2;       // NIFTI_UNITS_MM; xyzt_units & 0x07
-  int time_units = 0;      // xyzt_units & 0x38
+  int xyz_units = 2;                 // NIFTI_UNITS_MM; xyzt_units & 0x07
+  int time_units = 0;                // xyzt_units & 0x38
   std::string description;
 };
 

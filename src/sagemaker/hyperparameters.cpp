@@ -42,8 +42,8 @@ class PythonLiteralParser {
   bool consume_word(const std::string& word) {
     if (text_.compare(pos_, word.size(), word) != 0) return false;
     const size_t end = pos_ + word.size();
-    if (end < text_.size() && (std::isalnum(static_cast<unsigned char>(text_[end])) ||
-                               text_[end] == '_')) {
+    if (end < text_.size() &&
+        (std::isalnum(static_cast<unsigned char>(text_[end])) || text_[end] == '_')) {
       return false;
     }
     pos_ = end;
@@ -115,11 +115,20 @@ class PythonLiteralParser {
       if (c == '\\' && pos_ < text_.size()) {
         const char escaped = text_[pos_++];
         switch (escaped) {
-          case 'n': c = '\n'; break;
-          case 't': c = '\t'; break;
-          case 'r': c = '\r'; break;
-          case '0': c = '\0'; break;
-          default: c = escaped;  // \\, \', \"
+          case 'n':
+            c = '\n';
+            break;
+          case 't':
+            c = '\t';
+            break;
+          case 'r':
+            c = '\r';
+            break;
+          case '0':
+            c = '\0';
+            break;
+          default:
+            c = escaped;  // \\, \', \"
         }
       }
       value += c;

@@ -60,8 +60,8 @@ std::map<std::string, ChannelConfig> read_input_data_config(const std::string& p
                                          {"File", "Pipe", "FastFile"}, context);
     channel.distribution = optional_choice(entry, "S3DistributionType", path, "FullyReplicated",
                                            {"FullyReplicated", "ShardedByS3Key"}, context);
-    channel.record_wrapper = optional_choice(entry, "RecordWrapperType", path, "None",
-                                             {"None", "RecordIO"}, context);
+    channel.record_wrapper =
+        optional_choice(entry, "RecordWrapperType", path, "None", {"None", "RecordIO"}, context);
     channel.content_type = optional_string(entry, "ContentType", path, "");
     channels[name] = channel;
   }
@@ -98,8 +98,8 @@ ResourceConfig read_resource_config(const std::string& path) {
   }
   resources.current_host = optional_string(document, "current_host", path, "");
   if (resources.host_rank() < 0) {
-    throw ClientError(path + ": current_host '" + resources.current_host +
-                      "' is not in hosts [" + join(resources.hosts, ", ") + "]");
+    throw ClientError(path + ": current_host '" + resources.current_host + "' is not in hosts [" +
+                      join(resources.hosts, ", ") + "]");
   }
   resources.network_interface_name =
       optional_string(document, "network_interface_name", path, "eth0");

@@ -16,19 +16,19 @@ namespace medseg {
 
 struct ChannelConfig {
   std::string name;
-  std::string input_mode = "File";                  // File, Pipe or FastFile
-  std::string distribution = "FullyReplicated";     // FullyReplicated or ShardedByS3Key
-  std::string record_wrapper = "None";              // None or RecordIO
-  std::string content_type;                         // optional
+  std::string input_mode = "File";               // File, Pipe or FastFile
+  std::string distribution = "FullyReplicated";  // FullyReplicated or ShardedByS3Key
+  std::string record_wrapper = "None";           // None or RecordIO
+  std::string content_type;                      // optional
 };
 
 struct ResourceConfig {
   std::string current_host = "algo-1";
   std::vector<std::string> hosts = {"algo-1"};  // rank order, exactly as given
   std::string network_interface_name = "eth0";
-  std::string instance_type;                    // current_instance_type, may be empty
-  std::string group_name;                       // current_group_name, may be empty
-  bool from_file = false;                       // false: single-host default
+  std::string instance_type;  // current_instance_type, may be empty
+  std::string group_name;     // current_group_name, may be empty
+  bool from_file = false;     // false: single-host default
 
   // Index of current_host in hosts (the node rank).
   int host_rank() const;

@@ -14,23 +14,23 @@ namespace medseg {
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const OptimConfig& config,
                                                         std::vector<at::Tensor> parameters) {
   if (config.name == "adam") {
-    return std::make_unique<torch::optim::Adam>(
-        std::move(parameters), torch::optim::AdamOptions(config.learning_rate)
-                                   .betas({config.betas[0], config.betas[1]})
-                                   .weight_decay(config.weight_decay));
+    return std::make_unique<torch::optim::Adam>(std::move(parameters),
+                                                torch::optim::AdamOptions(config.learning_rate)
+                                                    .betas({config.betas[0], config.betas[1]})
+                                                    .weight_decay(config.weight_decay));
   }
   if (config.name == "adamw") {
-    return std::make_unique<torch::optim::AdamW>(
-        std::move(parameters), torch::optim::AdamWOptions(config.learning_rate)
-                                   .betas({config.betas[0], config.betas[1]})
-                                   .weight_decay(config.weight_decay));
+    return std::make_unique<torch::optim::AdamW>(std::move(parameters),
+                                                 torch::optim::AdamWOptions(config.learning_rate)
+                                                     .betas({config.betas[0], config.betas[1]})
+                                                     .weight_decay(config.weight_decay));
   }
   if (config.name == "sgd") {
-    return std::make_unique<torch::optim::SGD>(
-        std::move(parameters), torch::optim::SGDOptions(config.learning_rate)
-                                   .momentum(config.momentum)
-                                   .nesterov(config.momentum > 0)
-                                   .weight_decay(config.weight_decay));
+    return std::make_unique<torch::optim::SGD>(std::move(parameters),
+                                               torch::optim::SGDOptions(config.learning_rate)
+                                                   .momentum(config.momentum)
+                                                   .nesterov(config.momentum > 0)
+                                                   .weight_decay(config.weight_decay));
   }
   throw InternalError("optimizer '" + config.name + "' passed validation but is not built");
 }

@@ -1,10 +1,12 @@
 #include "train/trainer.h"
 
 #include <ATen/ATen.h>
-#include <torch/types.h>
 #include <spdlog/spdlog.h>
 #include <torch/cuda.h>
+// clang-format off
+#include <torch/types.h>  // before clip_grad.h, which uses torch::Tensor without including it
 #include <torch/nn/utils/clip_grad.h>
+// clang-format on
 #include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
 #include <torch/utils.h>
@@ -18,9 +20,9 @@
 #include <thread>
 
 #include "data/batch_loader.h"
+#include "data/case_store.h"
 #include "dist/collectives.h"
 #include "dist/launcher.h"
-#include "data/case_store.h"
 #include "infer/sliding_window.h"
 #include "model/model_io.h"
 #include "model/unet.h"
@@ -62,7 +64,8 @@ Precision resolve_precision(const std::string& amp, const at::Device& device) {
   Precision precision;
   if (amp == "off" || (amp == "auto" && !device.is_cuda())) return precision;
   if (!device.is_cuda()) {
-    throw ClientError("train.amp = '" + amp + "' needs a CUDA device; this job trains on the CPU "
+    throw ClientError("train.amp = '" + amp +
+                      "' needs a CUDA device; this job trains on the CPU "
                       "(use amp: off or auto)");
   }
   precision.autocast = true;
@@ -192,21 +195,20 @@ void Trainer::State::load_data() {
     for (const CaseData& loaded : *set) {
       if (loaded.label_channels != config().model.out_channels ||
           loaded.image_channels != config().model.in_channels) {
-        throw ClientError("case " + loaded.case_id + " has " +
-                          std::to_string(loaded.image_channels) + " image and " +
-                          std::to_string(loaded.label_channels) +
-                          " label channels; the model expects model.in_channels = " +
-                          std::to_string(config().model.in_channels) +
-                          " and model.out_channels = " +
-                          std::to_string(config().model.out_channels));
+        throw ClientError(
+            "case " + loaded.case_id + " has " + std::to_string(loaded.image_channels) +
+            " image and " + std::to_string(loaded.label_channels) +
+            " label channels; the model expects model.in_channels = " +
+            std::to_string(config().model.in_channels) +
+            " and model.out_channels = " + std::to_string(config().model.out_channels));
       }
     }
   }
-  spdlog::info("data: {} training and {} validation cases preprocessed in {:.1f} s, {:.0f} MiB in "
-               "memory",
-               train_cases.size(), validation_cases.size(), seconds_since(started),
-               static_cast<double>(case_bytes(train_cases) + case_bytes(validation_cases)) /
-                   (1 << 20));
+  spdlog::info(
+      "data: {} training and {} validation cases preprocessed in {:.1f} s, {:.0f} MiB in "
+      "memory",
+      train_cases.size(), validation_cases.size(), seconds_since(started),
+      static_cast<double>(case_bytes(train_cases) + case_bytes(validation_cases)) / (1 << 20));
 }
 
 void Trainer::State::build_model() {
@@ -287,11 +289,10 @@ DiceAccumulator Trainer::State::validate() {
       return out;
     });
     const at::Tensor prediction = at::sigmoid(logits[0]).ge(window.threshold).cpu();
-    const at::Tensor truth =
-        at::from_blob(const_cast<uint8_t*>(data.label.data()),
-                      {data.label_channels, data.spatial_shape[0], data.spatial_shape[1],
-                       data.spatial_shape[2]},
-                      at::kByte);
+    const at::Tensor truth = at::from_blob(
+        const_cast<uint8_t*>(data.label.data()),
+        {data.label_channels, data.spatial_shape[0], data.spatial_shape[1], data.spatial_shape[2]},
+        at::kByte);
     dice.add_case(prediction, truth);
   }
   if (collectives) {
@@ -371,14 +372,20 @@ std::string Trainer::State::compatibility_key() const {
   // Settings such as epochs or the learning rate may change between a job and its resumption.
   const Config& c = config();
   nlohmann::json key = {
-      {"model.in_channels", c.model.in_channels},   {"model.out_channels", c.model.out_channels},
-      {"model.channels", c.model.channels},         {"model.strides", c.model.strides},
-      {"model.num_res_units", c.model.num_res_units}, {"model.dropout", c.model.dropout},
-      {"data.label_scheme", c.data.label_scheme},   {"data.pixdim", c.data.pixdim},
-      {"data.normalize", c.data.normalize},         {"data.validation_fraction",
-                                                     c.data.validation_fraction},
-      {"train.batch_size", c.train.batch_size},     {"train.seed", c.train.seed},
-      {"augment.roi_size", c.augment.roi_size},     {"optim.name", c.optim.name},
+      {"model.in_channels", c.model.in_channels},
+      {"model.out_channels", c.model.out_channels},
+      {"model.channels", c.model.channels},
+      {"model.strides", c.model.strides},
+      {"model.num_res_units", c.model.num_res_units},
+      {"model.dropout", c.model.dropout},
+      {"data.label_scheme", c.data.label_scheme},
+      {"data.pixdim", c.data.pixdim},
+      {"data.normalize", c.data.normalize},
+      {"data.validation_fraction", c.data.validation_fraction},
+      {"train.batch_size", c.train.batch_size},
+      {"train.seed", c.train.seed},
+      {"augment.roi_size", c.augment.roi_size},
+      {"optim.name", c.optim.name},
   };
   return key.dump();
 }
@@ -389,8 +396,9 @@ void Trainer::State::open_checkpoints() {
   if (checkpoint_dir.empty()) checkpoint_dir = environment.paths.default_checkpoint_dir();
   std::error_code error;
   fs::create_directories(checkpoint_dir, error);
-  if (error) throw PlatformError("cannot create the checkpoint folder " + checkpoint_dir + ": " +
-                                 error.message());
+  if (error)
+    throw PlatformError("cannot create the checkpoint folder " + checkpoint_dir + ": " +
+                        error.message());
   checkpoints = std::make_unique<CheckpointStore>(checkpoint_dir, config().checkpoint.keep);
 }
 
@@ -440,7 +448,8 @@ bool Trainer::State::resume_from_checkpoint() {
   checkpoints->load(*newest, archive);
   const nlohmann::json meta = nlohmann::json::parse(read_string(archive, "meta"));
   if (meta.at("compatibility_key").get<std::string>() != compatibility_key()) {
-    const nlohmann::json theirs = nlohmann::json::parse(meta.at("compatibility_key").get<std::string>());
+    const nlohmann::json theirs =
+        nlohmann::json::parse(meta.at("compatibility_key").get<std::string>());
     const nlohmann::json ours = nlohmann::json::parse(compatibility_key());
     std::string differences;
     for (const auto& [key, value] : ours.items()) {
@@ -450,8 +459,11 @@ bool Trainer::State::resume_from_checkpoint() {
                        value.dump() + " here";
       }
     }
-    throw ClientError("checkpoint " + newest->path + " comes from a job with another model or data "
-                      "configuration (" + differences + "): resume it with its configuration, or "
+    throw ClientError("checkpoint " + newest->path +
+                      " comes from a job with another model or data "
+                      "configuration (" +
+                      differences +
+                      "): resume it with its configuration, or "
                       "start fresh with another checkpoint folder or checkpoint.resume = false");
   }
   if (meta.at("world_size").get<int>() != dist.world_size) {
@@ -499,8 +511,8 @@ void Trainer::State::run_validation(int64_t epoch) {
   const auto validation_started = Clock::now();
   const DiceAccumulator dice = validate();
   const double mean = dice.mean();
-  nlohmann::json entry = {{"type", "validation"}, {"epoch", epoch + 1}, {"step", global_step},
-                          {"val_mean_dice", mean}};
+  nlohmann::json entry = {
+      {"type", "validation"}, {"epoch", epoch + 1}, {"step", global_step}, {"val_mean_dice", mean}};
   log_metric("val_mean_dice", mean);
   for (int64_t c = 0; c < std::min<int64_t>(3, config().model.out_channels); ++c) {
     const std::string name = std::string("val_dice_") + kChannelNames[c];
@@ -508,14 +520,16 @@ void Trainer::State::run_validation(int64_t epoch) {
     entry[name] = dice.channel_mean(c);
   }
   record(entry);
-  spdlog::info("epoch {} validation: mean Dice {:.4f} (TC {:.4f}, WT {:.4f}, ET {:.4f}) on {} "
-               "cases in {:.1f} s",
-               epoch + 1, mean, dice.channel_mean(0), dice.channel_mean(1), dice.channel_mean(2),
-               validation_cases.size(), seconds_since(validation_started));
+  spdlog::info(
+      "epoch {} validation: mean Dice {:.4f} (TC {:.4f}, WT {:.4f}, ET {:.4f}) on {} "
+      "cases in {:.1f} s",
+      epoch + 1, mean, dice.channel_mean(0), dice.channel_mean(1), dice.channel_mean(2),
+      validation_cases.size(), seconds_since(validation_started));
   if (std::isfinite(mean) && mean > summary.best_mean_dice) {
     summary.best_mean_dice = mean;
     summary.best_epoch = epoch + 1;
-    if (main()) save_model_pth(checkpoint_dir + "/best_model.pth", *model, config_to_yaml(resolved));
+    if (main())
+      save_model_pth(checkpoint_dir + "/best_model.pth", *model, config_to_yaml(resolved));
     spdlog::info("new best mean Dice {:.4f} at epoch {}", mean, epoch + 1);
   }
 }
@@ -556,10 +570,12 @@ TrainSummary Trainer::run() {
     s.collectives->allreduce_sum(steps);
     const double mean = steps[0] / s.dist.world_size;
     if (steps[1] / s.dist.world_size - mean * mean > 0.5) {
-      throw PlatformError("the workers found different newest checkpoints in their checkpoint "
-                          "folders (rank " + std::to_string(s.dist.rank) + " is at step " +
-                          std::to_string(s.global_step) + "): every host must see the same "
-                          "checkpoint S3 prefix");
+      throw PlatformError(
+          "the workers found different newest checkpoints in their checkpoint "
+          "folders (rank " +
+          std::to_string(s.dist.rank) + " is at step " + std::to_string(s.global_step) +
+          "): every host must see the same "
+          "checkpoint S3 prefix");
     }
     std::vector<at::Tensor> parameters = s.model->parameters();
     s.collectives->broadcast_parameters(parameters);
@@ -569,14 +585,14 @@ TrainSummary Trainer::run() {
     s.collectives->allreduce_mean_gradients(parameters, bucket_bytes);
     int64_t gradient_bytes = 0;
     for (const at::Tensor& parameter : parameters) gradient_bytes += parameter.nbytes();
-    spdlog::info("gradient sync: {:.1f} ms for {:.1f} MiB of gradients in buckets of {} MiB "
-                 "across {} workers",
-                 1000.0 * s.collectives->last_sync_seconds(),
-                 static_cast<double>(gradient_bytes) / (1 << 20), config.dist.bucket_mb,
-                 s.dist.world_size);
+    spdlog::info(
+        "gradient sync: {:.1f} ms for {:.1f} MiB of gradients in buckets of {} MiB "
+        "across {} workers",
+        1000.0 * s.collectives->last_sync_seconds(),
+        static_cast<double>(gradient_bytes) / (1 << 20), config.dist.bucket_mb, s.dist.world_size);
     s.optimizer->zero_grad();
-    s.gradient_sync = std::make_unique<OverlappedGradientSync>(*s.collectives, parameters,
-                                                               bucket_bytes);
+    s.gradient_sync =
+        std::make_unique<OverlappedGradientSync>(*s.collectives, parameters, bucket_bytes);
   }
 
   if (s.main()) {
@@ -605,12 +621,12 @@ TrainSummary Trainer::run() {
       roi_voxels * (config.model.in_channels * sizeof(float) + config.model.out_channels);
   const double loader_mib =
       config.data.prefetch_batches * (batch_size + 1) * sample_bytes / (1 << 20);
-  spdlog::info("training: {} epochs x {} steps, batch {} per worker (roi {}x{}x{}), {} loader "
-               "threads holding at most {:.0f} MiB, checkpoints in {}{}",
-               config.train.epochs, s.steps_per_epoch, batch_size, config.augment.roi_size[0],
-               config.augment.roi_size[1], config.augment.roi_size[2],
-               loader_options.num_workers, loader_mib, s.checkpoint_dir,
-               resumed ? " (resumed)" : "");
+  spdlog::info(
+      "training: {} epochs x {} steps, batch {} per worker (roi {}x{}x{}), {} loader "
+      "threads holding at most {:.0f} MiB, checkpoints in {}{}",
+      config.train.epochs, s.steps_per_epoch, batch_size, config.augment.roi_size[0],
+      config.augment.roi_size[1], config.augment.roi_size[2], loader_options.num_workers,
+      loader_mib, s.checkpoint_dir, resumed ? " (resumed)" : "");
 
   const auto started = Clock::now();
   const int64_t first_global_step = s.global_step;
@@ -631,8 +647,8 @@ TrainSummary Trainer::run() {
         s.save_checkpoint(epoch, batch.step, "stop");
         break;
       }
-      set_learning_rate(*s.optimizer, learning_rate_at(config.optim, config.schedule,
-                                                       s.global_step, s.total_steps));
+      set_learning_rate(*s.optimizer, learning_rate_at(config.optim, config.schedule, s.global_step,
+                                                       s.total_steps));
       double loss = s.train_step(batch);
       s.heartbeat.beat();
       ++s.global_step;
@@ -651,14 +667,15 @@ TrainSummary Trainer::run() {
         const double elapsed = seconds_since(started);
         const double eta = elapsed / std::max<int64_t>(1, s.global_step - first_global_step) *
                            (s.total_steps - s.global_step);
-        const double lr = learning_rate_at(config.optim, config.schedule, s.global_step - 1,
-                                           s.total_steps);
+        const double lr =
+            learning_rate_at(config.optim, config.schedule, s.global_step - 1, s.total_steps);
         std::string sync;
         if (s.collectives) {
-          sync = fmt::format(" gradient sync not hidden by backward {:.1f} ms/step ({:.0f}% of the "
-                             "step)",
-                             1000.0 * s.sync_seconds_since_log / std::max<int64_t>(1, steps_since_log),
-                             100.0 * s.sync_seconds_since_log / interval);
+          sync = fmt::format(
+              " gradient sync not hidden by backward {:.1f} ms/step ({:.0f}% of the "
+              "step)",
+              1000.0 * s.sync_seconds_since_log / std::max<int64_t>(1, steps_since_log),
+              100.0 * s.sync_seconds_since_log / interval);
           log_metric("gradient_sync_seconds_per_step",
                      s.sync_seconds_since_log / std::max<int64_t>(1, steps_since_log));
         }
@@ -667,15 +684,19 @@ TrainSummary Trainer::run() {
                      samples_per_second, format_duration(eta), sync);
         log_metric("train_loss", loss);
         log_metric("samples_per_second", samples_per_second);
-        s.record({{"type", "train"}, {"epoch", epoch + 1}, {"step", s.global_step},
-                  {"train_loss", loss}, {"learning_rate", lr},
+        s.record({{"type", "train"},
+                  {"epoch", epoch + 1},
+                  {"step", s.global_step},
+                  {"train_loss", loss},
+                  {"learning_rate", lr},
                   {"samples_per_second", samples_per_second}});
         samples_since_log = 0;
         steps_since_log = 0;
         s.sync_seconds_since_log = 0.0;
         last_log = Clock::now();
       }
-      if (!last_of_epoch && s.checkpoint_due()) s.save_checkpoint(epoch, batch.step + 1, "periodic");
+      if (!last_of_epoch && s.checkpoint_due())
+        s.save_checkpoint(epoch, batch.step + 1, "periodic");
     }
     if (s.summary.stopped_early) break;
     s.summary.epochs_completed = epoch + 1;

@@ -28,7 +28,7 @@ struct TrainSummary {
   double last_loss = 0.0;
   double best_mean_dice = -1.0;  // -1 when validation never ran
   int64_t best_epoch = -1;
-  bool stopped_early = false;    // a stop request ended training
+  bool stopped_early = false;  // a stop request ended training
 };
 
 class Trainer {

@@ -15,8 +15,8 @@ int g_rank = 0;  // written once per process by init_logging, before any worker 
 
 void init_logging(const LogOptions& options) {
   g_rank = options.rank;
-  auto logger = std::make_shared<spdlog::logger>(
-      "medseg", std::make_shared<spdlog::sinks::stderr_sink_mt>());
+  auto logger =
+      std::make_shared<spdlog::logger>("medseg", std::make_shared<spdlog::sinks::stderr_sink_mt>());
   const std::string rank_tag =
       options.world_size > 1 ? " [rank " + std::to_string(options.rank) + "]" : "";
   logger->set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$" + rank_tag + " %v");

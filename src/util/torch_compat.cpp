@@ -17,7 +17,8 @@ void synchronize_cuda() {
 int64_t peak_cuda_memory_bytes() {
 #ifdef MEDSEG_WITH_CUDA
   const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(0);
-  return stats.allocated_bytes[static_cast<size_t>(c10::cuda::CUDACachingAllocator::StatType::AGGREGATE)]
+  return stats
+      .allocated_bytes[static_cast<size_t>(c10::cuda::CUDACachingAllocator::StatType::AGGREGATE)]
       .peak;
 #else
   return 0;

@@ -21,9 +21,9 @@ TEST(BenchCommandTest, EveryBenchmarkPrintsItsNumbers) {
   ASSERT_EQ(crops.exit_code, 0) << crops.output;
   EXPECT_GT(printed_value(crops.stdout_text, "crops_per_second_1_thread"), 0.0) << crops.output;
 
-  const testing::CommandResult train = testing::run_medseg(
-      {"bench", "train", "--roi", "32", "32", "16", "--steps", "2", "--warmup", "1", "--set",
-       "channels=[8,16,32,64]", "--set", "strides=[2,2,2]"});
+  const testing::CommandResult train =
+      testing::run_medseg({"bench", "train", "--roi", "32", "32", "16", "--steps", "2", "--warmup",
+                           "1", "--set", "channels=[8,16,32,64]", "--set", "strides=[2,2,2]"});
   ASSERT_EQ(train.exit_code, 0) << train.output;
   EXPECT_GT(printed_value(train.stdout_text, "train_samples_per_second"), 0.0) << train.output;
   EXPECT_GT(printed_value(train.stdout_text, "train_peak_memory_mib"), 0.0) << train.output;
@@ -40,9 +40,8 @@ TEST(BenchCommandTest, EveryBenchmarkPrintsItsNumbers) {
 
 TEST(BenchCommandTest, TrainWithSeveralWorkersMeasuresTheGradientSync) {
   const testing::CommandResult result = testing::run_medseg(
-      {"bench", "train", "--roi", "32", "32", "16", "--steps", "2", "--warmup", "1", "--nproc",
-       "2", "--master-port", "29583", "--set", "channels=[8,16,32,64]", "--set",
-       "strides=[2,2,2]"});
+      {"bench", "train", "--roi", "32", "32", "16", "--steps", "2", "--warmup", "1", "--nproc", "2",
+       "--master-port", "29583", "--set", "channels=[8,16,32,64]", "--set", "strides=[2,2,2]"});
   ASSERT_EQ(result.exit_code, 0) << result.output;
   EXPECT_GE(printed_value(result.stdout_text, "train_gradient_sync_seconds_median"), 0.0)
       << result.output;

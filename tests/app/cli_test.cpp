@@ -40,8 +40,8 @@ TEST(CliTest, PrintConfigShowsSageMakerHyperparametersAsTypedValues) {
                             "sagemaker_program": "\"train.py\""})",
                         R"({"train": {"TrainingInputMode": "File"}})");
   // The training channel does not even exist: --print-config must not touch data.
-  const CommandResult result = run_medseg({"train", "--print-config"},
-                                          {"MEDSEG_ML_ROOT=" + root.path()});
+  const CommandResult result =
+      run_medseg({"train", "--print-config"}, {"MEDSEG_ML_ROOT=" + root.path()});
   ASSERT_EQ(result.exit_code, 0) << result.output;
   const std::string& yaml = result.stdout_text;
   EXPECT_NE(yaml.find("epochs: 5  # from " + root.path() + "/input/config/hyperparameters.json"),
@@ -87,8 +87,7 @@ INSTANTIATE_TEST_SUITE_P(
                        "train.batch_size = 'two': expected an integer in [1, 4096]", 2},
         BrokenRootCase{"out_of_range", R"({"learning_rate": "-1"})",
                        "optim.learning_rate = '-1': expected a number in [0, 10]", 2},
-        BrokenRootCase{"missing_channel", R"({"epochs": "1"})",
-                       "channel 'train' not found", 2}),
+        BrokenRootCase{"missing_channel", R"({"epochs": "1"})", "channel 'train' not found", 2}),
     [](const ::testing::TestParamInfo<BrokenRootCase>& info) { return info.param.name; });
 
 TEST(CliTest, BadInputDataConfigIsAClientError) {
@@ -120,9 +119,8 @@ TEST(CliTest, UnknownCommandLineOptionIsAClientError) {
 
 TEST(CliTest, NoFailureFileOutsideAnMlRoot) {
   testing::TempDir dir;
-  const CommandResult result =
-      run_medseg({"train", "--print-config", "--set", "epochs=0"},
-                 {"MEDSEG_ML_ROOT=" + dir.file("absent")});
+  const CommandResult result = run_medseg({"train", "--print-config", "--set", "epochs=0"},
+                                          {"MEDSEG_ML_ROOT=" + dir.file("absent")});
   EXPECT_EQ(result.exit_code, 2);
   EXPECT_NE(result.output.find("train.epochs = '0'"), std::string::npos) << result.output;
   EXPECT_FALSE(testing::file_exists(dir.file("absent")));

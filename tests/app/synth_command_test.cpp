@@ -53,9 +53,8 @@ TEST(SynthTest, CasesHaveEveryCompartmentAndModalitiesTellThemApart) {
 
 TEST(SynthTest, CommandWritesADecathlonLayout) {
   testing::TempDir dir;
-  const testing::CommandResult result =
-      testing::run_medseg({"synth", "--out", dir.path(), "--cases", "3", "--shape", "24", "20",
-                           "16", "--seed", "5"});
+  const testing::CommandResult result = testing::run_medseg(
+      {"synth", "--out", dir.path(), "--cases", "3", "--shape", "24", "20", "16", "--seed", "5"});
   ASSERT_EQ(result.exit_code, 0) << result.output;
   const nlohmann::json dataset =
       nlohmann::json::parse(testing::read_text(dir.file("dataset.json")));

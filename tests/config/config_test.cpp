@@ -1,8 +1,9 @@
+#include "config/config.h"
+
 #include <gtest/gtest.h>
 
 #include <regex>
 
-#include "config/config.h"
 #include "config/config_loader.h"
 #include "config/config_schema.h"
 #include "test_support.h"
@@ -11,8 +12,9 @@
 namespace medseg {
 namespace {
 
-std::string shipped_config_path() { return std::string(MEDSEG_SOURCE_DIR) + "/config/brats_unet.yaml"; }
-
+std::string shipped_config_path() {
+  return std::string(MEDSEG_SOURCE_DIR) + "/config/brats_unet.yaml";
+}
 
 JobEnvironment environment_with(const std::string& root, const std::string& hyperparameters) {
   testing::make_ml_root(root, hyperparameters);
@@ -83,8 +85,9 @@ TEST(ConfigLayeringTest, SeveralYamlFilesWithoutConfigFileIsAnError) {
   testing::write_text(root.file("input/data/config/a.yaml"), "epochs: 2\n");
   testing::write_text(root.file("input/data/config/b.yaml"), "epochs: 4\n");
   const JobEnvironment environment = environment_with(root.path(), "{}");
-  EXPECT_NE(testing::client_error_message([&] { resolve_config(environment, {}); }).find("config_file"),
-            std::string::npos);
+  EXPECT_NE(
+      testing::client_error_message([&] { resolve_config(environment, {}); }).find("config_file"),
+      std::string::npos);
 }
 
 TEST(ConfigLayeringTest, SageMakerEncodedHyperparametersBecomeTypedValues) {
@@ -135,15 +138,19 @@ INSTANTIATE_TEST_SUITE_P(
 
 TEST(ConfigValidationTest, UnknownKeySuggestsTheClosestValidKey) {
   ResolvedConfig resolved;
-  EXPECT_NE(testing::client_error_message([&] { apply_override(resolved, "epoch=3"); })
-                .find("unknown key 'epoch' (did you mean 'epochs'?)"),
+  EXPECT_NE(testing::client_error_message([&] {
+              apply_override(resolved, "epoch=3");
+            }).find("unknown key 'epoch' (did you mean 'epochs'?)"),
             std::string::npos);
-  EXPECT_NE(testing::client_error_message([&] { apply_override(resolved, "train.epoch=3"); })
-                .find("did you mean 'train.epochs'?"),
+  EXPECT_NE(testing::client_error_message([&] {
+              apply_override(resolved, "train.epoch=3");
+            }).find("did you mean 'train.epochs'?"),
             std::string::npos);
-  EXPECT_NE(testing::client_error_message([&] { apply_yaml_text(resolved, "optim:\n  lerning_rate: 1\n", "u.yaml"); })
-                .find("u.yaml: unknown key 'optim.lerning_rate' (did you mean 'optim.learning_rate'?)"),
-            std::string::npos);
+  EXPECT_NE(
+      testing::client_error_message([&] {
+        apply_yaml_text(resolved, "optim:\n  lerning_rate: 1\n", "u.yaml");
+      }).find("u.yaml: unknown key 'optim.lerning_rate' (did you mean 'optim.learning_rate'?)"),
+      std::string::npos);
 }
 
 TEST(ConfigValidationTest, CrossFieldRulesNameBothKeys) {
@@ -159,8 +166,8 @@ TEST(ConfigValidationTest, CrossFieldRulesNameBothKeys) {
 
 TEST(ConfigValidationTest, MalformedYamlNamesFileAndLine) {
   ResolvedConfig resolved;
-  const std::string message =
-      testing::client_error_message([&] { apply_yaml_text(resolved, "train:\n  epochs: [1, 2\n", "bad.yaml"); });
+  const std::string message = testing::client_error_message(
+      [&] { apply_yaml_text(resolved, "train:\n  epochs: [1, 2\n", "bad.yaml"); });
   EXPECT_NE(message.find("bad.yaml: malformed YAML at line"), std::string::npos) << message;
 }
 

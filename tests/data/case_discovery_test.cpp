@@ -18,7 +18,6 @@ NiftiVolume small_volume(float value, int64_t nt = 1) {
   return volume;
 }
 
-
 void write_brats_case(const std::string& root, const std::string& id, bool with_t1ce = true) {
   for (const char* modality : {"flair", "t1", "t1ce", "t2", "seg"}) {
     if (!with_t1ce && std::string(modality) == "t1ce") continue;
@@ -50,7 +49,8 @@ TEST(CaseDiscoveryTest, DecathlonEntryNamingAMissingFileIsNamed) {
   testing::write_text(dir.file("dataset.json"),
                       R"({"training": [{"image": "./imagesTr/BRATS_009.nii.gz",
                                         "label": "./labelsTr/BRATS_009.nii.gz"}]})");
-  const std::string message = testing::client_error_message([&] { discover_dataset(dir.path(), "auto", true); });
+  const std::string message =
+      testing::client_error_message([&] { discover_dataset(dir.path(), "auto", true); });
   EXPECT_NE(message.find("training[0].image = './imagesTr/BRATS_009.nii.gz': file not found"),
             std::string::npos)
       << message;
@@ -60,9 +60,11 @@ TEST(CaseDiscoveryTest, DecathlonEntryWithoutLabelIsAnErrorForTraining) {
   testing::TempDir dir;
   std::filesystem::create_directories(dir.file("imagesTr"));
   write_nifti(dir.file("imagesTr/a.nii.gz"), small_volume(1, 4), NiftiDataType::kFloat32);
-  testing::write_text(dir.file("dataset.json"), R"({"training": [{"image": "imagesTr/a.nii.gz"}]})");
-  EXPECT_NE(testing::client_error_message([&] { discover_dataset(dir.path(), "decathlon", true); })
-                .find("training[0] has no \"label\" entry"),
+  testing::write_text(dir.file("dataset.json"),
+                      R"({"training": [{"image": "imagesTr/a.nii.gz"}]})");
+  EXPECT_NE(testing::client_error_message([&] {
+              discover_dataset(dir.path(), "decathlon", true);
+            }).find("training[0] has no \"label\" entry"),
             std::string::npos);
   EXPECT_EQ(discover_dataset(dir.path(), "decathlon", false).cases[0].label_file, "");
 }
@@ -84,7 +86,8 @@ TEST(CaseDiscoveryTest, BratsFoldersStackModalitiesInTask01Order) {
 TEST(CaseDiscoveryTest, BratsCaseMissingAModalityIsNamed) {
   testing::TempDir dir;
   write_brats_case(dir.path(), "BraTS2021_00005", /*with_t1ce=*/false);
-  const std::string message = testing::client_error_message([&] { discover_dataset(dir.path(), "brats", true); });
+  const std::string message =
+      testing::client_error_message([&] { discover_dataset(dir.path(), "brats", true); });
   EXPECT_NE(message.find("BraTS2021_00005 has no *_t1ce.nii[.gz] file"), std::string::npos)
       << message;
 }
@@ -96,15 +99,17 @@ TEST(CaseDiscoveryTest, ModalitiesOnDifferentGridsAreRefused) {
   shifted.affine[0][3] = 5.0;
   write_nifti(dir.file("case/case_t2.nii.gz"), shifted, NiftiDataType::kFloat32);
   const DatasetIndex index = discover_dataset(dir.path(), "brats", true);
-  EXPECT_NE(testing::client_error_message([&] { load_case_image(index.cases[0], {}); })
-                .find("affine of " + dir.file("case/case_t2.nii.gz")),
+  EXPECT_NE(testing::client_error_message([&] {
+              load_case_image(index.cases[0], {});
+            }).find("affine of " + dir.file("case/case_t2.nii.gz")),
             std::string::npos);
 }
 
 TEST(CaseDiscoveryTest, EmptyFolderSaysWhatWasExpected) {
   testing::TempDir dir;
-  EXPECT_NE(testing::client_error_message([&] { discover_dataset(dir.path(), "auto", true); })
-                .find("expected a Decathlon folder (dataset.json)"),
+  EXPECT_NE(testing::client_error_message([&] {
+              discover_dataset(dir.path(), "auto", true);
+            }).find("expected a Decathlon folder (dataset.json)"),
             std::string::npos);
 }
 

@@ -45,9 +45,9 @@ std::array<int64_t, 3> spatial(const nlohmann::json& shape, size_t first) {
 // MONAI's Spacing output there was |v| < 1e-6 (NOTES.md: round-off near 0 changes the mask of
 // NormalizeIntensity(nonzero)).
 struct StageReport {
-  double max_image_error = 0.0;     // max |ours - MONAI| / max |MONAI|
+  double max_image_error = 0.0;  // max |ours - MONAI| / max |MONAI|
   double max_image_abs_error = 0.0;
-  double label_agreement = 1.0;     // fraction of equal label voxels
+  double label_agreement = 1.0;  // fraction of equal label voxels
 };
 
 StageReport compare_stage(const CaseData& ours, const nlohmann::json& stage,
@@ -67,9 +67,8 @@ StageReport compare_stage(const CaseData& ours, const nlohmann::json& stage,
   const auto image = read_raw<float>(image_ref["file"].get<std::string>());
   const auto label = read_raw<uint8_t>(stage["label"]["file"].get<std::string>());
   if (image.size() != ours.image.size() || label.size() != ours.label.size()) {
-    ADD_FAILURE() << what << ": sizes differ (image " << ours.image.size() << " vs "
-                  << image.size() << ", label " << ours.label.size() << " vs " << label.size()
-                  << ")";
+    ADD_FAILURE() << what << ": sizes differ (image " << ours.image.size() << " vs " << image.size()
+                  << ", label " << ours.label.size() << " vs " << label.size() << ")";
     return report;
   }
   double max_ref = 0.0;
@@ -119,17 +118,18 @@ TEST_P(StaticTransformsMonai, MatchesMonaiAfterEachStage) {
       read_raw<float>(fixture["orientation"]["image"]["file"].get<std::string>());
   std::vector<bool> skip(oriented_ref.size());
   for (size_t i = 0; i < skip.size(); ++i) {
-    skip[i] = std::fabs(oriented_ref[i]) < 1e-6f &&
-              !(oriented_ref[i] == 0.0f && data.image[i] == 0.0f);
+    skip[i] =
+        std::fabs(oriented_ref[i]) < 1e-6f && !(oriented_ref[i] == 0.0f && data.image[i] == 0.0f);
   }
   normalize_intensity_nonzero(data);
   const StageReport final_stage = compare_stage(data, fixture["final"], &skip, "final");
 
-  std::printf("[ %-13s ] spacing: image rel %.2e, labels %.5f | orientation: image rel %.2e, "
-              "labels %.5f | final: image abs %.2e, labels %.5f\n",
-              name.c_str(), after_spacing.max_image_error, after_spacing.label_agreement,
-              after_orientation.max_image_error, after_orientation.label_agreement,
-              final_stage.max_image_abs_error, final_stage.label_agreement);
+  std::printf(
+      "[ %-13s ] spacing: image rel %.2e, labels %.5f | orientation: image rel %.2e, "
+      "labels %.5f | final: image abs %.2e, labels %.5f\n",
+      name.c_str(), after_spacing.max_image_error, after_spacing.label_agreement,
+      after_orientation.max_image_error, after_orientation.label_agreement,
+      final_stage.max_image_abs_error, final_stage.label_agreement);
   EXPECT_LE(after_spacing.max_image_error, 1e-5);
   EXPECT_LE(after_orientation.max_image_error, 1e-5);
   EXPECT_LE(final_stage.max_image_abs_error, 1e-5);

@@ -23,8 +23,7 @@ using testing::wait_exit_code;
 
 void make_job(const std::string& root, const std::string& hyperparameters_json,
               const std::string& resource_config = "") {
-  testing::make_training_job(root, hyperparameters_json, /*cases=*/8, /*seed=*/9,
-                             resource_config);
+  testing::make_training_job(root, hyperparameters_json, /*cases=*/8, /*seed=*/9, resource_config);
 }
 
 int free_port() {
@@ -41,12 +40,13 @@ int free_port() {
 }
 
 std::string hyperparameters(int batch_size, int nproc, int port, const std::string& extra = "") {
-  return R"({"epochs": "2", "steps_per_epoch": "3", "batch_size": ")" +
-         std::to_string(batch_size) + R"(", "roi_size": "[32, 32, 16]",
+  return R"({"epochs": "2", "steps_per_epoch": "3", "batch_size": ")" + std::to_string(batch_size) +
+         R"(", "roi_size": "[32, 32, 16]",
     "channels": "[8, 16, 32, 64]", "strides": "[2, 2, 2]", "num_res_units": "1",
     "validation_fraction": "0.25", "val_interval": "1", "num_threads": "1", "seed": "3",
-    "nproc_per_node": ")" + std::to_string(nproc) + R"(", "dist.master_port": ")" +
-         std::to_string(port) + "\"" + extra + "}";
+    "nproc_per_node": ")" +
+         std::to_string(nproc) + R"(", "dist.master_port": ")" + std::to_string(port) + "\"" +
+         extra + "}";
 }
 
 TEST(DataParallelTest, TwoWorkersWithBatchBEqualOneWorkerWithBatch2B) {
@@ -79,8 +79,9 @@ TEST(DataParallelTest, TwoWorkersWithBatchBEqualOneWorkerWithBatch2B) {
   EXPECT_LT(worst, 1e-5);
   // Validation was sharded over the ranks and reduced: the same Dice as one process.
   const auto dice = [](const std::string& root) {
-    return nlohmann::json::parse(testing::read_text(root + "/model/metrics.json"))
-        ["best_val_mean_dice"].get<double>();
+    return nlohmann::json::parse(
+               testing::read_text(root + "/model/metrics.json"))["best_val_mean_dice"]
+        .get<double>();
   };
   EXPECT_NEAR(dice(two.path()), dice(one.path()), 1e-4);
 }
@@ -133,7 +134,8 @@ TEST(DataParallelTest, TwoHostsTrainToCompletionAndOnlyTheFirstWritesTheModel) {
 TEST(DataParallelTest, AHostThatDiesMakesTheOtherFailCleanly) {
   testing::TempDir first, second;
   const int port = free_port();
-  const std::string long_run = hyperparameters(1, 1, port, R"(, "epochs": "1000", "log_interval": "1",
+  const std::string long_run =
+      hyperparameters(1, 1, port, R"(, "epochs": "1000", "log_interval": "1",
     "dist.timeout_seconds": "20")");
   make_job(first.path(), long_run, resource_config("127.0.0.1"));
   make_job(second.path(), long_run, resource_config("localhost"));

@@ -32,9 +32,10 @@ INSTANTIATE_TEST_SUITE_P(
         EncodingCase{"cosine-warm", json("cosine-warm")},
         EncodingCase{"s3://bucket/key.yaml", json("s3://bucket/key.yaml")},
         // JSON-encoded, as the SageMaker Python SDK >= 2 sends them
-        EncodingCase{"\"adam\"", json("adam")}, EncodingCase{"[128, 128, 64]", json({128, 128, 64})},
-        EncodingCase{"true", json(true)}, EncodingCase{"false", json(false)},
-        EncodingCase{"{\"a\": 1}", json({{"a", 1}})}, EncodingCase{"0.25", json(0.25)},
+        EncodingCase{"\"adam\"", json("adam")},
+        EncodingCase{"[128, 128, 64]", json({128, 128, 64})}, EncodingCase{"true", json(true)},
+        EncodingCase{"false", json(false)}, EncodingCase{"{\"a\": 1}", json({{"a", 1}})},
+        EncodingCase{"0.25", json(0.25)},
         // Python repr, as str() of Python values produces them
         EncodingCase{"True", json(true)}, EncodingCase{"False", json(false)},
         EncodingCase{"None", json(nullptr)}, EncodingCase{"[1, 2]", json({1, 2})},

@@ -96,8 +96,8 @@ TEST(DockerfileTest, BuildsWithTheScriptCiRuns) {
   EXPECT_NE(test_script.find("scripts/setup.sh"), std::string::npos);
   // setup.sh must honour the variables the Dockerfile sets.
   const std::string setup = testing::read_text(source_file("scripts/setup.sh"));
-  for (const char* variable : {"MEDSEG_TORCH_PREFIX", "MEDSEG_BUILD_TESTS",
-                               "MEDSEG_INSTALL_PREFIX", "MEDSEG_BUILD_DIR"}) {
+  for (const char* variable :
+       {"MEDSEG_TORCH_PREFIX", "MEDSEG_BUILD_TESTS", "MEDSEG_INSTALL_PREFIX", "MEDSEG_BUILD_DIR"}) {
     EXPECT_NE(setup.find(std::string("${") + variable), std::string::npos) << variable;
   }
 }
@@ -138,10 +138,10 @@ TEST(DockerfileTest, InstalledLayoutFindsTheShippedConfig) {
   ASSERT_EQ(install.exit_code, 0) << install.output;
   testing::TempDir root;
   testing::make_ml_root(root.path(), "{}");
-  const testing::CommandResult result = testing::run_shell(
-      "MEDSEG_ML_ROOT='" + root.path() + "' '" + prefix.file("bin/medseg") +
-      "' train --print-config 2>&1 && MEDSEG_ML_ROOT='" + root.path() + "' '" +
-      prefix.file("bin/medseg") + "' train --set epochs=2 2>&1");
+  const testing::CommandResult result =
+      testing::run_shell("MEDSEG_ML_ROOT='" + root.path() + "' '" + prefix.file("bin/medseg") +
+                         "' train --print-config 2>&1 && MEDSEG_ML_ROOT='" + root.path() + "' '" +
+                         prefix.file("bin/medseg") + "' train --set epochs=2 2>&1");
   EXPECT_NE(result.output.find("config layer: " + prefix.path() + "/share/medseg/brats_unet.yaml"),
             std::string::npos)
       << result.output;

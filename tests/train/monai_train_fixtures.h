@@ -11,8 +11,8 @@
 namespace medseg::testing {
 
 inline nlohmann::json train_fixture_manifest() {
-  return nlohmann::json::parse(read_text(std::string(MEDSEG_SOURCE_DIR) +
-                                         "/tests/data/monai/train/manifest.json"));
+  return nlohmann::json::parse(
+      read_text(std::string(MEDSEG_SOURCE_DIR) + "/tests/data/monai/train/manifest.json"));
 }
 
 // A tensor from a manifest entry {"file": ..., "shape": [...]}.

@@ -27,7 +27,6 @@ void make_job(const std::string& root, const std::string& hyperparameters) {
   testing::make_training_job(root, hyperparameters, /*cases=*/6, /*seed=*/5);
 }
 
-
 // Checkpoint after every step so kills land before, during and after checkpoint writes.
 const char* const kResumableRun = R"({
   "epochs": "24", "steps_per_epoch": "6", "batch_size": "2", "roi_size": "[32, 32, 16]",
@@ -52,20 +51,20 @@ TEST(ResumeTest, KilledAtRandomMomentsAndRestartedEndsWithIdenticalWeights) {
     fs::remove_all(interrupted.file("model"));
     fs::remove_all(interrupted.file("output"));
     fs::create_directories(interrupted.file("model"));
-    const size_t checkpoints_before = testing::count_occurrences(testing::read_text(interrupted.file("train.log")),
-                                            "info checkpoint step");
+    const size_t checkpoints_before = testing::count_occurrences(
+        testing::read_text(interrupted.file("train.log")), "info checkpoint step");
     const pid_t child = start_training(interrupted.path());
     if (kills < 10) {
       // Let the job make progress (a new checkpoint), then kill it at a random moment of the
       // following steps: in a step, during a checkpoint write, in validation.
       const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-      while (testing::count_occurrences(testing::read_text(interrupted.file("train.log")), "info checkpoint step") ==
-                 checkpoints_before &&
+      while (testing::count_occurrences(testing::read_text(interrupted.file("train.log")),
+                                        "info checkpoint step") == checkpoints_before &&
              waitpid(child, nullptr, WNOHANG) == 0 && std::chrono::steady_clock::now() < deadline) {
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
       }
-      std::this_thread::sleep_for(std::chrono::milliseconds(
-          std::uniform_int_distribution<int>(0, 250)(random)));
+      std::this_thread::sleep_for(
+          std::chrono::milliseconds(std::uniform_int_distribution<int>(0, 250)(random)));
       kill(child, SIGKILL);
     }
     const int code = wait_exit_code(child);

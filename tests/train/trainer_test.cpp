@@ -1,12 +1,11 @@
 // End-to-end training as SageMaker runs it: `medseg train` on an ML root with a synthetic
 // Decathlon channel and string hyperparameters.
-#include <gtest/gtest.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <torch/serialize.h>
-
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -36,14 +35,16 @@ const char* const kFastHyperparameters = R"({
 TEST(TrainerTest, LearnsTheSyntheticTumoursAndWritesTheModel) {
   testing::TempDir root;
   make_job(root.path(), kFastHyperparameters);
-  const testing::CommandResult result = testing::run_medseg({"train"}, {"MEDSEG_ML_ROOT=" + root.path()});
+  const testing::CommandResult result =
+      testing::run_medseg({"train"}, {"MEDSEG_ML_ROOT=" + root.path()});
   ASSERT_EQ(result.exit_code, 0) << result.output;
 
   // SageMaker's metric regexes see one name=value per line on stdout.
   std::smatch match;
   const std::regex dice_line("(^|\n)val_mean_dice=([0-9.]+)\n");
   std::vector<double> dice_values;
-  for (auto it = std::sregex_iterator(result.stdout_text.begin(), result.stdout_text.end(), dice_line);
+  for (auto it =
+           std::sregex_iterator(result.stdout_text.begin(), result.stdout_text.end(), dice_line);
        it != std::sregex_iterator(); ++it) {
     dice_values.push_back(std::stod((*it)[2]));
   }
@@ -150,9 +151,9 @@ std::string make_record_shards(const testing::TempDir& dir) {
   synth.cases = 6;
   synth.shape = {64, 64, 48};
   write_synthetic_dataset(synth);
-  const testing::CommandResult result = testing::run_medseg(
-      {"preprocess", "--input", dir.file("nifti"), "--output", dir.file("records"), "--ml-root",
-       dir.path()});
+  const testing::CommandResult result =
+      testing::run_medseg({"preprocess", "--input", dir.file("nifti"), "--output",
+                           dir.file("records"), "--ml-root", dir.path()});
   EXPECT_EQ(result.exit_code, 0) << result.output;
   return dir.file("records");
 }
