@@ -228,10 +228,11 @@ int bench_train(const BenchCommandOptions& options) {
   auto optimizer = make_optimizer(config.optim, model->parameters());
   std::unique_ptr<Collectives> collectives;
   std::unique_ptr<OverlappedGradientSync> gradient_sync;
-  if (dist.is_distributed()) {
+  if (dist.is_distributed() || options.sync) {
     CollectivesOptions collective_options;
     collective_options.backend = resolve_backend("auto", device.is_cuda());
     collective_options.device = device;
+    collective_options.group_for_one_worker = options.sync;
     collectives = std::make_unique<Collectives>(dist, collective_options);
     gradient_sync = std::make_unique<OverlappedGradientSync>(
         *collectives, model->parameters(), static_cast<int64_t>(config.dist.bucket_mb) << 20);
@@ -274,7 +275,7 @@ int bench_train(const BenchCommandOptions& options) {
   const double median_sync = sync_seconds[sync_seconds.size() / 2];
   const double samples_per_second = options.batch * dist.world_size / median;
   if (!dist.is_main()) return 0;
-  if (dist.is_distributed()) {
+  if (gradient_sync) {
     spdlog::info(
         "bench train: {} workers, gradient sync not hidden by backward {:.1f} ms per "
         "step ({:.0f}% of the step; {} buckets of {} MiB)",

@@ -125,6 +125,8 @@ int run_cli(int argc, char** argv) {
       ->add_option("--nproc", bench_options.nproc,
                    "train: local data-parallel workers (measures the gradient sync)")
       ->check(CLI::Range(1, 64));
+  bench->add_flag("--sync", bench_options.sync,
+                  "train: sync gradients through a real process group even with one worker");
   bench->add_option("--master-port", bench_options.master_port, "train: rendezvous port")
       ->check(CLI::Range(1, 65535));
   bench->add_option("--set", bench_options.overrides, "Override a configuration key");

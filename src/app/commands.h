@@ -39,6 +39,7 @@ struct BenchCommandOptions {
   int steps = 10;                               // train: timed steps; crops: crops per thread
   int threads = 0;                              // 0 = all cores
   int nproc = 1;                                // train: local data-parallel workers
+  bool sync = false;                            // train: gradient sync even for one worker
   int master_port = 29517;                      // train: rendezvous port with --nproc
   std::vector<std::string> overrides;           // --set key=value (model, optimiser)
 };

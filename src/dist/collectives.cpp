@@ -129,7 +129,7 @@ struct Collectives::Groups {
 
 Collectives::Collectives(const DistEnv& env, const CollectivesOptions& options)
     : rank_(env.rank), world_size_(env.world_size), options_(options) {
-  if (world_size_ <= 1) return;
+  if (world_size_ <= 1 && !options.group_for_one_worker) return;
   const auto timeout = std::chrono::milliseconds(int64_t{options.timeout_seconds} * 1000);
   const std::string where = "rank " + std::to_string(rank_) + " of " + std::to_string(world_size_);
   const std::string master_address = resolve_host(env.master_addr, options.dns_retry_seconds);

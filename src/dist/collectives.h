@@ -42,6 +42,9 @@ struct CollectivesOptions {
   // Where the tensors passed in live: CPU for Gloo, cuda:<local_rank> for NCCL. Used for the
   // metric buffer of allreduce_sum.
   c10::Device device = c10::Device(c10::kCPU);
+  // Build a real process group even for a single worker (benchmarks: the cost of a collective
+  // on one GPU). Otherwise world size 1 has no group and every call is a no-op.
+  bool group_for_one_worker = false;
 };
 
 // dist.backend "auto" -> "nccl" when CUDA is available, else "gloo"; "nccl" or "gloo" as given.

@@ -48,6 +48,15 @@ TEST(BenchCommandTest, TrainWithSeveralWorkersMeasuresTheGradientSync) {
   EXPECT_GT(printed_value(result.stdout_text, "train_samples_per_second"), 0.0);
 }
 
+TEST(BenchCommandTest, SyncWithOneWorkerGoesThroughARealProcessGroup) {
+  const testing::CommandResult result = testing::run_medseg(
+      {"bench", "train", "--roi", "32", "32", "16", "--steps", "2", "--warmup", "1", "--sync",
+       "--master-port", "29587", "--set", "channels=[8,16,32,64]", "--set", "strides=[2,2,2]"});
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_NE(result.output.find("bench train: 1 workers, gradient sync"), std::string::npos)
+      << result.output;
+}
+
 TEST(BenchCommandTest, AmpNeedsAGpu) {
   const testing::CommandResult result =
       testing::run_medseg({"bench", "train", "--device", "cpu", "--amp", "bf16"});
