@@ -111,6 +111,19 @@ std::string client_error_message(const std::function<void()>& action) {
   return "";
 }
 
+void expect_client_error(const std::function<void()>& action,
+                         const std::vector<std::string>& parts) {
+  try {
+    action();
+    ADD_FAILURE() << "expected a ClientError containing '" << parts.front() << "'";
+  } catch (const ClientError& error) {
+    for (const std::string& part : parts) {
+      EXPECT_NE(std::string(error.what()).find(part), std::string::npos)
+          << "message: " << error.what() << "\nmissing: " << part;
+    }
+  }
+}
+
 std::vector<float> read_float32_file(const std::string& repo_relative_path) {
   const std::string bytes = read_text(std::string(MEDSEG_SOURCE_DIR) + "/" + repo_relative_path);
   if (bytes.empty() || bytes.size() % sizeof(float) != 0) {

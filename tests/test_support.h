@@ -54,6 +54,10 @@ namespace medseg::testing {
 // when it throws none.
 std::string client_error_message(const std::function<void()>& action);
 
+// Runs `action`, expecting a ClientError whose message contains every one of `parts`.
+void expect_client_error(const std::function<void()>& action,
+                         const std::vector<std::string>& parts);
+
 // Raw little-endian float32 values from a file under tests/data (path relative to the repo).
 std::vector<float> read_float32_file(const std::string& repo_relative_path);
 

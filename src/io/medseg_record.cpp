@@ -314,8 +314,8 @@ void decode_payload(const RecordHeader& header, const uint8_t* record, float* im
   }
 }
 
-CaseData case_from_header(const RecordHeader& header) {
-  CaseData case_data;
+// Sets `case_data`'s fields from `header` and sizes its buffers (reusing their memory).
+void shape_case_from_header(const RecordHeader& header, CaseData& case_data) {
   case_data.case_id = header.case_id;
   case_data.spatial_shape = header.spatial_shape;
   case_data.image_channels = header.image_channels;
@@ -324,7 +324,6 @@ CaseData case_from_header(const RecordHeader& header) {
   case_data.original = header.original;
   case_data.image.resize(static_cast<size_t>(header.image_values()));
   case_data.label.resize(static_cast<size_t>(header.label_bytes));
-  return case_data;
 }
 
 }  // namespace
@@ -698,7 +697,8 @@ void MappedRecordReader::read_into(size_t index, float* out, uint8_t* label_out)
 }
 
 CaseData MappedRecordReader::read(size_t index) const {
-  CaseData case_data = case_from_header(entry(index).header);
+  CaseData case_data;
+  shape_case_from_header(entry(index).header, case_data);
   read_into(index, case_data.image.data(), case_data.label.data());
   return case_data;
 }
@@ -747,15 +747,8 @@ bool RecordStreamReader::next(CaseData* out) {
   // Fill *out in place so that its buffers are reused from record to record (fresh memory costs
   // a page fault per 4 KiB, more than the copy itself).
   CaseData& case_data = *out;
-  case_data.case_id = header.case_id;
-  case_data.spatial_shape = header.spatial_shape;
-  case_data.image_channels = header.image_channels;
-  case_data.label_channels = header.label_channels;
-  case_data.affine = header.affine;
-  case_data.original = header.original;
+  shape_case_from_header(header, case_data);
   const size_t values = static_cast<size_t>(header.image_values());
-  case_data.image.resize(values);
-  case_data.label.resize(static_cast<size_t>(header.label_bytes));
   uint32_t crc = 0;
   // Image, straight into the float buffer when stored as float32.
   if (header.image_dtype == ImageDType::kFloat32) {

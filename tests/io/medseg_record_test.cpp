@@ -103,20 +103,6 @@ void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
             static_cast<std::streamsize>(bytes.size()));
 }
 
-// Runs `body`, expecting a ClientError whose message contains every one of `parts`.
-template <typename Body>
-void expect_client_error(Body body, const std::vector<std::string>& parts) {
-  try {
-    body();
-    ADD_FAILURE() << "expected a ClientError containing '" << parts.front() << "'";
-  } catch (const ClientError& error) {
-    for (const std::string& part : parts) {
-      EXPECT_NE(std::string(error.what()).find(part), std::string::npos)
-          << "message: " << error.what() << "\nmissing: " << part;
-    }
-  }
-}
-
 std::vector<CaseData> read_stream(ByteSource& source, RecordReadOptions options = {}) {
   RecordStreamReader reader(source, options);
   std::vector<CaseData> cases;
@@ -237,18 +223,20 @@ TEST(MedsegRecord, UnlabelledCaseRoundTrips) {
 TEST(MedsegRecord, Float16OverflowIsRefusedNamingTheCase) {
   CaseData original = make_case("hot_case", {2, 2, 2}, 1, 3, 4);
   original.image[3] = 70000.0f;
-  expect_client_error([&] { encode_record(original, ImageDType::kFloat16); },
-                      {"hot_case", "70000", "float16", "float32"});
+  testing::expect_client_error([&] { encode_record(original, ImageDType::kFloat16); },
+                               {"hot_case", "70000", "float16", "float32"});
   EXPECT_NO_THROW(encode_record(original, ImageDType::kFloat32));
 }
 
 TEST(MedsegRecord, InconsistentCaseIsRefused) {
   CaseData original = make_case("short", {2, 2, 2}, 2, 3, 5);
   original.image.pop_back();
-  expect_client_error([&] { encode_record(original, ImageDType::kFloat32); }, {"short", "buffers"});
+  testing::expect_client_error([&] { encode_record(original, ImageDType::kFloat32); },
+                               {"short", "buffers"});
   original = make_case("labels", {2, 2, 2}, 2, 3, 5);
   original.label[0] = 4;
-  expect_client_error([&] { encode_record(original, ImageDType::kFloat32); }, {"labels", "0 or 1"});
+  testing::expect_client_error([&] { encode_record(original, ImageDType::kFloat32); },
+                               {"labels", "0 or 1"});
 }
 
 TEST(MedsegRecord, SeveralRecordsConcatenatedShardsAndFolders) {
@@ -377,10 +365,10 @@ TEST_F(MedsegRecordBadInput, TruncatedFileNamesFileRecordAndOffset) {
     SCOPED_TRACE("cut " + std::to_string(cut));
     std::vector<uint8_t> bytes(shard_.begin(), shard_.begin() + first_.size() + cut);
     const std::string path = write_shard(bytes);
-    expect_client_error([&] { MappedRecordReader reader(path); },
-                        {path, "record 1", offset, "truncated"});
-    expect_client_error([&] { read_as_stream(bytes); },
-                        {"stream 'train'", "record 1", offset, "truncated"});
+    testing::expect_client_error([&] { MappedRecordReader reader(path); },
+                                 {path, "record 1", offset, "truncated"});
+    testing::expect_client_error([&] { read_as_stream(bytes); },
+                                 {"stream 'train'", "record 1", offset, "truncated"});
   }
 }
 
@@ -391,8 +379,10 @@ TEST_F(MedsegRecordBadInput, FlippedPayloadByteFailsTheChecksumOnRead) {
   MappedRecordReader reader(path);  // indexing checks headers only
   ASSERT_EQ(2u, reader.size());
   EXPECT_NO_THROW(reader.read(0));
-  expect_client_error([&] { reader.read(1); }, {path, "record 1", "victim", "checksum mismatch"});
-  expect_client_error([&] { read_as_stream(bytes); }, {"record 1", "victim", "checksum mismatch"});
+  testing::expect_client_error([&] { reader.read(1); },
+                               {path, "record 1", "victim", "checksum mismatch"});
+  testing::expect_client_error([&] { read_as_stream(bytes); },
+                               {"record 1", "victim", "checksum mismatch"});
   // Switched off, the corrupt payload goes through (for salvage tools only).
   RecordReadOptions lax;
   lax.verify_payload_checksum = false;
@@ -406,8 +396,9 @@ TEST_F(MedsegRecordBadInput, FlippedHeaderBytesAreCaughtAtIndexing) {
     std::vector<uint8_t> bytes = shard_;
     bytes[first_.size() + position] ^= 0x01;
     const std::string path = write_shard(bytes);
-    expect_client_error([&] { MappedRecordReader reader(path); }, {path, "record 1", "checksum"});
-    expect_client_error([&] { read_as_stream(bytes); }, {"record 1", "checksum"});
+    testing::expect_client_error([&] { MappedRecordReader reader(path); },
+                                 {path, "record 1", "checksum"});
+    testing::expect_client_error([&] { read_as_stream(bytes); }, {"record 1", "checksum"});
   }
 }
 
@@ -415,19 +406,20 @@ TEST_F(MedsegRecordBadInput, GarbageEmptyAndMissingFiles) {
   std::vector<uint8_t> garbage(5000);
   for (size_t i = 0; i < garbage.size(); ++i) garbage[i] = static_cast<uint8_t>(i * 37 + 11);
   std::string path = write_shard(garbage);
-  expect_client_error([&] { MappedRecordReader reader(path); }, {path, "record 0", "bad magic"});
-  expect_client_error([&] { read_as_stream(garbage); }, {"record 0", "bad magic"});
+  testing::expect_client_error([&] { MappedRecordReader reader(path); },
+                               {path, "record 0", "bad magic"});
+  testing::expect_client_error([&] { read_as_stream(garbage); }, {"record 0", "bad magic"});
   // RecordIO-wrapped data read without unwrapping gets a hint.
   std::vector<uint8_t> wrapped = {0x0a, 0x23, 0xd7, 0xce};
   wrapped.insert(wrapped.end(), shard_.begin(), shard_.end());
-  expect_client_error([&] { read_as_stream(wrapped); }, {"RecordWrapperType"});
+  testing::expect_client_error([&] { read_as_stream(wrapped); }, {"RecordWrapperType"});
   path = write_shard({});
-  expect_client_error([&] { MappedRecordReader reader(path); }, {path, "empty"});
-  expect_client_error([&] { MappedRecordReader reader(dir_.file("nope.medrec")); },
-                      {"nope.medrec", "no such"});
+  testing::expect_client_error([&] { MappedRecordReader reader(path); }, {path, "empty"});
+  testing::expect_client_error([&] { MappedRecordReader reader(dir_.file("nope.medrec")); },
+                               {"nope.medrec", "no such"});
   ASSERT_EQ(0, ::mkdir(dir_.file("empty_dir").c_str(), 0700));
-  expect_client_error([&] { MappedRecordReader reader(dir_.file("empty_dir")); },
-                      {"empty_dir", "no record shards"});
+  testing::expect_client_error([&] { MappedRecordReader reader(dir_.file("empty_dir")); },
+                               {"empty_dir", "no record shards"});
   // An empty stream is simply no records.
   read_as_stream({});
 }
@@ -435,8 +427,8 @@ TEST_F(MedsegRecordBadInput, GarbageEmptyAndMissingFiles) {
 TEST_F(MedsegRecordBadInput, UnsupportedVersion) {
   std::vector<uint8_t> bytes = first_;
   bytes[8] = 7;
-  expect_client_error([&] { MappedRecordReader reader(write_shard(bytes)); },
-                      {"bad.medrec", "record 0", "unsupported record version 7"});
+  testing::expect_client_error([&] { MappedRecordReader reader(write_shard(bytes)); },
+                               {"bad.medrec", "record 0", "unsupported record version 7"});
 }
 
 // Random damage (flips, cuts, splices) gives a ClientError or, when it hits only padding, a
@@ -494,12 +486,12 @@ TEST_F(MedsegRecordBadInput, AbsurdSizesAreRefusedBeforeAllocating) {
   crc = ::crc32(crc, bytes.data() + 400, 4);
   const uint32_t crc32_value = static_cast<uint32_t>(crc);
   std::memcpy(&bytes[396], &crc32_value, 4);
-  expect_client_error([&] { MappedRecordReader reader(write_shard(bytes)); },
-                      {"bad.medrec", "record 0", "truncated"});
+  testing::expect_client_error([&] { MappedRecordReader reader(write_shard(bytes)); },
+                               {"bad.medrec", "record 0", "truncated"});
   RecordReadOptions options;
   options.max_record_bytes = uint64_t{1} << 30;
-  expect_client_error([&] { read_as_stream(bytes, options); },
-                      {"stream 'train'", "record 0", "limit"});
+  testing::expect_client_error([&] { read_as_stream(bytes, options); },
+                               {"stream 'train'", "record 0", "limit"});
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -143,19 +143,6 @@ PipeChannelOptions options_for(const TempDir& dir, bool record_io) {
   return options;
 }
 
-template <typename Body>
-void expect_client_error(Body body, const std::vector<std::string>& parts) {
-  try {
-    body();
-    ADD_FAILURE() << "expected a ClientError containing '" << parts.front() << "'";
-  } catch (const ClientError& error) {
-    for (const std::string& part : parts) {
-      EXPECT_NE(std::string(error.what()).find(part), std::string::npos)
-          << "message: " << error.what() << "\nmissing: " << part;
-    }
-  }
-}
-
 TEST(PipeChannel, ReadsObjectsBackToBackFromLateFifosEpochAfterEpoch) {
   TempDir dir;
   PipeChannel channel(options_for(dir, /*record_io=*/false));
@@ -212,13 +199,13 @@ TEST(PipeChannel, MissingFifoTimesOutWithAClearError) {
   options.open_timeout_seconds = 0.2;
   PipeChannel channel(options);
   const auto start = std::chrono::steady_clock::now();
-  expect_client_error([&] { channel.open_next_epoch(); },
-                      {"channel 'validation'", dir.file("validation_0"), "did not appear",
-                       "TrainingInputMode=Pipe"});
+  testing::expect_client_error([&] { channel.open_next_epoch(); },
+                               {"channel 'validation'", dir.file("validation_0"), "did not appear",
+                                "TrainingInputMode=Pipe"});
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
   // A FIFO without a writer also times out instead of blocking forever.
   ASSERT_EQ(0, ::mkfifo(dir.file("validation_0").c_str(), 0600));
-  expect_client_error([&] { channel.open_next_epoch(); }, {"no writer"});
+  testing::expect_client_error([&] { channel.open_next_epoch(); }, {"no writer"});
 }
 
 TEST(PipeChannel, RegularFileStandsInForAFifo) {
@@ -258,7 +245,7 @@ TEST(PipeChannel, MalformedRecordIOIsAClientError) {
     SCOPED_TRACE(c.name);
     std::istringstream in(std::string(c.bytes.begin(), c.bytes.end()));
     RecordIOByteSource source(std::make_unique<IstreamByteSource>(in, "channel 'train'"));
-    expect_client_error([&] { read_case_ids(source); }, {"channel 'train'", c.expected});
+    testing::expect_client_error([&] { read_case_ids(source); }, {"channel 'train'", c.expected});
   }
 }
 
