@@ -1,45 +1,45 @@
 # medseg's SageMaker training and hosting image (bring your own container).
 #
-# Build stage: Debian 12 + NVIDIA's CUDA toolkit + the official CUDA LibTorch 2.x, then the same
-# scripts/setup.sh that CI runs (with MEDSEG_TORCH_PREFIX pointing at that LibTorch).
-# Runtime stage: Debian 12 slim with the medseg binary, the shipped configuration and exactly the
-# shared libraries the binary loads (collected with ldd). The NVIDIA container runtime injects the
-# driver (libcuda) at run time.
+# Build stage: Debian 12 + NVIDIA's CUDA toolkit (the CUDA version of the pinned torch wheel),
+# then the same `scripts/setup.sh --cuda` that CI runs: it installs the torch wheel pinned in
+# scripts/requirements.txt into /src/.venv and builds medseg against its LibTorch.
+# Runtime stage: Debian 12 slim with the medseg binary, the shipped configuration and the shared
+# libraries it loads: the wheel's LibTorch and CUDA libraries (cuDNN, NCCL, cuBLAS, ...) and the
+# Debian libraries ldd lists. The NVIDIA container runtime injects the driver (libcuda) at run time.
 #
 #   docker build -t medseg .
 #   docker run --gpus all medseg train      # what SageMaker runs
-ARG CUDA_PACKAGE_VERSION=12-4
-ARG LIBTORCH_URL=https://download.pytorch.org/libtorch/cu124/libtorch-cxx11-abi-shared-with-deps-2.5.1%2Bcu124.zip
+ARG CUDA_PACKAGE_VERSION=13-0
 
 FROM debian:12 AS build
 ARG CUDA_PACKAGE_VERSION
-ARG LIBTORCH_URL
 ENV DEBIAN_FRONTEND=noninteractive
 RUN apt-get update -qq \
- && apt-get install -y -qq --no-install-recommends ca-certificates curl unzip gnupg \
+ && apt-get install -y -qq --no-install-recommends ca-certificates curl gnupg \
  && curl -fsSL -o /tmp/cuda-keyring.deb \
       https://developer.download.nvidia.com/compute/cuda/repos/debian12/x86_64/cuda-keyring_1.1-1_all.deb \
  && dpkg -i /tmp/cuda-keyring.deb \
  && apt-get update -qq \
  && apt-get install -y -qq --no-install-recommends "cuda-toolkit-${CUDA_PACKAGE_VERSION}" \
  && rm -rf /var/lib/apt/lists/*
-RUN curl -fsSL -o /tmp/libtorch.zip "${LIBTORCH_URL}" \
- && unzip -q /tmp/libtorch.zip -d /opt \
- && rm /tmp/libtorch.zip
 ENV PATH=/usr/local/cuda/bin:${PATH}
 WORKDIR /src
 COPY CMakeLists.txt ./
+COPY cmake/ cmake/
 COPY config/ config/
 COPY scripts/ scripts/
 COPY src/ src/
-RUN MEDSEG_TORCH_PREFIX=/opt/libtorch MEDSEG_BUILD_TESTS=OFF MEDSEG_INSTALL_PREFIX=/usr/local \
-    MEDSEG_BUILD_DIR=/tmp/build scripts/setup.sh
-# The shared libraries the binary loads, for the runtime stage: all of LibTorch's (it dlopens
-# cuDNN and NVRTC parts that ldd cannot see) and every other one ldd lists except glibc's and the
-# driver's.
-RUN mkdir -p /runtime-libs \
- && cp -a /opt/libtorch/lib/. /runtime-libs/ \
- && ldd /usr/local/bin/medseg | awk '/=> \// {print $3}' | grep -v '^/opt/libtorch/' \
+RUN MEDSEG_BUILD_TESTS=OFF MEDSEG_INSTALL_PREFIX=/usr/local MEDSEG_BUILD_DIR=/tmp/build \
+    scripts/setup.sh --cuda
+# The shared libraries the binary loads, for the runtime stage: all of the wheel's LibTorch and
+# nvidia-* libraries (LibTorch dlopens cuDNN and NVRTC parts that ldd cannot see; the Python
+# bindings are left out), then every other library ldd lists except glibc's and the driver's.
+RUN site=/src/.venv/lib/python3.11/site-packages \
+ && mkdir -p /runtime-libs \
+ && cp -a "$site"/torch/lib/. "$site"/nvidia/*/lib/. /runtime-libs/ \
+ && rm -f /runtime-libs/libtorch_python.so \
+ && LD_LIBRARY_PATH=/runtime-libs ldd /usr/local/bin/medseg | awk '/=> \// {print $3}' \
+    | grep -v '^/runtime-libs/' \
     | grep -vE '/(libc|libm|libdl|libpthread|librt|ld-linux[^/]*|libcuda)\.so' \
     | xargs -I{} cp -L {} /runtime-libs/
 

@@ -1,35 +1,46 @@
 #!/usr/bin/env bash
-# Installs the Debian 12 packages medseg builds against (idempotent; apt-get needs root) and builds
-# medseg with CMake + Ninja. CI, developers and the Dockerfile's build stage all run this script.
+# Installs what medseg builds against and builds it with CMake + Ninja. Idempotent; apt-get needs
+# root (or sudo). CI, developers and the Dockerfile's build stage all run this script.
 #
-#   scripts/setup.sh              install what is missing, configure, build
-#   scripts/setup.sh --deps-only  install packages only
+#   scripts/setup.sh              Debian packages + the project's Python environment, CPU build
+#   scripts/setup.sh --cuda       the same, then the CUDA build (needs the CUDA toolkit, no GPU)
+#   scripts/setup.sh --deps-only  packages and Python environment only
+#
+# LibTorch is PyPI's torch wheel, pinned in scripts/requirements.txt and installed into the
+# virtual environment .venv (git-ignored; pip's download cache makes a second setup fast). With
+# MEDSEG_BUILD_TESTS=ON the test tools of scripts/requirements-test.txt (MONAI, nibabel) go there
+# too.
 #
 # Environment:
-#   MEDSEG_BUILD_DIR       build folder (default: build)
+#   MEDSEG_BUILD_DIR       build folder (default: build, or build-cuda with --cuda)
 #   MEDSEG_BUILD_TYPE      CMake build type (default: Release)
 #   MEDSEG_BUILD_TESTS     ON or OFF (default: ON)
-#   MEDSEG_TORCH_PREFIX    CMake prefix of another LibTorch (e.g. CUDA LibTorch 2.x); Debian's
-#                          CPU libtorch-dev is then not installed
+#   MEDSEG_VENV            the virtual environment (default: .venv in the project)
+#   MEDSEG_TORCH_DIR       build against this torch package folder instead (e.g. a GPU machine's
+#                          preinstalled torch); no virtual environment is made then
 #   MEDSEG_INSTALL_PREFIX  when set, `cmake --install` into it after building
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root=$PWD
 
-# Build dependencies (Debian 12 names).
-MEDSEG_BUILD_PACKAGES=(
-  build-essential cmake ninja-build ccache pkg-config
-  libnifti2-dev zlib1g-dev libdeflate-dev
+cuda=OFF deps_only=0
+for arg in "$@"; do
+  case "$arg" in
+    --cuda) cuda=ON ;;
+    --deps-only) deps_only=1 ;;
+    *) echo "setup: unknown option '$arg' (expected --cuda or --deps-only)" >&2; exit 2 ;;
+  esac
+done
+build_tests="${MEDSEG_BUILD_TESTS:-ON}"
+
+# Debian 12 packages. libgloo-dev: Gloo's headers (its code is inside libtorch_cpu).
+packages=(
+  build-essential cmake ninja-build ccache pkg-config python3-venv
+  libnifti2-dev zlib1g-dev libdeflate-dev libgloo-dev
   libyaml-cpp-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev libcpp-httplib-dev
   libgtest-dev libgmock-dev
-  python3-numpy  # tests run scripts/read_records.py
+  python3-numpy  # tests run scripts/read_records.py with the system Python
 )
-# Debian's LibTorch 1.13 (CPU, c10d with Gloo) and the OpenMP OpenBLAS that makes its 3D
-# convolutions 2.6x faster than the reference BLAS.
-MEDSEG_TORCH_PACKAGES=(libtorch-dev libgloo-dev libopenblas0-openmp)
-
-packages=("${MEDSEG_BUILD_PACKAGES[@]}")
-[ -z "${MEDSEG_TORCH_PREFIX:-}" ] && packages+=("${MEDSEG_TORCH_PACKAGES[@]}")
-
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
@@ -42,16 +53,62 @@ if ((${#missing[@]})); then
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-[ "${1:-}" = "--deps-only" ] && exit 0
 
-build_dir="${MEDSEG_BUILD_DIR:-build}"
-cmake_args=(-G Ninja -DCMAKE_BUILD_TYPE="${MEDSEG_BUILD_TYPE:-Release}"
-            -DMEDSEG_BUILD_TESTS="${MEDSEG_BUILD_TESTS:-ON}")
-command -v ccache >/dev/null && cmake_args+=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
-[ -n "${MEDSEG_TORCH_PREFIX:-}" ] && cmake_args+=(-DCMAKE_PREFIX_PATH="$MEDSEG_TORCH_PREFIX")
-[ -n "${MEDSEG_INSTALL_PREFIX:-}" ] && cmake_args+=(-DCMAKE_INSTALL_PREFIX="$MEDSEG_INSTALL_PREFIX")
-cmake -S . -B "$build_dir" "${cmake_args[@]}" >/dev/null
-cmake --build "$build_dir" -j "$(nproc)"
-if [ -n "${MEDSEG_INSTALL_PREFIX:-}" ]; then
-  cmake --install "$build_dir" >/dev/null
+# The project's Python environment: LibTorch (and the test tools). Reinstalled only when a
+# requirements file changed.
+if [ -z "${MEDSEG_TORCH_DIR:-}" ]; then
+  venv="${MEDSEG_VENV:-$root/.venv}"
+  requirements=(scripts/requirements.txt)
+  [ "$build_tests" = ON ] && requirements+=(scripts/requirements-test.txt)
+  stamp="$(cat "${requirements[@]}" | sha256sum | cut -c1-16)"
+  if [ "$(cat "$venv/.medseg-requirements" 2>/dev/null)" != "$stamp" ]; then
+    echo "setup: installing ${requirements[*]} into $venv"
+    [ -x "$venv/bin/python" ] || /usr/bin/python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check \
+      $(printf -- '-r %s ' "${requirements[@]}")
+    echo "$stamp" > "$venv/.medseg-requirements"
+  fi
+  MEDSEG_TORCH_DIR="$("$venv/bin/python" -c \
+    'import importlib.util; print(importlib.util.find_spec("torch").submodule_search_locations[0])')"
+  python="$venv/bin/python"
+else
+  python="$(command -v python3)"
+fi
+((deps_only)) && exit 0
+
+# CPU build; with --cuda the CUDA build too (into its own folder).
+build() {
+  local build_dir=$1 cuda_flag=$2
+  local args=(-G Ninja -DCMAKE_BUILD_TYPE="${MEDSEG_BUILD_TYPE:-Release}"
+              -DMEDSEG_BUILD_TESTS="$build_tests" -DMEDSEG_CUDA="$cuda_flag"
+              -DMEDSEG_TORCH_DIR="$MEDSEG_TORCH_DIR" -DMEDSEG_PYTHON="$python")
+  if command -v ccache >/dev/null; then
+    # Paths under the project are hashed relative to it, so fresh clones reuse the cache.
+    export CCACHE_BASEDIR="$root" CCACHE_NOHASHDIR=1
+    args+=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+  fi
+  [ -n "${MEDSEG_INSTALL_PREFIX:-}" ] && args+=(-DCMAKE_INSTALL_PREFIX="$MEDSEG_INSTALL_PREFIX")
+  local configure_log
+  if ! configure_log="$(cmake -S . -B "$build_dir" "${args[@]}" 2>&1)"; then
+    echo "$configure_log" >&2
+    exit 1
+  fi
+  grep '^-- medseg:' <<<"$configure_log" || true
+  cmake --build "$build_dir" -j "$(nproc)"
+  if [ -n "${MEDSEG_INSTALL_PREFIX:-}" ]; then
+    cmake --install "$build_dir" >/dev/null
+  fi
+}
+
+if [ "$cuda" = ON ]; then
+  if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
+    export PATH="/usr/local/cuda/bin:$PATH"
+  fi
+  if ! command -v nvcc >/dev/null; then
+    echo "setup: --cuda needs the CUDA toolkit (nvcc on PATH or in /usr/local/cuda/bin)" >&2
+    exit 2
+  fi
+  build "${MEDSEG_BUILD_DIR:-build-cuda}" ON
+else
+  build "${MEDSEG_BUILD_DIR:-build}" OFF
 fi

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 #include <sys/wait.h>
+#include <torch/cuda.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -132,6 +133,18 @@ std::vector<float> read_float32_file(const std::string& repo_relative_path) {
   std::vector<float> values(bytes.size() / sizeof(float));
   std::memcpy(values.data(), bytes.data(), bytes.size());
   return values;
+}
+
+std::string missing_cuda_devices(int count) {
+#ifdef MEDSEG_WITH_CUDA
+  const int available = static_cast<int>(torch::cuda::device_count());
+  if (available >= count) return "";
+  return "needs " + std::to_string(count) + " CUDA device(s); this machine has " +
+         std::to_string(available);
+#else
+  return "needs " + std::to_string(count) +
+         " CUDA device(s): this is the CPU build (scripts/setup.sh --cuda builds build-cuda/)";
+#endif
 }
 
 }  // namespace medseg::testing

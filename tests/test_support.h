@@ -62,3 +62,16 @@ void expect_client_error(const std::function<void()>& action,
 std::vector<float> read_float32_file(const std::string& repo_relative_path);
 
 }  // namespace medseg::testing
+
+namespace medseg::testing {
+
+// Why a test that needs `count` CUDA devices cannot run here ("" when it can): the CPU build, or
+// fewer GPUs than needed. GPU tests are named Gpu* (ctest label gpu) and skip with this reason.
+std::string missing_cuda_devices(int count = 1);
+
+}  // namespace medseg::testing
+
+// Skips the current test, saying why, unless `count` CUDA devices are usable.
+#define MEDSEG_REQUIRE_CUDA_DEVICES(count)                                                        \
+  if (const std::string reason = ::medseg::testing::missing_cuda_devices(count); !reason.empty()) \
+  GTEST_SKIP() << reason

@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
 #include <torch/cuda.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -29,9 +30,9 @@
 #include "train/losses.h"
 #include "train/optimizer.h"
 #include "util/clock.h"
+#include "util/cuda.h"
 #include "util/error.h"
 #include "util/log.h"
-#include "util/torch_compat.h"
 
 namespace medseg {
 namespace fs = std::filesystem;
@@ -248,9 +249,11 @@ int bench_train(const BenchCommandOptions& options) {
   const at::ScalarType amp_dtype = options.amp == "fp16" ? at::kHalf : at::kBFloat16;
   auto step = [&] {
     optimizer->zero_grad();
-    if (options.amp != "off") torch_compat::set_cuda_autocast(true, amp_dtype);
-    const at::Tensor logits = model->forward(image);
-    if (options.amp != "off") torch_compat::set_cuda_autocast(false, amp_dtype);
+    at::Tensor logits;
+    {
+      cuda::AutocastGuard autocast(options.amp != "off", amp_dtype);
+      logits = model->forward(image);
+    }
     if (gradient_sync) gradient_sync->begin();
     compute_loss(config.train.loss, logits, label).backward();
     if (gradient_sync) {
@@ -258,7 +261,7 @@ int bench_train(const BenchCommandOptions& options) {
       exposed_sync = gradient_sync->last_exposed_seconds();
     }
     optimizer->step();
-    if (device.is_cuda()) torch_compat::synchronize_cuda();
+    if (device.is_cuda()) cuda::synchronize();
   };
   for (int i = 0; i < options.warmup; ++i) step();
   std::vector<double> seconds;
@@ -285,7 +288,7 @@ int bench_train(const BenchCommandOptions& options) {
     print_result("train_gradient_sync_share", median_sync / median);
   }
   const double peak_mib =
-      device.is_cuda() ? torch_compat::peak_cuda_memory_bytes() / 1048576.0 : peak_rss_mib();
+      device.is_cuda() ? cuda::peak_memory_bytes(device.index()) / 1048576.0 : peak_rss_mib();
   spdlog::info(
       "bench train: {} batch {} roi {}x{}x{} amp {}: median step {:.3f} s, {:.2f} samples/s, "
       "peak {} memory {:.0f} MiB ({} timed steps after {} warm-up, {} parameters)",

@@ -1,6 +1,7 @@
 #include "app/cli.h"
 
 #include <spdlog/spdlog.h>
+#include <torch/version.h>
 
 #include <CLI/CLI.hpp>
 #include <filesystem>
@@ -8,8 +9,10 @@
 
 #include "app/commands.h"
 #include "config/config_loader.h"
+#include "dist/collectives.h"
 #include "sagemaker/failure_file.h"
 #include "sagemaker/ml_paths.h"
+#include "util/cuda.h"
 #include "util/error.h"
 #include "util/log.h"
 
@@ -55,7 +58,10 @@ int run_cli(int argc, char** argv) {
                ": train, preprocess, infer and serve MONAI-compatible 3D U-Nets for brain-tumour "
                "segmentation on Amazon SageMaker",
                "medseg"};
-  app.set_version_flag("--version", "medseg " MEDSEG_VERSION);
+  // The build's LibTorch, CUDA and collective backends: which binary a job runs.
+  app.set_version_flag("--version", "medseg " MEDSEG_VERSION " (LibTorch " TORCH_VERSION ", " +
+                                        cuda::build_description() + ", " + available_backends() +
+                                        ")");
   app.require_subcommand(1);
   app.fallthrough();  // global options (--ml-root) may follow the command word
   std::string ml_root_flag;

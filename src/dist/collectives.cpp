@@ -20,7 +20,6 @@
 
 #include "util/error.h"
 #include "util/strings.h"
-#include "util/torch_compat.h"
 
 namespace medseg {
 namespace {
@@ -104,6 +103,17 @@ std::string resolve_backend(const std::string& configured, bool cuda_available) 
   throw ClientError("dist.backend '" + configured + "' is invalid: expected auto, nccl or gloo");
 }
 
+std::string available_backends() {
+  std::vector<std::string> backends;
+#ifdef USE_C10D_NCCL
+  backends.push_back("NCCL " + c10d::getNcclVersion());
+#endif
+#ifdef USE_C10D_GLOO
+  backends.push_back("Gloo");
+#endif
+  return backends.empty() ? "none" : join(backends, ", ");
+}
+
 struct Collectives::Groups {
   c10::intrusive_ptr<c10d::Store> store;
 #ifdef USE_C10D_GLOO
@@ -142,7 +152,7 @@ Collectives::Collectives(const DistEnv& env, const CollectivesOptions& options)
     store_options.numWorkers = world_size_;
     store_options.waitWorkers = true;
     store_options.timeout = timeout;
-    torch_compat::use_classic_tcpstore(store_options);
+    store_options.useLibUV = false;  // the libuv server (default since 2.4) is not needed here
     groups_->store = c10::make_intrusive<c10d::TCPStore>(master_address, store_options);
   } catch (const std::exception& error) {
     throw PlatformError("rendezvous failed on " + where + " (TCPStore " +

@@ -51,6 +51,9 @@ struct CollectivesOptions {
 // Throws ClientError for an unknown name, or for "nccl" when this build has no NCCL.
 std::string resolve_backend(const std::string& configured, bool cuda_available);
 
+// The collective backends this build has, with versions: "NCCL 2.28.9, Gloo" or "Gloo".
+std::string available_backends();
+
 class Collectives {
  public:
   // Joins the job: resolves the master (retrying DNS), connects to (or, on rank 0, serves) the

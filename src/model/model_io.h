@@ -6,7 +6,8 @@
 //   state = torch.load("model.pth")      # PyTorch >= 2.6: torch.load(..., weights_only=False)
 //   monai.networks.nets.UNet(spatial_dims=3, ...same options...).load_state_dict(state)  # strict
 // PyTorch >= 2.6 defaults to weights_only=True, which rejects the dict's type tag
-// (torch.jit._pickle.restore_type_tag); see torch_compat::kPythonLoadHint.
+// (torch.jit._pickle.restore_type_tag): pass weights_only=False, or allow-list that function with
+// torch.serialization.add_safe_globals.
 //
 // The resolved configuration does not go into the dict (MONAI's strict load would reject the
 // extra key); it is written as YAML beside the weights (model_config_path).

@@ -59,4 +59,15 @@ void set_learning_rate(torch::optim::Optimizer& optimizer, double learning_rate)
   for (auto& group : optimizer.param_groups()) group.options().set_lr(learning_rate);
 }
 
+void load_optimizer_state(torch::optim::Optimizer& optimizer,
+                          torch::serialize::InputArchive& archive) {
+  std::vector<std::unique_ptr<torch::optim::OptimizerOptions>> configured;
+  for (const auto& group : optimizer.param_groups()) configured.push_back(group.options().clone());
+  optimizer.load(archive);
+  auto& groups = optimizer.param_groups();
+  for (size_t i = 0; i < groups.size() && i < configured.size(); ++i) {
+    groups[i].set_options(std::move(configured[i]));
+  }
+}
+
 }  // namespace medseg

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <torch/optim/optimizer.h>
+#include <torch/serialize/input-archive.h>
 
 #include <memory>
 #include <vector>
@@ -20,5 +21,12 @@ double learning_rate_at(const OptimConfig& optim, const ScheduleConfig& schedule
                         int64_t total_steps);
 
 void set_learning_rate(torch::optim::Optimizer& optimizer, double learning_rate);
+
+// Restores the optimiser's state (moments, step counts) from a checkpoint archive written by
+// Optimizer::save. The options the optimiser was built with (learning rate, betas, weight decay,
+// momentum: the configuration) are kept: LibTorch 2.x's Optimizer::load would replace them with
+// the archive's.
+void load_optimizer_state(torch::optim::Optimizer& optimizer,
+                          torch::serialize::InputArchive& archive);
 
 }  // namespace medseg

@@ -32,11 +32,11 @@
 #include "train/losses.h"
 #include "train/optimizer.h"
 #include "util/clock.h"
+#include "util/cuda.h"
 #include "util/error.h"
 #include "util/json_file.h"
 #include "util/log.h"
 #include "util/random.h"
-#include "util/torch_compat.h"
 
 namespace medseg {
 namespace fs = std::filesystem;
@@ -234,9 +234,11 @@ double Trainer::State::train_step(const Batch& batch) {
           .to(at::kFloat);
   model->train();
   optimizer->zero_grad();
-  if (precision.autocast) torch_compat::set_cuda_autocast(true, precision.dtype);
-  const at::Tensor logits = model->forward(image);
-  if (precision.autocast) torch_compat::set_cuda_autocast(false, precision.dtype);
+  at::Tensor logits;
+  {
+    cuda::AutocastGuard autocast(precision.autocast, precision.dtype);
+    logits = model->forward(image);
+  }
   const at::Tensor loss = compute_loss(config().train.loss, logits, label);
   const double loss_value = loss.item<double>();
   if (!std::isfinite(loss_value) && !scaler->enabled()) {
@@ -283,10 +285,8 @@ DiceAccumulator Trainer::State::validate() {
     const at::Tensor image =
         at::from_blob(const_cast<float*>(data.image.data()), image_shape, at::kFloat).to(device);
     const at::Tensor logits = sliding_window_inference(image, options, [&](const at::Tensor& x) {
-      if (precision.autocast) torch_compat::set_cuda_autocast(true, precision.dtype);
-      at::Tensor out = model->forward(x);
-      if (precision.autocast) torch_compat::set_cuda_autocast(false, precision.dtype);
-      return out;
+      cuda::AutocastGuard autocast(precision.autocast, precision.dtype);
+      return model->forward(x);
     });
     const at::Tensor prediction = at::sigmoid(logits[0]).ge(window.threshold).cpu();
     const at::Tensor truth = at::from_blob(
@@ -484,7 +484,7 @@ bool Trainer::State::resume_from_checkpoint() {
   }
   torch::serialize::InputArchive optimizer_archive;
   archive.read("optimizer", optimizer_archive);
-  optimizer->load(optimizer_archive);
+  load_optimizer_state(*optimizer, optimizer_archive);
   at::Tensor rng_state;
   archive.read("rng/cpu", rng_state);
   at::Generator generator = at::detail::getDefaultCPUGenerator();  // a handle to the global one

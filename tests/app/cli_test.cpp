@@ -1,6 +1,7 @@
 #include "app/cli.h"
 
 #include <gtest/gtest.h>
+#include <torch/version.h>
 
 #include "test_support.h"
 
@@ -13,7 +14,14 @@ using testing::run_medseg;
 TEST(CliTest, VersionAndHelpListEveryCommand) {
   const CommandResult version = run_medseg({"--version"});
   EXPECT_EQ(version.exit_code, 0);
-  EXPECT_NE(version.output.find("medseg " MEDSEG_VERSION), std::string::npos);
+  EXPECT_NE(version.output.find("medseg " MEDSEG_VERSION " (LibTorch " TORCH_VERSION ", "),
+            std::string::npos)
+      << version.output;
+#ifdef USE_C10D_NCCL
+  EXPECT_NE(version.output.find(", NCCL 2."), std::string::npos) << version.output;
+#else
+  EXPECT_NE(version.output.find("no CUDA (CPU build), Gloo)"), std::string::npos) << version.output;
+#endif
   const CommandResult help = run_medseg({"--help"});
   EXPECT_EQ(help.exit_code, 0);
   for (const char* command : {"train", "preprocess", "infer", "serve", "synth", "bench"}) {

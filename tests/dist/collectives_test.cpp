@@ -254,5 +254,31 @@ TEST(CollectivesTest, ResolveBackend) {
   EXPECT_THROW(resolve_backend("mpi", false), ClientError);
 }
 
+// An NCCL process group of one rank on one GPU: rendezvous, broadcast, the gradient mean and
+// the metric sum go through NCCL and leave the values as they are.
+TEST(GpuCollectivesTest, NcclWorldOfOne) {
+  MEDSEG_REQUIRE_CUDA_DEVICES(1);
+  CollectivesOptions options;
+  options.backend = "nccl";
+  options.timeout_seconds = 60;
+  options.device = c10::Device(c10::kCUDA, 0);
+  options.group_for_one_worker = true;
+  DistEnv env;
+  env.master_port = 29561;
+  Collectives collectives(env, options);
+  const auto on_gpu = at::TensorOptions().device(options.device);
+  std::vector<at::Tensor> parameters = {at::full({1000}, 2.0, on_gpu).requires_grad_(true)};
+  parameters[0].mutable_grad() = at::full({1000}, 4.0, on_gpu);
+  collectives.broadcast_parameters(parameters);
+  collectives.allreduce_mean_gradients(parameters, int64_t{1} << 20);
+  std::vector<double> metrics = {1.5, -2.0};
+  collectives.allreduce_sum(metrics);
+  collectives.barrier();
+  EXPECT_EQ(max_difference(parameters[0].cpu(), at::full({1000}, 2.0)), 0.0);
+  EXPECT_EQ(max_difference(parameters[0].grad().cpu(), at::full({1000}, 4.0)), 0.0);
+  EXPECT_EQ(metrics, (std::vector<double>{1.5, -2.0}));
+  EXPECT_GT(collectives.last_sync_seconds(), 0.0);
+}
+
 }  // namespace
 }  // namespace medseg

@@ -160,5 +160,32 @@ TEST(DataParallelTest, AHostThatDiesMakesTheOtherFailCleanly) {
   EXPECT_NE(failure.find("rank"), std::string::npos) << failure;
 }
 
+// Two GPUs, two NCCL workers with batch 1 end with the weights of one GPU with batch 2.
+TEST(GpuDataParallelTest, TwoNcclWorkersWithBatch1EqualOneWorkerWithBatch2) {
+  MEDSEG_REQUIRE_CUDA_DEVICES(2);
+  testing::TempDir two, one;
+  const std::string sgd_on_gpu =
+      R"(, "optimizer": "sgd", "learning_rate": "0.01", "device": "cuda", "amp": "off")";
+  make_job(two.path(), hyperparameters(1, 2, free_port(), sgd_on_gpu));
+  make_job(one.path(), hyperparameters(2, 1, free_port(), sgd_on_gpu));
+  const testing::CommandResult parallel =
+      testing::run_medseg({"train"}, {"MEDSEG_ML_ROOT=" + two.path(), "NVIDIA_TF32_OVERRIDE=0"});
+  ASSERT_EQ(parallel.exit_code, 0) << parallel.output;
+  EXPECT_NE(parallel.output.find("(nccl backend"), std::string::npos) << parallel.output;
+  const testing::CommandResult single =
+      testing::run_medseg({"train"}, {"MEDSEG_ML_ROOT=" + one.path(), "NVIDIA_TF32_OVERRIDE=0"});
+  ASSERT_EQ(single.exit_code, 0) << single.output;
+  const std::vector<at::Tensor> a = trained_weights(two.path());
+  const std::vector<at::Tensor> b = trained_weights(one.path());
+  ASSERT_EQ(a.size(), b.size());
+  double worst = 0.0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double scale = std::max(b[i].abs().max().item<double>(), 1e-12);
+    worst = std::max(worst, (a[i] - b[i]).abs().max().item<double>() / scale);
+  }
+  std::printf("[ GPU DDP  ] max relative weight difference after 6 steps: %.3g\n", worst);
+  EXPECT_LT(worst, 1e-4);
+}
+
 }  // namespace
 }  // namespace medseg

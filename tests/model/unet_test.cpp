@@ -1,5 +1,6 @@
 #include "model/unet.h"
 
+#include <ATen/Context.h>
 #include <gtest/gtest.h>
 
 #include <iostream>
@@ -8,6 +9,8 @@
 #include <vector>
 
 #include "model/monai_fixtures.h"
+#include "test_support.h"
+#include "util/cuda.h"
 #include "util/error.h"
 
 namespace medseg {
@@ -103,6 +106,38 @@ TEST(UNetTest, RejectsInvalidOptionsNamingTheField) {
           << error.what();
     }
   }
+}
+
+// The network on a GPU computes what it computes on the CPU: fp32 (TF32 off) to round-off, and
+// bf16 autocast (what train.amp auto picks) close enough that thresholds at 0 rarely flip.
+TEST(GpuUNetTest, CudaForwardEqualsCpu) {
+  MEDSEG_REQUIRE_CUDA_DEVICES(1);
+  torch::manual_seed(5);
+  UNet unet(UNetOptions{});  // MONAI's default BraTS UNet
+  unet->eval();
+  const torch::Tensor input = torch::randn({2, 4, 64, 64, 32});
+  torch::NoGradGuard no_grad;
+  const torch::Tensor cpu = unet->forward(input);
+
+  at::globalContext().setAllowTF32CuDNN(false);
+  at::globalContext().setAllowTF32CuBLAS(false);
+  unet->to(torch::kCUDA);
+  const torch::Tensor cuda_fp32 = unet->forward(input.to(torch::kCUDA)).cpu();
+  torch::Tensor cuda_bf16;
+  {
+    cuda::AutocastGuard autocast(true, at::kBFloat16);
+    cuda_bf16 = unet->forward(input.to(torch::kCUDA)).to(torch::kFloat).cpu();
+  }
+  const double scale = cpu.abs().max().item<double>();
+  const double fp32_error = (cuda_fp32 - cpu).abs().max().item<double>() / scale;
+  const double bf16_error = (cuda_bf16 - cpu).abs().max().item<double>() / scale;
+  const double sign_flips = (cuda_bf16.gt(0) != cpu.gt(0)).to(torch::kFloat).mean().item<double>();
+  std::printf(
+      "[ GPU      ] CUDA fp32 vs CPU: %.3g; bf16 autocast vs CPU: %.3g (%.4f%% signs flip)\n",
+      fp32_error, bf16_error, 100 * sign_flips);
+  EXPECT_LT(fp32_error, 1e-4);
+  EXPECT_LT(bf16_error, 5e-2);
+  EXPECT_LT(sign_flips, 1e-2);
 }
 
 }  // namespace

@@ -85,8 +85,9 @@ TEST(DockerfileTest, BuildsWithTheScriptCiRuns) {
   for (const std::string& run : runs) {
     if (run.find("scripts/setup.sh") != std::string::npos) {
       ++setup_runs;
-      EXPECT_NE(run.find("MEDSEG_TORCH_PREFIX=/opt/libtorch"), std::string::npos) << run;
+      EXPECT_NE(run.find("scripts/setup.sh --cuda"), std::string::npos) << run;
       EXPECT_NE(run.find("MEDSEG_INSTALL_PREFIX=/usr/local"), std::string::npos) << run;
+      EXPECT_NE(run.find("MEDSEG_BUILD_TESTS=OFF"), std::string::npos) << run;
     }
   }
   EXPECT_EQ(setup_runs, 1);
@@ -94,12 +95,43 @@ TEST(DockerfileTest, BuildsWithTheScriptCiRuns) {
   EXPECT_NE(ci.find("scripts/test.sh"), std::string::npos);
   const std::string test_script = testing::read_text(source_file("scripts/test.sh"));
   EXPECT_NE(test_script.find("scripts/setup.sh"), std::string::npos);
-  // setup.sh must honour the variables the Dockerfile sets.
+  EXPECT_NE(test_script.find("scripts/setup.sh --cuda"), std::string::npos)
+      << "CI builds the CUDA binary the image ships";
+  // setup.sh must honour the variables and the option the Dockerfile uses.
   const std::string setup = testing::read_text(source_file("scripts/setup.sh"));
-  for (const char* variable :
-       {"MEDSEG_TORCH_PREFIX", "MEDSEG_BUILD_TESTS", "MEDSEG_INSTALL_PREFIX", "MEDSEG_BUILD_DIR"}) {
+  for (const char* variable : {"MEDSEG_BUILD_TESTS", "MEDSEG_INSTALL_PREFIX", "MEDSEG_BUILD_DIR"}) {
     EXPECT_NE(setup.find(std::string("${") + variable), std::string::npos) << variable;
   }
+  EXPECT_NE(setup.find("--cuda) cuda=ON"), std::string::npos);
+}
+
+TEST(DockerfileTest, UsesTheTorchWheelThisBuildUses) {
+  // LibTorch comes only from the pinned wheel that setup.sh installs: no other download.
+  const std::string text = testing::read_text(source_file("Dockerfile"));
+  EXPECT_EQ(text.find("pytorch.org"), std::string::npos);
+  EXPECT_EQ(text.find("torch=="), std::string::npos);
+  EXPECT_NE(testing::read_text(source_file("scripts/setup.sh")).find("scripts/requirements.txt"),
+            std::string::npos);
+
+  // The CUDA toolkit of the build stage is the CUDA version the wheel was built with
+  // (torch/version.py: cuda = '13.0' <-> cuda-toolkit-13-0).
+  const std::string version_py = testing::read_text(std::string(MEDSEG_TORCH_DIR) + "/version.py");
+  std::smatch cuda;
+  ASSERT_TRUE(std::regex_search(version_py, cuda, std::regex(R"(\ncuda[^=\n]*=\s*'(\d+)\.(\d+)')")))
+      << version_py;
+  EXPECT_NE(text.find("ARG CUDA_PACKAGE_VERSION=" + cuda[1].str() + "-" + cuda[2].str()),
+            std::string::npos)
+      << "torch was built with CUDA " << cuda[1] << "." << cuda[2];
+
+  // The runtime stage copies the wheel's libraries from the virtual environment setup.sh makes,
+  // whose site-packages folder is named after the Python version (Debian 12: 3.11).
+  const std::string site_packages =
+      std::filesystem::path(MEDSEG_TORCH_DIR).parent_path().lexically_relative(MEDSEG_SOURCE_DIR);
+  if (site_packages.rfind(".venv/", 0) == 0) {
+    EXPECT_NE(text.find("site=/src/" + site_packages + " "), std::string::npos) << site_packages;
+  }
+  EXPECT_NE(text.find(R"(cp -a "$site"/torch/lib/. "$site"/nvidia/*/lib/. /runtime-libs/)"),
+            std::string::npos);
 }
 
 TEST(DockerfileTest, CopiedSourcesExistAndInstallPathsMatchTheBinary) {
@@ -139,8 +171,10 @@ TEST(DockerfileTest, InstalledLayoutFindsTheShippedConfig) {
   testing::TempDir root;
   testing::make_ml_root(root.path(), "{}");
   const testing::CommandResult result =
-      testing::run_shell("MEDSEG_ML_ROOT='" + root.path() + "' '" + prefix.file("bin/medseg") +
-                         "' train --print-config 2>&1 && MEDSEG_ML_ROOT='" + root.path() + "' '" +
+      // The image finds LibTorch through ld.so.conf; here the wheel's folder stands in for it.
+      testing::run_shell("export LD_LIBRARY_PATH='" + std::string(MEDSEG_TORCH_DIR) +
+                         "/lib' MEDSEG_ML_ROOT='" + root.path() + "'; '" +
+                         prefix.file("bin/medseg") + "' train --print-config 2>&1 && '" +
                          prefix.file("bin/medseg") + "' train --set epochs=2 2>&1");
   EXPECT_NE(result.output.find("config layer: " + prefix.path() + "/share/medseg/brats_unet.yaml"),
             std::string::npos)

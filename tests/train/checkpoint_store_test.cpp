@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "test_support.h"
+#include "train/optimizer.h"
 #include "util/error.h"
 
 namespace medseg {
@@ -465,8 +466,9 @@ TEST(CheckpointStoreTest, ModelAndAdamStateRoundTripBitForBit) {
 
   torch::manual_seed(99);  // a different initialisation, overwritten by the load
   torch::nn::Sequential restored = make_model();
-  // Adam::load restores the moments and step counts but NOT the options (lr, betas, weight
-  // decay): the optimizer must be built with the same options as the original (from the config).
+  // load_optimizer_state restores the moments and step counts but keeps the options the
+  // optimiser was built with (lr, betas, weight decay: the configuration), which LibTorch 2.x's
+  // Optimizer::load alone would replace with the checkpoint's.
   torch::optim::Adam restored_adam(restored->parameters(), adam_options);
   torch::optim::Adam other_options_adam(restored->parameters(), torch::optim::AdamOptions(1.0));
   {
@@ -480,8 +482,8 @@ TEST(CheckpointStoreTest, ModelAndAdamStateRoundTripBitForBit) {
     }
     InputArchive optimizer_archive;
     archive.read("optimizer", optimizer_archive);
-    restored_adam.load(optimizer_archive);
-    other_options_adam.load(optimizer_archive);
+    load_optimizer_state(restored_adam, optimizer_archive);
+    load_optimizer_state(other_options_adam, optimizer_archive);
   }
   EXPECT_DOUBLE_EQ(
       static_cast<const torch::optim::AdamOptions&>(other_options_adam.param_groups()[0].options())
