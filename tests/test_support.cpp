@@ -135,6 +135,18 @@ std::vector<float> read_float32_file(const std::string& repo_relative_path) {
   return values;
 }
 
+CommandResult run_python(const std::string& arguments) {
+  CommandResult result = run_shell("cd " + shell_quote(MEDSEG_SOURCE_DIR) +
+                                   " && PYTHONWARNINGS=ignore::FutureWarning " +
+                                   shell_quote(MEDSEG_PYTHON) + " " + arguments);
+  if (result.exit_code != 0) {
+    result.output += "\n(" + std::string(MEDSEG_PYTHON) +
+                     " failed: the tests that compare with MONAI need the project's Python "
+                     "environment with torch, MONAI and nibabel, which scripts/setup.sh installs)";
+  }
+  return result;
+}
+
 std::string missing_cuda_devices(int count) {
 #ifdef MEDSEG_WITH_CUDA
   const int available = static_cast<int>(torch::cuda::device_count());

@@ -46,6 +46,11 @@ CommandResult run_medseg(const std::vector<std::string>& arguments,
 // Runs a shell command line, capturing its output.
 CommandResult run_shell(const std::string& command_line);
 
+// Runs `arguments` (a script path relative to the repository, and its options; shell syntax)
+// from the repository root with the project's Python (MEDSEG_PYTHON: the virtual environment
+// scripts/setup.sh makes, with torch, MONAI and nibabel). A failure's output says so.
+CommandResult run_python(const std::string& arguments);
+
 }  // namespace medseg::testing
 
 namespace medseg::testing {

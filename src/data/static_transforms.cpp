@@ -1,7 +1,10 @@
 // The .cpp follows the header's order. Where a computation looks roundabout, it repeats the
-// arithmetic of MONAI 1.4 / torch 1.13 / numpy operation by operation (the source is named), so
-// that round-off, and with it nearest-neighbour ties, falls the same way.
+// arithmetic of MONAI / torch 2.x / numpy operation by operation (the source is named), so that
+// round-off, and with it nearest-neighbour ties, falls the same way.
 #include "data/static_transforms.h"
+
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/linspace.h>
 
 #include <algorithm>
 #include <cmath>
@@ -281,40 +284,17 @@ SpacingGeometry spacing_geometry(const Mat4& affine, const std::array<int64_t, 3
 
 // ----------------------------------------------------------------------------- Spacing sampling
 
-// affine_grid's base coordinates: torch 1.13 at::linspace(-1, 1, steps) in float64 on CPU
-// (RangeFactoriesKernel.cpp, AVX2 kernel): blocks of two SIMD vectors take base + k * step from
-// the vector's first index, the tail is computed per element with an FMA; the first half counts
-// from -1, the second from +1; then * (steps - 1) / steps (align_corners=False). Verified
-// bit for bit against LibTorch 1.13 for the fixture and Task01 sizes.
-constexpr int kTorchDoubleVectorSize = 4;  // Vectorized<double>::size() of the AVX2 kernels
-
+// affine_grid's base coordinates (align_corners=False): at::linspace(-1, 1, steps) in float64,
+// then * (steps - 1) / steps. Computed by the LibTorch medseg links, the one inside Python's torch:
+// its CPU kernel (vector width by CPU capability, FMA order) decides the last bits of each
+// coordinate, and with them nearest-neighbour ties, so it is called rather than rewritten.
 std::vector<double> torch_base_grid(int64_t steps) {
-  std::vector<double> out(steps, 0.0);
-  if (steps <= 1) return out;  // affine_grid's linspace_from_neg_one: a single 0
-  const double start = -1.0, end = 1.0;
-  const double step = (end - start) / static_cast<double>(steps - 1);
-  const int64_t halfway = steps / 2;
-  auto element = [&](int64_t idx) {
-    return idx < halfway ? std::fma(step, static_cast<double>(idx), start)
-                         : std::fma(-step, static_cast<double>(steps - idx - 1), end);
-  };
-  const int64_t vec = kTorchDoubleVectorSize;
-  int64_t i = 0;
-  for (; i + 2 * vec <= steps; i += 2 * vec) {
-    for (int64_t half = 0; half < 2; ++half) {
-      const int64_t first = i + half * vec;
-      const double base = element(first);
-      for (int64_t k = 0; k < vec; ++k) {
-        out[first + k] = k == 0 ? base : base + static_cast<double>(k) * step;
-      }
-    }
-  }
-  for (; i < steps; ++i) out[i] = element(i);
-  // range * (steps - 1) / steps (align_corners=False)
-  for (int64_t j = 0; j < steps; ++j) {
-    out[j] = out[j] * static_cast<double>(steps - 1) / static_cast<double>(steps);
-  }
-  return out;
+  if (steps <= 1) return std::vector<double>(1, 0.0);  // linspace_from_neg_one: a single 0
+  const at::Tensor range = at::linspace(-1.0, 1.0, steps, at::TensorOptions().dtype(at::kDouble))
+                               .mul(at::Scalar(steps - 1))
+                               .div(at::Scalar(steps));
+  const double* values = range.data_ptr<double>();
+  return std::vector<double>(values, values + steps);
 }
 
 // MONAI normalize_transform(shape, align_corners=False): [diag(2 / n), 1 / n - 1].
@@ -406,8 +386,8 @@ SamplingPlan make_plan(const Mat4& in_affine, const Mat4& out_affine,
 
 // Linear interpolation taps of one axis (torch grid_sampler_3d, bilinear): floor, floor + 1
 // (clamped: its weight is 0 there), weights (i0 + 1 - c, c - i0); and the nearest index, which
-// torch 1.13's 3-D grid_sampler takes with std::round (half away from zero; checked against
-// LibTorch on the fixtures' .5 ties, where nearbyint's half-to-even disagrees).
+// torch 2.x's 3-D grid_sampler takes with nearbyint (half to even; torch 1.13 rounded half away
+// from zero). Checked against MONAI on the .5 ties of the half_ties fixture.
 struct Taps {
   int64_t i0, i1;
   double w0, w1;
@@ -422,7 +402,7 @@ Taps taps_for(double coord, int64_t size) {
   t.i1 = std::min(t.i0 + 1, size - 1);
   t.w0 = (floor_coord + 1.0) - coord;
   t.w1 = coord - floor_coord;
-  t.nearest = static_cast<int64_t>(std::round(coord));
+  t.nearest = static_cast<int64_t>(std::nearbyint(coord));
   t.near_tie = std::fabs(t.w1 - 0.5) < 1e-6;
   return t;
 }
@@ -509,9 +489,9 @@ void resample(const SamplingPlan& plan, int64_t image_channels, const std::vecto
           const Taps& pz = tz[z];
           int64_t ix = px.nearest, iy = py.nearest, iz = pz.nearest;
           if (plan.axis_aligned) {  // ties: the exact coordinate of this voxel decides
-            if (px.near_tie) ix = static_cast<int64_t>(std::round(plan.source(0, x, y, z)));
-            if (py.near_tie) iy = static_cast<int64_t>(std::round(plan.source(1, x, y, z)));
-            if (pz.near_tie) iz = static_cast<int64_t>(std::round(plan.source(2, x, y, z)));
+            if (px.near_tie) ix = static_cast<int64_t>(std::nearbyint(plan.source(0, x, y, z)));
+            if (py.near_tie) iy = static_cast<int64_t>(std::nearbyint(plan.source(1, x, y, z)));
+            if (pz.near_tie) iz = static_cast<int64_t>(std::nearbyint(plan.source(2, x, y, z)));
           }
           nearest_offset[z] = ix * sx + iy * sy + iz;
         }

@@ -22,8 +22,8 @@ TEST(SlidingWindowTest, WindowStartsFollowMonai) {
   EXPECT_EQ(window_starts(17, 8, 0.5), (std::vector<int64_t>{0, 4, 8, 9}));
 }
 
-TEST(SlidingWindowTest, MatchesMonaiForEveryBlendAndPadding) {
-  for (const nlohmann::json& fixture : testing::train_fixture_manifest()["sliding_window"]) {
+void expect_sliding_window_matches_monai(const std::string& dir) {
+  for (const nlohmann::json& fixture : testing::train_fixture_manifest(dir)["sliding_window"]) {
     SlidingWindowOptions options;
     const std::vector<int64_t> roi = fixture["roi"].get<std::vector<int64_t>>();
     options.roi_size = {roi[0], roi[1], roi[2]};
@@ -32,12 +32,27 @@ TEST(SlidingWindowTest, MatchesMonaiForEveryBlendAndPadding) {
     options.batch_size = fixture["batch_size"].get<int64_t>();
     const at::Tensor weights = pattern(options.roi_size);
     const at::Tensor output = sliding_window_inference(
-        testing::fixture_tensor(fixture["input"]), options, [&](const at::Tensor& windows) {
+        testing::fixture_tensor(fixture["input"], dir), options, [&](const at::Tensor& windows) {
           return at::cat({windows * weights, windows.slice(1, 0, 1) * 2 * weights}, 1);
         });
-    const at::Tensor expected = testing::fixture_tensor(fixture["output"]);
-    ASSERT_EQ(output.sizes(), expected.sizes()) << fixture["name"];
-    EXPECT_LT((output - expected).abs().max().item<double>(), 1e-5) << fixture["name"];
+    const at::Tensor expected = testing::fixture_tensor(fixture["output"], dir);
+    ASSERT_EQ(output.sizes(), expected.sizes()) << fixture;
+    EXPECT_LT((output - expected).abs().max().item<double>(), 1e-5) << fixture;
+  }
+}
+
+TEST(SlidingWindowTest, MatchesMonaiForEveryBlendAndPadding) {
+  expect_sliding_window_matches_monai(testing::kTrainFixtureDir);
+}
+
+// Fresh images, window sizes (smaller and larger than the image), overlaps and window batches,
+// with the project's MONAI computing the reference.
+TEST(SlidingWindowLiveMonaiTest, MatchesMonaiOnFreshShapesAndOverlaps) {
+  for (const int seed : {41, 42, 43}) {
+    testing::TempDir dir;
+    testing::make_live_train_fixtures(dir.path(), seed);
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    expect_sliding_window_matches_monai(dir.path());
   }
 }
 

@@ -108,17 +108,8 @@ TEST(ModelIoTest, RejectsMissingAndCorruptFiles) {
 
 // Python's torch.load + MONAI's UNet.load_state_dict(strict=True) accept C++-written model.pth
 // files and compute the same output, for the default network and the conv-only and stride-1
-// variants. Needs /usr/bin/python3 with torch and MONAI 1.4 (PYTHONPATH from MEDSEG_MONAI_PATH,
-// default /tmp/monai); skipped where they are absent. One Python process (~7 s of imports).
+// variants, with the project's torch and MONAI (scripts/setup.sh). One Python process.
 TEST(ModelIoTest, PythonMonaiLoadsCppModelStrictly) {
-  const char* monai_path_env = std::getenv("MEDSEG_MONAI_PATH");
-  const std::string python =
-      "PYTHONPATH=" + std::string(monai_path_env ? monai_path_env : "/tmp/monai") +
-      " /usr/bin/python3";
-  if (testing::run_shell(python + " -c 'import torch, monai.networks.nets'").exit_code != 0) {
-    GTEST_SKIP() << "needs /usr/bin/python3 with torch and MONAI (set MEDSEG_MONAI_PATH to a "
-                    "MONAI 1.4 source tree; default /tmp/monai)";
-  }
   TempDir dir;
   // 32^3: MONAI's InstanceNorm rejects the default network's 1x1x1 bottom at 16^3.
   torch::manual_seed(7);
@@ -142,8 +133,7 @@ TEST(ModelIoTest, PythonMonaiLoadsCppModelStrictly) {
   }
   testing::write_text(dir.file("jobs.json"), jobs.dump());
   const auto result =
-      testing::run_shell(python + " " + MEDSEG_SOURCE_DIR + "/tests/model/monai_load_check.py " +
-                         dir.file("jobs.json"));
+      testing::run_python("tests/model/monai_load_check.py " + dir.file("jobs.json"));
   ASSERT_EQ(result.exit_code, 0) << result.output;
   std::cout << result.stdout_text;
 

@@ -9,17 +9,33 @@
 namespace medseg {
 namespace {
 
-TEST(DiceMetricTest, MatchesMonaiAndSkipsEmptyGroundTruth) {
-  const nlohmann::json fixture = testing::train_fixture_manifest()["dice_metric"];
-  const at::Tensor prediction = testing::fixture_tensor(fixture["prediction"]);
-  const at::Tensor truth = testing::fixture_tensor(fixture["truth"]);
+// Accumulates the fixture's cases one by one; returns the accumulator after checking its means.
+DiceAccumulator expect_dice_matches_monai(const std::string& dir) {
+  const nlohmann::json fixture = testing::train_fixture_manifest(dir)["dice_metric"];
+  const at::Tensor prediction = testing::fixture_tensor(fixture["prediction"], dir);
+  const at::Tensor truth = testing::fixture_tensor(fixture["truth"], dir);
   DiceAccumulator dice(3);
   for (int64_t n = 0; n < prediction.size(0); ++n) dice.add_case(prediction[n], truth[n]);
-  EXPECT_EQ(dice.counts()[1], 2);  // case 2's empty channel 1 is skipped
   for (int64_t c = 0; c < 3; ++c) {
     EXPECT_NEAR(dice.channel_mean(c), fixture["per_channel"][c].get<double>(), 1e-6) << c;
   }
   EXPECT_NEAR(dice.mean(), fixture["mean"].get<double>(), 1e-6);
+  return dice;
+}
+
+TEST(DiceMetricTest, MatchesMonaiAndSkipsEmptyGroundTruth) {
+  const DiceAccumulator dice = expect_dice_matches_monai(testing::kTrainFixtureDir);
+  EXPECT_EQ(dice.counts()[1], 2);  // case 2's empty channel 1 is skipped
+}
+
+// Fresh predictions, truths and shapes, with the project's MONAI computing the reference.
+TEST(DiceMetricLiveMonaiTest, MatchesMonaiOnFreshInputs) {
+  for (const int seed : {31, 32}) {
+    testing::TempDir dir;
+    testing::make_live_train_fixtures(dir.path(), seed);
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    expect_dice_matches_monai(dir.path());
+  }
 }
 
 TEST(DiceMetricTest, MergingRanksEqualsOneAccumulator) {

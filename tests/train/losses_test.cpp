@@ -7,13 +7,25 @@
 namespace medseg {
 namespace {
 
-TEST(LossesTest, DiceMatchesMonai) {
-  const nlohmann::json fixture = testing::train_fixture_manifest()["losses"];
-  const at::Tensor logits = testing::fixture_tensor(fixture["logits"]);
-  const at::Tensor target = testing::fixture_tensor(fixture["target"]);
+void expect_losses_match_monai(const std::string& dir) {
+  const nlohmann::json fixture = testing::train_fixture_manifest(dir)["losses"];
+  const at::Tensor logits = testing::fixture_tensor(fixture["logits"], dir);
+  const at::Tensor target = testing::fixture_tensor(fixture["target"], dir);
   EXPECT_NEAR(dice_loss(logits, target).item<double>(), fixture["dice"].get<double>(), 1e-6);
   EXPECT_NEAR(compute_loss("dice_bce", logits, target).item<double>(),
               fixture["dice_bce"].get<double>(), 1e-6);
+}
+
+TEST(LossesTest, DiceMatchesMonai) { expect_losses_match_monai(testing::kTrainFixtureDir); }
+
+// Fresh inputs and shapes, with the project's MONAI computing the reference.
+TEST(LossesLiveMonaiTest, DiceAndDiceBceMatchMonaiOnFreshInputs) {
+  for (const int seed : {21, 22}) {
+    testing::TempDir dir;
+    testing::make_live_train_fixtures(dir.path(), seed);
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    expect_losses_match_monai(dir.path());
+  }
 }
 
 TEST(LossesTest, PerfectPredictionHasNearZeroLossAndGradientsFlow) {

@@ -10,14 +10,21 @@ What it writes (all raw arrays are little-endian, C order, described in manifest
                    unet/input.bin). unet/default/weights.json has names/shapes only (no values).
   manifest.json    everything the C++ tests need (shapes, affines, files, versions, facts).
 
-Made with MONAI 1.4.0 (tag 1.4.0, commit 46a5272196a6c2590ca2589029eed8e4d56ff008), Debian 12
-python3-torch 1.13, numpy 1.24, nibabel 5.0. MONAI is only imported, never copied here.
+Made with the versions pinned in scripts/requirements*.txt (MONAI 1.6.1, torch 2.11, nibabel
+5.4; manifest.json records them) on an AVX-512 CPU (torch's linspace kernel, and with it the last
+bits of the resampling grid, follows the CPU). MONAI is only imported, never copied here.
 
-Regenerate (Debian 12: apt-get install python3-torch python3-nibabel python3-numpy python3-scipy):
-  git clone --branch 1.4.0 https://github.com/Project-MONAI/MONAI /tmp/monai   # or git archive
-  PYTHONPATH=/tmp/monai /usr/bin/python3 tests/data/monai/make_fixtures.py
+Regenerate, after scripts/setup.sh made the project's Python environment:
+  .venv/bin/python tests/data/monai/make_fixtures.py
 The script is deterministic (fixed seeds); it rewrites its output folders in place.
+
+Fresh cases for the live comparison the tests run with the project's MONAI (scripts/setup.sh):
+  .venv/bin/python tests/data/monai/make_fixtures.py --out DIR --seed N --random-geometry --static-only
+draws new shapes, voxel sizes, rotations, translations, pixdims and contents from the seed for
+the same kinds of case (LPS, oblique qform-only, int16 with scaling, NIfTI-2, ...) and writes the
+same layout (DIR/manifest.json, DIR/static/<case>/...).
 """
+import argparse
 import gzip
 import json
 import math
@@ -37,7 +44,7 @@ from monai.networks.nets import UNet
 from monai.transforms import (EnsureChannelFirstd, LoadImaged, NormalizeIntensityd, Orientationd,
                               Spacingd)
 
-OUT = Path(__file__).resolve().parent
+OUT = Path(__file__).resolve().parent  # --out replaces it
 assert sys.byteorder == "little"
 
 
@@ -141,6 +148,28 @@ CASES = [
          sform_code=1, qform_code=1, pixdim=(1.5, 1.0, 1.0),
          what="exact 2x upsampling: every odd output voxel samples a .5 position (nearest ties)"),
 ]
+
+
+def random_geometry(case, rng):
+    """The case with shape, voxel size, rotation, translation and pixdim drawn from `rng`; the
+    kind of case (orientation class, dtype, header codes, file format) stays."""
+    case = dict(case)
+    if case["name"] == "half_ties":
+        return case  # exact 2x upsampling by construction
+    shape = tuple(int(n) for n in rng.integers(9, 26, 3))
+    zooms = rng.uniform(0.7, 3.0, 3)
+    # The voxel axes' directions: the case's own (a signed permutation: LPS, LAS, P/S/R, ...), or
+    # for the oblique case a new rotation about all three axes.
+    direction = case["aff"][:3, :3] / np.linalg.norm(case["aff"][:3, :3], axis=0)
+    if case["name"] == "oblique":
+        direction = rot(2, rng.uniform(-40, 40)) @ rot(0, rng.uniform(-40, 40)) @ rot(1, rng.uniform(-15, 15))
+    rzs = direction @ np.diag(zooms)
+    pixdim = tuple(float(p) for p in rng.uniform(0.8, 2.6, 3))
+    if case["name"] == "zeros_channel":
+        pixdim = tuple(float(z) for z in zooms)  # Spacing stays a no-op
+    case.update(shape=shape, aff=affine(rzs, rng.uniform(-30, 30, 3)), pixdim=pixdim,
+                what=case["what"] + " (random geometry)")
+    return case
 
 
 def make_inputs(case, rng, d):
@@ -311,14 +340,23 @@ def unet_fixtures():
 
 # ----------------------------------------------------------------------------- main
 def main():
-    for sub in ("static", "unet"):
+    global OUT
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=OUT, help="output folder (default: beside this script)")
+    parser.add_argument("--seed", type=int, default=20240601)
+    parser.add_argument("--random-geometry", action="store_true", help="draw each case's geometry from the seed")
+    parser.add_argument("--static-only", action="store_true", help="skip the UNet fixtures")
+    args = parser.parse_args()
+    OUT = args.out.resolve()
+    OUT.mkdir(parents=True, exist_ok=True)
+    for sub in ("static",) if args.static_only else ("static", "unet"):
         shutil.rmtree(OUT / sub, ignore_errors=True)
     (OUT / "static").mkdir()
-    rng = np.random.default_rng(20240601)
+    rng = np.random.default_rng(args.seed)
     manifest = {
         "generator": "tests/data/monai/make_fixtures.py",
         "monai_version": monai.__version__,
-        "monai_commit": "46a5272196a6c2590ca2589029eed8e4d56ff008",
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch_version": torch.__version__, "numpy_version": np.__version__, "nibabel_version": nib.__version__,
         "raw_arrays": "little-endian, C order; image float32 [C,X,Y,Z]; label uint8 [3,X,Y,Z] = TC, WT, ET",
         "pipeline": ["LoadImaged(keys=[image,label])  # image_only=True, dtype float32",
@@ -329,9 +367,13 @@ def main():
                      "NormalizeIntensityd(keys=image, nonzero=True, channel_wise=True)"],
         "cases": {},
     }
+    manifest["seed"] = args.seed
     for case in CASES:
+        if args.random_geometry:
+            case = random_geometry(case, rng)
         manifest["cases"][case["name"]] = static_case(case, rng)
-    manifest["unet"] = unet_fixtures()
+    if not args.static_only:
+        manifest["unet"] = unet_fixtures()
     (OUT / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     for name, e in manifest["cases"].items():
         print(name, e["loaded"]["image_shape"], "->", e["spacing"]["output_shape"], "->",
@@ -339,7 +381,7 @@ def main():
               "corner0:", e["spacing"]["voxel0_maps_to_input_voxel0"],
               "nibabel==loaded:", e["loaded"]["affine_equals_nibabel"],
               "norm-recompute:", e["final"]["matches_torch_scalar_recompute_bitwise"])
-    for name, e in manifest["unet"]["configs"].items():
+    for name, e in manifest.get("unet", {"configs": {}})["configs"].items():
         print(name, e["num_parameters"], e["num_state_dict_tensors"])
 
 
