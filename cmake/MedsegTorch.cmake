@@ -43,7 +43,11 @@ if(MEDSEG_CUDA)
       set_property(TARGET ${_target} PROPERTY INTERFACE_INCLUDE_DIRECTORIES ${_torch_include_dirs})
     endif()
   endforeach()
-  target_link_libraries(medseg_torch INTERFACE ${TORCH_LIBRARIES})
+  # torch_cuda_library (torch_cuda and torch_cpu, kept even where no symbol is referenced, so
+  # their kernels register; c10, c10_cuda and the CUDA runtime) rather than TORCH_LIBRARIES: that
+  # adds libtorch.so, a shim that exports its own std::filesystem functions, which then shadow
+  # libstdc++'s in medseg and crash (remove_all jumps to address 0).
+  target_link_libraries(medseg_torch INTERFACE torch_cuda_library)
   # ProcessGroupNCCL.hpp includes nccl.h: the header of the NCCL the wheel ships (nvidia-nccl-*),
   # else the system's.
   find_path(MEDSEG_NCCL_INCLUDE_DIR nccl.h
@@ -60,7 +64,7 @@ else()
   # What the wheel's torch_cpu target defines for its users (share/cmake/Caffe2/Caffe2Targets.cmake).
   target_compile_definitions(medseg_torch INTERFACE USE_DISTRIBUTED USE_C10D_GLOO)
   target_link_libraries(medseg_torch INTERFACE ${MEDSEG_TORCH_CPU_LIBRARY} ${MEDSEG_C10_LIBRARY})
-  file(STRINGS "${MEDSEG_TORCH_DIR}/include/torch/csrc/api/include/torch/version.h" _version_line
-       REGEX "define TORCH_VERSION \"")
-  message(STATUS "medseg: CPU build against LibTorch ${_version_line} (${MEDSEG_TORCH_DIR})")
+  file(STRINGS "${MEDSEG_TORCH_DIR}/version.py" _version_line REGEX "^__version__")
+  string(REGEX REPLACE ".*'(.*)'.*" "\\1" _version "${_version_line}")
+  message(STATUS "medseg: CPU build against LibTorch ${_version} (${MEDSEG_TORCH_DIR})")
 endif()
