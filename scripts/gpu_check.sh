@@ -58,15 +58,16 @@ mkdir -p /tmp/sysroot
 for f in .device/debs/*.deb; do dpkg -x "$f" /tmp/sysroot; done
 export LD_LIBRARY_PATH="/tmp/sysroot/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export PATH="/usr/local/cuda/bin:$PATH"
-cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DMEDSEG_CUDA=ON \
+build_dir="${MEDSEG_BUILD_DIR:-build-cuda}"
+cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMEDSEG_CUDA=ON \
   -DMEDSEG_TORCH_DIR="$torch_dir" -DMEDSEG_PYTHON="$python" -DCMAKE_PREFIX_PATH=/tmp/sysroot/usr \
   | grep -E '^-- medseg:|Error' || true
-cmake --build build-cuda -j "$(nproc)" | tail -1
-record "build: $((SECONDS - started)) s; $(build-cuda/medseg --version)"
+cmake --build "$build_dir" -j "$(nproc)" | tail -1
+record "build: $((SECONDS - started)) s; $("$build_dir"/medseg --version)"
 
 # 2. The GPU tests.
 set +e
-ctest --test-dir build-cuda -L gpu --output-on-failure --timeout 300 > "$results_dir/gpu_tests.log" 2>&1
+ctest --test-dir "$build_dir" -L gpu --output-on-failure --timeout 300 > "$results_dir/gpu_tests.log" 2>&1
 tests_status=$?
 set -e
 grep -E '^\[ GPU|tests passed|\(Failed\)|\(Skipped\)|Not Run' "$results_dir/gpu_tests.log" \
@@ -76,7 +77,7 @@ record "gpu tests: exit $tests_status after $((SECONDS - started)) s"
 # 3. medseg's training step.
 for amp in bf16 off; do
   for batch in 2 4 8; do
-    out="$(build-cuda/medseg bench train --device cuda --roi 128 128 64 --batch "$batch" \
+    out="$("$build_dir"/medseg bench train --device cuda --roi 128 128 64 --batch "$batch" \
            --amp "$amp" --warmup 5 --steps 20 2>&1)" || out="error: $(echo "$out" | tail -2)"
     sps="$(echo "$out" | sed -n 's/^train_samples_per_second=//p')"
     mib="$(echo "$out" | sed -n 's/^train_peak_memory_mib=//p')"

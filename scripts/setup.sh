@@ -7,7 +7,8 @@
 #   scripts/setup.sh --deps-only  packages and Python environment only
 #
 # LibTorch is PyPI's torch wheel, pinned in scripts/requirements.txt and installed into the
-# virtual environment .venv (git-ignored; pip's download cache makes a second setup fast). With
+# virtual environment .venv (git-ignored; the downloaded wheels are kept, so a second setup does
+# not download again). With
 # MEDSEG_BUILD_TESTS=ON the test tools of scripts/requirements-test.txt (MONAI, nibabel) go there
 # too.
 #
@@ -16,6 +17,7 @@
 #   MEDSEG_BUILD_TYPE      CMake build type (default: Release)
 #   MEDSEG_BUILD_TESTS     ON or OFF (default: ON)
 #   MEDSEG_VENV            the virtual environment (default: .venv in the project)
+#   MEDSEG_WHEELHOUSE      where downloaded wheels are kept (default: ~/.cache/medseg/wheels)
 #   MEDSEG_TORCH_DIR       build against this torch package folder instead (e.g. a GPU machine's
 #                          preinstalled torch); no virtual environment is made then
 #   MEDSEG_INSTALL_PREFIX  when set, `cmake --install` into it after building
@@ -64,8 +66,16 @@ if [ -z "${MEDSEG_TORCH_DIR:-}" ]; then
   if [ "$(cat "$venv/.medseg-requirements" 2>/dev/null)" != "$stamp" ]; then
     echo "setup: installing ${requirements[*]} into $venv"
     [ -x "$venv/bin/python" ] || /usr/bin/python3 -m venv "$venv"
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check \
-      $(printf -- '-r %s ' "${requirements[@]}")
+    # Wheels are kept in a download folder outside the project, so a second setup (a fresh clone,
+    # a new virtual environment) installs without downloading.
+    wheelhouse="${MEDSEG_WHEELHOUSE:-$HOME/.cache/medseg/wheels}"
+    pip=("$venv/bin/python" -m pip -q --disable-pip-version-check)
+    requirement_args=($(printf -- '-r %s ' "${requirements[@]}"))
+    if ! "${pip[@]}" install --no-index --find-links "$wheelhouse" "${requirement_args[@]}" \
+         2>/dev/null; then
+      "${pip[@]}" download -d "$wheelhouse" "${requirement_args[@]}"
+      "${pip[@]}" install --no-index --find-links "$wheelhouse" "${requirement_args[@]}"
+    fi
     echo "$stamp" > "$venv/.medseg-requirements"
   fi
   MEDSEG_TORCH_DIR="$("$venv/bin/python" -c \

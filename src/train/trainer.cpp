@@ -31,6 +31,7 @@
 #include "train/loss_scaler.h"
 #include "train/losses.h"
 #include "train/optimizer.h"
+#include "train/training_checkpoint.h"
 #include "util/clock.h"
 #include "util/cuda.h"
 #include "util/error.h"
@@ -411,31 +412,22 @@ bool Trainer::State::checkpoint_due() const {
 void Trainer::State::save_checkpoint(int64_t epoch, int64_t next_step, const char* reason) {
   last_checkpoint = Clock::now();
   if (!main()) return;  // every rank holds the same weights; rank 0 writes them
+  CheckpointMeta meta;
+  meta.reason = reason;
+  meta.epoch = epoch;
+  meta.next_step = next_step;
+  meta.global_step = global_step;
+  meta.world_size = dist.world_size;
+  meta.compatibility_key = compatibility_key();
+  meta.config_yaml = config_to_yaml(resolved);
+  meta.history = history;
+  meta.best_mean_dice = summary.best_mean_dice;
+  meta.best_epoch = summary.best_epoch;
+  meta.loss_scale = scaler->scale();
+  meta.loss_scale_good_steps = scaler->good_steps();
+  meta.last_loss = summary.last_loss;
   torch::serialize::OutputArchive archive;
-  for (const auto& parameter : model->named_parameters()) {
-    archive.write("model/" + parameter.key(), parameter.value().detach().cpu());
-  }
-  torch::serialize::OutputArchive optimizer_archive;
-  optimizer->save(optimizer_archive);
-  archive.write("optimizer", optimizer_archive);
-  archive.write("rng/cpu", at::detail::getDefaultCPUGenerator().get_state());
-  const nlohmann::json meta = {
-      {"format_version", 1},
-      {"reason", reason},
-      {"epoch", epoch},
-      {"next_step", next_step},
-      {"global_step", global_step},
-      {"world_size", dist.world_size},
-      {"compatibility_key", compatibility_key()},
-      {"config_yaml", config_to_yaml(resolved)},
-      {"history", history},
-      {"best_mean_dice", summary.best_mean_dice},
-      {"best_epoch", summary.best_epoch},
-      {"loss_scale", scaler->scale()},
-      {"loss_scale_good_steps", scaler->good_steps()},
-      {"last_loss", summary.last_loss},
-  };
-  write_string(archive, "meta", meta.dump());
+  write_training_state(archive, *model, *optimizer, meta);
   checkpoints->save(global_step, archive);
   last_checkpoint = Clock::now();
 }
@@ -446,10 +438,13 @@ bool Trainer::State::resume_from_checkpoint() {
   if (!newest) return false;
   torch::serialize::InputArchive archive;
   checkpoints->load(*newest, archive);
-  const nlohmann::json meta = nlohmann::json::parse(read_string(archive, "meta"));
-  if (meta.at("compatibility_key").get<std::string>() != compatibility_key()) {
-    const nlohmann::json theirs =
-        nlohmann::json::parse(meta.at("compatibility_key").get<std::string>());
+  const CheckpointMeta meta = read_checkpoint_meta(archive, newest->path);
+  if (meta.compatibility_key != compatibility_key()) {
+    nlohmann::json theirs = nlohmann::json::object();
+    try {
+      theirs = nlohmann::json::parse(meta.compatibility_key);
+    } catch (const nlohmann::json::exception&) {
+    }
     const nlohmann::json ours = nlohmann::json::parse(compatibility_key());
     std::string differences;
     for (const auto& [key, value] : ours.items()) {
@@ -466,44 +461,29 @@ bool Trainer::State::resume_from_checkpoint() {
                       "): resume it with its configuration, or "
                       "start fresh with another checkpoint folder or checkpoint.resume = false");
   }
-  if (meta.at("world_size").get<int>() != dist.world_size) {
+  if (meta.world_size != dist.world_size) {
     throw ClientError("checkpoint " + newest->path + " was written by " +
-                      std::to_string(meta.at("world_size").get<int>()) +
-                      " workers and this job has " + std::to_string(dist.world_size) +
+                      std::to_string(meta.world_size) + " workers and this job has " +
+                      std::to_string(dist.world_size) +
                       ": resume it with the same number of hosts and workers per host (the data "
                       "order and batches depend on it), or start fresh with checkpoint.resume = "
                       "false");
   }
-  {
-    torch::NoGradGuard no_grad;
-    for (auto& parameter : model->named_parameters()) {
-      at::Tensor stored;
-      archive.read("model/" + parameter.key(), stored);
-      parameter.value().copy_(stored);
-    }
-  }
-  torch::serialize::InputArchive optimizer_archive;
-  archive.read("optimizer", optimizer_archive);
-  load_optimizer_state(*optimizer, optimizer_archive);
-  at::Tensor rng_state;
-  archive.read("rng/cpu", rng_state);
-  at::Generator generator = at::detail::getDefaultCPUGenerator();  // a handle to the global one
-  generator.set_state(rng_state);
-  start_epoch = meta.at("epoch").get<int64_t>();
-  start_step = meta.at("next_step").get<int64_t>();
-  global_step = meta.at("global_step").get<int64_t>();
-  history = meta.at("history");
-  summary.best_mean_dice = meta.at("best_mean_dice").get<double>();
-  summary.best_epoch = meta.at("best_epoch").get<int64_t>();
-  summary.last_loss = meta.at("last_loss").get<double>();
-  scaler->restore(meta.at("loss_scale").get<double>(),
-                  meta.at("loss_scale_good_steps").get<int64_t>());
+  read_training_state(archive, newest->path, *model, *optimizer);
+  start_epoch = meta.epoch;
+  start_step = meta.next_step;
+  global_step = meta.global_step;
+  history = meta.history;
+  summary.best_mean_dice = meta.best_mean_dice;
+  summary.best_epoch = meta.best_epoch;
+  summary.last_loss = meta.last_loss;
+  scaler->restore(meta.loss_scale, meta.loss_scale_good_steps);
   if (start_step >= steps_per_epoch) {  // the checkpoint closed its epoch
     ++start_epoch;
     start_step = 0;
   }
   spdlog::info("resumed from {} ({}): epoch {}, step {} of the epoch, global step {}", newest->path,
-               meta.value("reason", "?"), start_epoch + 1, start_step, global_step);
+               meta.reason, start_epoch + 1, start_step, global_step);
   return true;
 }
 

@@ -1,0 +1,129 @@
+#include "train/training_checkpoint.h"
+
+#include <gtest/gtest.h>
+#include <torch/nn/modules/container/sequential.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/optim/adam.h>
+
+#include <string>
+#include <vector>
+
+#include "test_support.h"
+#include "train/checkpoint_store.h"
+
+namespace medseg {
+namespace {
+
+CheckpointMeta sample_meta() {
+  CheckpointMeta meta;
+  meta.reason = "steps";
+  meta.epoch = 3;
+  meta.next_step = 7;
+  meta.global_step = 52;
+  meta.world_size = 2;
+  meta.compatibility_key = R"({"model.channels":[8,16]})";
+  meta.config_yaml = "train:\n  epochs: 9\n";
+  meta.history = nlohmann::json::array({{{"type", "validation"}, {"val_mean_dice", 0.5}}});
+  meta.best_mean_dice = 0.5;
+  meta.best_epoch = 2;
+  meta.loss_scale = 1024.0;
+  meta.loss_scale_good_steps = 11;
+  meta.last_loss = 0.25;
+  return meta;
+}
+
+// One Adam step, so the optimiser has state worth restoring.
+void take_a_step(torch::nn::Linear& model, torch::optim::Adam& adam) {
+  adam.zero_grad();
+  model->forward(torch::ones({2, 4})).sum().backward();
+  adam.step();
+}
+
+TEST(TrainingCheckpointTest, RoundTripsModelOptimiserGeneratorAndMetadata) {
+  torch::manual_seed(1);
+  torch::nn::Linear model(4, 3);
+  torch::optim::Adam adam(model->parameters(), torch::optim::AdamOptions(0.1));
+  take_a_step(model, adam);
+  torch::serialize::OutputArchive out;
+  write_training_state(out, *model, adam, sample_meta());
+  const at::Tensor next_random = at::rand({3});  // drawn after the state was saved
+  testing::TempDir dir;
+  out.save_to(dir.file("state.pt"));
+
+  torch::manual_seed(2);
+  torch::nn::Linear restored(4, 3);
+  torch::optim::Adam restored_adam(restored->parameters(), torch::optim::AdamOptions(0.1));
+  torch::serialize::InputArchive in;
+  in.load_from(dir.file("state.pt"));
+  const CheckpointMeta meta = read_checkpoint_meta(in, "state.pt");
+  read_training_state(in, "state.pt", *restored, restored_adam);
+  EXPECT_EQ(meta.to_json(), sample_meta().to_json());
+  EXPECT_TRUE(restored->weight.equal(model->weight));
+  EXPECT_TRUE(at::rand({3}).equal(next_random)) << "the generator continues where it was saved";
+  // The same next step from the same state: Adam's moments came back too.
+  take_a_step(model, adam);
+  take_a_step(restored, restored_adam);
+  EXPECT_TRUE(restored->weight.equal(model->weight));
+}
+
+TEST(TrainingCheckpointTest, BadMetadataIsAClientErrorNamingTheKey) {
+  const std::string good = sample_meta().to_json();
+  const auto with = [&](const std::string& key, const nlohmann::json& value) {
+    nlohmann::json meta = nlohmann::json::parse(good);
+    if (value.is_discarded()) {
+      meta.erase(key);
+    } else {
+      meta[key] = value;
+    }
+    return meta.dump();
+  };
+  const nlohmann::json missing = nlohmann::json(nlohmann::json::value_t::discarded);
+  const struct {
+    std::string text;
+    std::vector<std::string> parts;
+  } cases[] = {
+      {"{not json", {"ckpt-7", "is not JSON"}},
+      {"[1, 2]", {"ckpt-7", "expected a JSON object"}},
+      {with("format_version", 2), {"format version 2", "reads version 1"}},
+      {with("epoch", missing), {"has no 'epoch'"}},
+      {with("epoch", "three"), {"'epoch' is \"three\"", "an integer >= 0"}},
+      {with("next_step", -5), {"'next_step' is -5", "an integer >= 0"}},
+      {with("global_step", 1.5), {"'global_step' is 1.5"}},
+      {with("world_size", 0), {"'world_size' is 0", ">= 1"}},
+      {with("loss_scale", 0.0), {"'loss_scale'", "a positive finite number"}},
+      {with("history", "none"), {"'history'", "an array"}},
+      {with("compatibility_key", 5), {"'compatibility_key' is 5", "a string"}},
+  };
+  for (const auto& bad : cases) {
+    testing::expect_client_error([&] { CheckpointMeta::parse(bad.text, "ckpt-7"); }, bad.parts);
+  }
+  EXPECT_NO_THROW(CheckpointMeta::parse(good, "ckpt-7"));
+}
+
+TEST(TrainingCheckpointTest, ParameterOfAnotherShapeOrMissingIsRefusedBeforeAnythingChanges) {
+  torch::nn::Linear model(4, 3);
+  torch::optim::Adam adam(model->parameters());
+  torch::serialize::OutputArchive out;
+  write_training_state(out, *model, adam, sample_meta());
+  testing::TempDir dir;
+  out.save_to(dir.file("state.pt"));
+
+  torch::nn::Linear wider(4, 5);
+  torch::optim::Adam wider_adam(wider->parameters());
+  const at::Tensor before = wider->weight.detach().clone();
+  torch::serialize::InputArchive in;
+  in.load_from(dir.file("state.pt"));
+  testing::expect_client_error([&] { read_training_state(in, "state.pt", *wider, wider_adam); },
+                               {"state.pt", "parameter 'weight'", "[3, 4]", "[5, 4]"});
+  EXPECT_TRUE(wider->weight.equal(before));
+
+  torch::nn::Sequential other(torch::nn::Linear(4, 3));
+  torch::optim::Adam other_adam(other->parameters());
+  torch::serialize::InputArchive again;
+  again.load_from(dir.file("state.pt"));
+  testing::expect_client_error([&] { read_training_state(again, "state.pt", *other, other_adam); },
+                               {"has no parameter '0.weight'"});
+}
+
+}  // namespace
+}  // namespace medseg
