@@ -8,7 +8,6 @@
 #include <ATen/Parallel.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
-#include <torch/cuda.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -27,8 +26,10 @@
 #include "dist/launcher.h"
 #include "io/medseg_record.h"
 #include "model/unet.h"
-#include "train/losses.h"
+#include "train/compute.h"
+#include "train/loss_scaler.h"
 #include "train/optimizer.h"
+#include "train/training_step.h"
 #include "util/clock.h"
 #include "util/cuda.h"
 #include "util/error.h"
@@ -210,23 +211,24 @@ int bench_train(const BenchCommandOptions& options) {
   const DistEnv dist =
       resolve_dist_env(ResourceConfig(), std::max(1, options.nproc), options.master_port);
   init_logging(LogOptions{"info", dist.rank, dist.world_size});
-  const bool cuda = torch::cuda::is_available();
-  const std::string device_name =
-      options.device == "auto" ? (cuda ? "cuda" : "cpu") : options.device;
-  if (device_name == "cuda" && !cuda) throw PlatformError("bench train: no CUDA device available");
-  const at::Device device =
-      device_name == "cuda" ? at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(dist.local_rank))
-                            : at::Device(at::kCPU);
+  // The step and precision `medseg train` would use with this configuration, including loss
+  // scaling, clipping and the non-finite check.
+  ComputeRequest request;
+  request.device = options.device;
+  request.amp = options.amp;
+  request.local_rank = dist.local_rank;
+  request.device_setting = "bench train --device";
+  request.amp_setting = "bench train --amp";
+  const Compute compute = resolve_compute(request);
+  const at::Device device = compute.device;
   const int cores = all_cores();
   at::set_num_threads(options.threads > 0 ? options.threads
                                           : std::max(1, cores / dist.local_world_size));
-  if (options.amp != "off" && !device.is_cuda()) {
-    throw ClientError("bench train: --amp " + options.amp + " needs a CUDA device");
-  }
   const UNetOptions unet = unet_options_from_config(config.model);
   UNet model(unet);
   model->to(device);
   auto optimizer = make_optimizer(config.optim, model->parameters());
+  DynamicLossScaler scaler(compute.loss_scaling);
   std::unique_ptr<Collectives> collectives;
   std::unique_ptr<OverlappedGradientSync> gradient_sync;
   if (dist.is_distributed() || options.sync) {
@@ -238,6 +240,9 @@ int bench_train(const BenchCommandOptions& options) {
     gradient_sync = std::make_unique<OverlappedGradientSync>(
         *collectives, model->parameters(), static_cast<int64_t>(config.dist.bucket_mb) << 20);
   }
+  TrainingStep training_step(model, *optimizer, scaler, compute,
+                             TrainingStepOptions{config.train.loss, config.optim.grad_clip_norm},
+                             gradient_sync.get());
   double exposed_sync = 0.0;
   const at::Tensor image =
       at::randn({options.batch, unet.in_channels, options.roi[0], options.roi[1], options.roi[2]},
@@ -246,21 +251,9 @@ int bench_train(const BenchCommandOptions& options) {
       (at::rand({options.batch, unet.out_channels, options.roi[0], options.roi[1], options.roi[2]},
                 at::TensorOptions().device(device)) > 0.7)
           .to(at::kFloat);
-  const at::ScalarType amp_dtype = options.amp == "fp16" ? at::kHalf : at::kBFloat16;
+  int64_t step_number = 0;
   auto step = [&] {
-    optimizer->zero_grad();
-    at::Tensor logits;
-    {
-      cuda::AutocastGuard autocast(options.amp != "off", amp_dtype);
-      logits = model->forward(image);
-    }
-    if (gradient_sync) gradient_sync->begin();
-    compute_loss(config.train.loss, logits, label).backward();
-    if (gradient_sync) {
-      gradient_sync->finish();
-      exposed_sync = gradient_sync->last_exposed_seconds();
-    }
-    optimizer->step();
+    exposed_sync = training_step.run(image, label, step_number++).exposed_sync_seconds;
     if (device.is_cuda()) cuda::synchronize();
   };
   for (int i = 0; i < options.warmup; ++i) step();
@@ -290,11 +283,11 @@ int bench_train(const BenchCommandOptions& options) {
   const double peak_mib =
       device.is_cuda() ? cuda::peak_memory_bytes(device.index()) / 1048576.0 : peak_rss_mib();
   spdlog::info(
-      "bench train: {} batch {} roi {}x{}x{} amp {}: median step {:.3f} s, {:.2f} samples/s, "
+      "bench train: {} batch {} roi {}x{}x{} precision {}: median step {:.3f} s, {:.2f} samples/s, "
       "peak {} memory {:.0f} MiB ({} timed steps after {} warm-up, {} parameters)",
-      device.str(), options.batch, options.roi[0], options.roi[1], options.roi[2], options.amp,
-      median, samples_per_second, device.is_cuda() ? "GPU" : "process", peak_mib, options.steps,
-      options.warmup, count_parameters(*model));
+      device.str(), options.batch, options.roi[0], options.roi[1], options.roi[2],
+      compute.precision, median, samples_per_second, device.is_cuda() ? "GPU" : "process", peak_mib,
+      options.steps, options.warmup, count_parameters(*model));
   print_result("train_step_seconds_median", median);
   print_result("train_samples_per_second", samples_per_second);
   print_result("train_peak_memory_mib", peak_mib);

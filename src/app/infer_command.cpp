@@ -228,11 +228,11 @@ int run_infer_command(const std::string& ml_root, const InferCommandOptions& opt
   CasePredictor predictor(model_path, predictor_options);
   const Config& config = predictor.config().config;
   const std::vector<CaseSource> cases = inference_cases(input_path);
-  spdlog::info("model {} on {}: label scheme {}, pixdim {}x{}x{}, roi {}x{}x{}, {} case(s)",
-               predictor.weights_file(), predictor.device_name(), config.data.label_scheme,
-               config.data.pixdim[0], config.data.pixdim[1], config.data.pixdim[2],
-               config.augment.roi_size[0], config.augment.roi_size[1], config.augment.roi_size[2],
-               cases.size());
+  spdlog::info("model {} on {} ({}): label scheme {}, pixdim {}x{}x{}, roi {}x{}x{}, {} case(s)",
+               predictor.weights_file(), predictor.device_name(), predictor.precision(),
+               config.data.label_scheme, config.data.pixdim[0], config.data.pixdim[1],
+               config.data.pixdim[2], config.augment.roi_size[0], config.augment.roi_size[1],
+               config.augment.roi_size[2], cases.size());
   std::error_code error;
   fs::create_directories(output_dir, error);
   if (error) {

@@ -20,6 +20,7 @@
 #include "infer/sliding_window.h"
 #include "model/model_io.h"
 #include "model/unet.h"
+#include "train/compute.h"
 #include "util/error.h"
 #include "util/json_file.h"
 #include "util/strings.h"
@@ -205,7 +206,7 @@ struct CasePredictor::State {
   LabelScheme scheme = LabelScheme::kMsd;
   PredictorOptions options;
   std::string weights_file;
-  at::Device device = at::Device(at::kCPU);
+  Compute compute;
   UNet model{nullptr};
   SlidingWindowOptions window;
   StaticTransformOptions transforms;
@@ -275,19 +276,18 @@ void CasePredictor::State::load_folder(const std::string& folder, const std::str
   weights_file = weights_path.string();
 
   // 3. The device, then the network.
-  const std::string& requested = options.device.empty() ? "auto" : options.device;
-  if (requested != "auto" && requested != "cpu" && requested != "cuda") {
-    throw ClientError("--device '" + requested + "': expected auto, cpu or cuda");
-  }
-  const bool cuda = torch::cuda::is_available();
-  if (requested == "cuda" && !cuda) {
-    throw PlatformError("--device cuda: no CUDA device is available to this process");
-  }
-  device = (requested == "cuda" || (requested == "auto" && cuda)) ? at::Device(at::kCUDA, 0)
-                                                                  : at::Device(at::kCPU);
+  // On a GPU, the precision the model was validated in during training (its train.amp; auto:
+  // bf16 on GPUs that have it); on the CPU, fp32.
+  ComputeRequest request;
+  request.device = options.device.empty() ? "auto" : options.device;
+  request.device_setting = "--device";
+  request.amp_setting = "the model's train.amp";
+  const bool may_use_gpu = request.device != "cpu" && torch::cuda::is_available();
+  request.amp = may_use_gpu ? config.train.amp : "off";
+  compute = resolve_compute(request);
   model = UNet(unet_options_from_config(config.model));
   load_model_pth(weights_file, *model);
-  model->to(device);
+  model->to(compute.device);
   model->eval();
 
   for (int axis = 0; axis < 3; ++axis) window.roi_size[axis] = config.augment.roi_size[axis];
@@ -313,7 +313,9 @@ CasePredictor::~CasePredictor() = default;
 const ResolvedConfig& CasePredictor::config() const { return state_->resolved; }
 LabelScheme CasePredictor::label_scheme() const { return state_->scheme; }
 const std::string& CasePredictor::weights_file() const { return state_->weights_file; }
-std::string CasePredictor::device_name() const { return state_->device.str(); }
+std::string CasePredictor::device_name() const { return state_->compute.device.str(); }
+
+std::string CasePredictor::precision() const { return state_->compute.precision; }
 
 Prediction CasePredictor::predict(const NiftiVolume& image, const std::string& case_id) {
   State& s = *state_;
@@ -329,9 +331,12 @@ Prediction CasePredictor::predict(const NiftiVolume& image, const std::string& c
     const at::Tensor input =
         at::from_blob(data.image.data(), {1, data.image_channels, shape[0], shape[1], shape[2]},
                       at::kFloat)
-            .to(s.device);
-    const at::Tensor logits = sliding_window_inference(
-        input, s.window, [&](const at::Tensor& windows) { return s.model->forward(windows); });
+            .to(s.compute.device);
+    const at::Tensor logits =
+        sliding_window_inference(input, s.window, [&](const at::Tensor& windows) {
+          const auto autocast = s.compute.autocast_guard();
+          return s.model->forward(windows);
+        });
     probabilities = at::sigmoid(logits[0]).to(at::kCPU, at::kFloat).contiguous();
   }
   const int64_t channels = probabilities.size(0);

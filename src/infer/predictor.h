@@ -93,6 +93,9 @@ class CasePredictor {
   const std::string& weights_file() const;
   // "cpu" or "cuda:0".
   std::string device_name() const;
+  // fp32, bf16 or fp16: on a GPU the precision of the model's train.amp (auto: bf16 where the
+  // GPU has it), the one its validation ran in; on the CPU fp32.
+  std::string precision() const;
 
  private:
   struct State;

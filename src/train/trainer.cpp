@@ -4,8 +4,6 @@
 #include <spdlog/spdlog.h>
 #include <torch/cuda.h>
 // clang-format off
-#include <torch/types.h>  // before clip_grad.h, which uses torch::Tensor without including it
-#include <torch/nn/utils/clip_grad.h>
 // clang-format on
 #include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
@@ -27,11 +25,12 @@
 #include "model/model_io.h"
 #include "model/unet.h"
 #include "train/checkpoint_store.h"
+#include "train/compute.h"
 #include "train/dice_metric.h"
 #include "train/loss_scaler.h"
-#include "train/losses.h"
 #include "train/optimizer.h"
 #include "train/training_checkpoint.h"
+#include "train/training_step.h"
 #include "util/clock.h"
 #include "util/cuda.h"
 #include "util/error.h"
@@ -53,34 +52,6 @@ std::string format_duration(double seconds) {
 
 const char* const kChannelNames[] = {"tc", "wt", "et"};
 
-// The precision the job trains in, resolved from train.amp and the device.
-struct Precision {
-  bool autocast = false;
-  at::ScalarType dtype = at::kFloat;
-  bool loss_scaling = false;
-  std::string name = "off";
-};
-
-Precision resolve_precision(const std::string& amp, const at::Device& device) {
-  Precision precision;
-  if (amp == "off" || (amp == "auto" && !device.is_cuda())) return precision;
-  if (!device.is_cuda()) {
-    throw ClientError("train.amp = '" + amp +
-                      "' needs a CUDA device; this job trains on the CPU "
-                      "(use amp: off or auto)");
-  }
-  precision.autocast = true;
-  if (amp == "fp16") {
-    precision.dtype = at::kHalf;
-    precision.loss_scaling = true;
-    precision.name = "fp16";
-  } else {  // bf16, or auto on CUDA
-    precision.dtype = at::kBFloat16;
-    precision.name = "bf16";
-  }
-  return precision;
-}
-
 }  // namespace
 
 struct Trainer::State {
@@ -95,11 +66,11 @@ struct Trainer::State {
   bool main() const { return dist.is_main(); }
   const Config& config() const { return resolved.config; }
 
-  at::Device device = at::Device(at::kCPU);
-  Precision precision;
+  Compute compute;
   UNet model{nullptr};
   std::unique_ptr<torch::optim::Optimizer> optimizer;
   std::unique_ptr<DynamicLossScaler> scaler;
+  std::unique_ptr<TrainingStep> step;  // built once the gradient sync exists
   std::vector<CaseData> train_cases;
   std::vector<CaseData> validation_cases;
   std::unique_ptr<BatchLoader> loader;
@@ -137,15 +108,11 @@ struct Trainer::State {
 };
 
 void Trainer::State::set_up_device() {
-  const std::string& requested = config().train.device;
-  const bool cuda = torch::cuda::is_available();
-  if (requested == "cuda" && !cuda) {
-    throw PlatformError("train.device = 'cuda' but no CUDA device is available to this process");
-  }
-  device = (requested == "cuda" || (requested == "auto" && cuda))
-               ? at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(dist.local_rank))
-               : at::Device(at::kCPU);
-  precision = resolve_precision(config().train.amp, device);
+  ComputeRequest request;
+  request.device = config().train.device;
+  request.amp = config().train.amp;
+  request.local_rank = dist.local_rank;
+  compute = resolve_compute(request);
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   // CPU workers on one host share its cores.
   const int threads = config().train.num_threads > 0
@@ -153,8 +120,8 @@ void Trainer::State::set_up_device() {
                           : std::max(1, cores / std::max(1, dist.local_world_size));
   at::set_num_threads(threads);
   torch::manual_seed(static_cast<uint64_t>(config().train.seed));
-  spdlog::info("device {}, precision {}, {} compute threads", device.str(), precision.name,
-               threads);
+  spdlog::info("device {}, precision {}, {} compute threads", compute.device.str(),
+               compute.precision, threads);
 }
 
 void Trainer::State::load_data() {
@@ -214,9 +181,9 @@ void Trainer::State::load_data() {
 
 void Trainer::State::build_model() {
   model = UNet(unet_options_from_config(config().model));
-  model->to(device);
+  model->to(compute.device);
   optimizer = make_optimizer(config().optim, model->parameters());
-  scaler = std::make_unique<DynamicLossScaler>(precision.loss_scaling);
+  scaler = std::make_unique<DynamicLossScaler>(compute.loss_scaling);
   spdlog::info("model: MONAI UNet channels [{}] strides [{}] res units {}, {} parameters",
                fmt::join(config().model.channels, ", "), fmt::join(config().model.strides, ", "),
                config().model.num_res_units, count_parameters(*model));
@@ -228,42 +195,15 @@ double Trainer::State::train_step(const Batch& batch) {
   const std::vector<int64_t> label_shape = {batch.batch_size, batch.label_channels, batch.shape[0],
                                             batch.shape[1], batch.shape[2]};
   const at::Tensor image =
-      at::from_blob(const_cast<float*>(batch.image.data()), image_shape, at::kFloat).to(device);
+      at::from_blob(const_cast<float*>(batch.image.data()), image_shape, at::kFloat)
+          .to(compute.device);
   const at::Tensor label =
       at::from_blob(const_cast<uint8_t*>(batch.label.data()), label_shape, at::kByte)
-          .to(device)
+          .to(compute.device)
           .to(at::kFloat);
-  model->train();
-  optimizer->zero_grad();
-  at::Tensor logits;
-  {
-    cuda::AutocastGuard autocast(precision.autocast, precision.dtype);
-    logits = model->forward(image);
-  }
-  const at::Tensor loss = compute_loss(config().train.loss, logits, label);
-  const double loss_value = loss.item<double>();
-  if (!std::isfinite(loss_value) && !scaler->enabled()) {
-    throw ClientError("the training loss became " + std::to_string(loss_value) + " at step " +
-                      std::to_string(global_step) + ": lower optim.learning_rate, enable " +
-                      "optim.grad_clip_norm, or check the data for extreme values");
-  }
-  if (gradient_sync) gradient_sync->begin();
-  scaler->scale_loss(loss).backward();  // buckets are all-reduced as their gradients arrive
-  const std::vector<at::Tensor> parameters = model->parameters();
-  if (gradient_sync) {
-    gradient_sync->finish();
-    sync_seconds_since_log += gradient_sync->last_exposed_seconds();
-  }
-  if (!scaler->unscale_and_check(parameters)) {
-    spdlog::warn("step {}: non-finite gradients under fp16; step skipped, loss scale now {}",
-                 global_step, scaler->scale());
-    return loss_value;
-  }
-  if (config().optim.grad_clip_norm > 0) {
-    torch::nn::utils::clip_grad_norm_(parameters, config().optim.grad_clip_norm);
-  }
-  optimizer->step();
-  return loss_value;
+  const StepResult result = step->run(image, label, global_step);
+  sync_seconds_since_log += result.exposed_sync_seconds;
+  return result.loss;
 }
 
 DiceAccumulator Trainer::State::validate() {
@@ -284,9 +224,10 @@ DiceAccumulator Trainer::State::validate() {
     const std::vector<int64_t> image_shape = {1, data.image_channels, data.spatial_shape[0],
                                               data.spatial_shape[1], data.spatial_shape[2]};
     const at::Tensor image =
-        at::from_blob(const_cast<float*>(data.image.data()), image_shape, at::kFloat).to(device);
+        at::from_blob(const_cast<float*>(data.image.data()), image_shape, at::kFloat)
+            .to(compute.device);
     const at::Tensor logits = sliding_window_inference(image, options, [&](const at::Tensor& x) {
-      cuda::AutocastGuard autocast(precision.autocast, precision.dtype);
+      const auto autocast = compute.autocast_guard();
       return model->forward(x);
     });
     const at::Tensor prediction = at::sigmoid(logits[0]).ge(window.threshold).cpu();
@@ -520,12 +461,12 @@ TrainSummary Trainer::run() {
   s.set_up_device();
   if (s.dist.is_distributed()) {
     CollectivesOptions options;
-    options.backend = resolve_backend(config.dist.backend, s.device.is_cuda());
+    options.backend = resolve_backend(config.dist.backend, s.compute.device.is_cuda());
     options.timeout_seconds = config.dist.timeout_seconds;
     options.dns_retry_seconds = config.dist.dns_retry_seconds;
     options.network_interface =
         s.environment.resources.from_file ? s.environment.resources.network_interface_name : "";
-    options.device = s.device;
+    options.device = s.compute.device;
     s.collectives = std::make_unique<Collectives>(s.dist, options);
     spdlog::info("distributed: rank {} of {} ({} backend, {} hosts x {} workers), master {}:{}",
                  s.dist.rank, s.dist.world_size, options.backend, s.dist.num_nodes,
@@ -574,6 +515,9 @@ TrainSummary Trainer::run() {
     s.gradient_sync =
         std::make_unique<OverlappedGradientSync>(*s.collectives, parameters, bucket_bytes);
   }
+  s.step = std::make_unique<TrainingStep>(
+      s.model, *s.optimizer, *s.scaler, s.compute,
+      TrainingStepOptions{config.train.loss, config.optim.grad_clip_norm}, s.gradient_sync.get());
 
   if (s.main()) {
     fs::create_directories(s.environment.paths.model_dir());
@@ -591,7 +535,7 @@ TrainSummary Trainer::run() {
   loader_options.world_size = s.dist.world_size;
   loader_options.seed = static_cast<uint64_t>(config.train.seed);
   loader_options.num_workers =
-      config.data.num_workers > 0 ? config.data.num_workers : (s.device.is_cuda() ? 4 : 1);
+      config.data.num_workers > 0 ? config.data.num_workers : (s.compute.device.is_cuda() ? 4 : 1);
   loader_options.prefetch_batches = config.data.prefetch_batches;
   s.loader = std::make_unique<BatchLoader>(&s.train_cases, loader_options);
   // The loader holds at most prefetch_batches batches (plus one sample per slot being cut).

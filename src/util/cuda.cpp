@@ -34,6 +34,16 @@ std::string build_description() {
 #endif
 }
 
+bool supports_bf16([[maybe_unused]] int device) {
+#ifdef MEDSEG_WITH_CUDA
+  cudaDeviceProp properties{};
+  if (cudaGetDeviceProperties(&properties, device) != cudaSuccess) return false;
+  return properties.major >= 8;
+#else
+  return false;
+#endif
+}
+
 void synchronize() {
 #ifdef MEDSEG_WITH_CUDA
   c10::cuda::device_synchronize();

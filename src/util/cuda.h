@@ -18,6 +18,7 @@ class AutocastGuard {
   ~AutocastGuard();
   AutocastGuard(const AutocastGuard&) = delete;
   AutocastGuard& operator=(const AutocastGuard&) = delete;
+  AutocastGuard(AutocastGuard&&) = delete;
 
  private:
   bool active_;
@@ -27,6 +28,10 @@ class AutocastGuard {
 
 // "CUDA 13.0" (the CUDA runtime this build was compiled against), or "no CUDA (CPU build)".
 std::string build_description();
+
+// Whether GPU `device` computes in bf16 natively (compute capability 8.0 or newer: A100, A10G,
+// L4, H100, ...; not T4 or V100). False in the CPU build.
+bool supports_bf16(int device);
 
 // Waits for the current CUDA device's queued work (for timing).
 void synchronize();

@@ -1,0 +1,47 @@
+#include "train/compute.h"
+
+#include <torch/cuda.h>
+
+#include "util/error.h"
+
+namespace medseg {
+
+Compute resolve_compute(const ComputeRequest& request) {
+  if (request.device != "auto" && request.device != "cpu" && request.device != "cuda") {
+    throw ClientError(request.device_setting + " '" + request.device +
+                      "' is invalid: expected auto, cpu or cuda");
+  }
+  if (request.amp != "auto" && request.amp != "bf16" && request.amp != "fp16" &&
+      request.amp != "off") {
+    throw ClientError(request.amp_setting + " '" + request.amp +
+                      "' is invalid: expected auto, bf16, fp16 or off");
+  }
+  const bool cuda = torch::cuda::is_available();
+  if (request.device == "cuda" && !cuda) {
+    throw PlatformError(request.device_setting +
+                        " = 'cuda' but no CUDA device is available to this process");
+  }
+  Compute compute;
+  if (request.device == "cuda" || (request.device == "auto" && cuda)) {
+    compute.device = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(request.local_rank));
+  }
+  const bool on_gpu = compute.device.is_cuda();
+  if (request.amp == "off" || (request.amp == "auto" && !on_gpu)) return compute;
+  if (!on_gpu) {
+    throw ClientError(request.amp_setting + " = '" + request.amp +
+                      "' needs a CUDA device; this job computes on the CPU (use off or auto)");
+  }
+  if (request.amp == "auto" && !cuda::supports_bf16(request.local_rank)) return compute;
+  compute.autocast = true;
+  if (request.amp == "fp16") {
+    compute.dtype = at::kHalf;
+    compute.loss_scaling = true;
+    compute.precision = "fp16";
+  } else {
+    compute.dtype = at::kBFloat16;
+    compute.precision = "bf16";
+  }
+  return compute;
+}
+
+}  // namespace medseg

@@ -1,0 +1,37 @@
+// Where and in which precision medseg computes. `train` (its steps and its validation),
+// `bench train` and `infer` resolve it with the same function and run every forward pass under
+// the same autocast, so what is benchmarked and validated is what trains and predicts.
+#pragma once
+
+#include <c10/core/Device.h>
+#include <c10/core/ScalarType.h>
+
+#include <string>
+
+#include "util/cuda.h"
+
+namespace medseg {
+
+struct Compute {
+  c10::Device device = c10::Device(c10::kCPU);
+  bool autocast = false;  // CUDA autocast to `dtype` around forward passes
+  at::ScalarType dtype = at::kFloat;
+  bool loss_scaling = false;       // fp16: dynamic loss scaling of the backward pass
+  std::string precision = "fp32";  // fp32, bf16 or fp16 (for logs)
+
+  // The autocast of this setup, on this thread, while the guard lives.
+  cuda::AutocastGuard autocast_guard() const { return cuda::AutocastGuard(autocast, dtype); }
+};
+
+struct ComputeRequest {
+  std::string device = "auto";  // auto (a GPU when one is visible), cpu or cuda
+  std::string amp = "auto";     // auto (bf16 on GPUs that have it, else fp32), bf16, fp16, off
+  int local_rank = 0;           // the GPU of this worker
+  std::string device_setting = "train.device";  // how errors name the two settings
+  std::string amp_setting = "train.amp";
+};
+
+// ClientError for an unknown value or for amp on the CPU; PlatformError for cuda without a GPU.
+Compute resolve_compute(const ComputeRequest& request);
+
+}  // namespace medseg
