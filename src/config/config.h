@@ -24,7 +24,6 @@ struct DataConfig {
   // Where NormalizeIntensity runs: volume (once per case) or crop (per random crop, as MONAI's
   // seed pipeline does).
   std::string normalize = "volume";
-  // Data-loading worker threads; 0 = one per core.
   int num_workers = 0;
   // Batches prepared ahead of the training step.
   int prefetch_batches = 4;
@@ -90,9 +89,7 @@ struct TrainConfig {
   std::string device = "auto";
   // Seeds weight init, data order and augmentation; same seed + config on CPU = same weights.
   int seed = 0;
-  // Intra-op threads per process; 0 = one per core (divided among local workers).
   int num_threads = 0;
-  // Optimiser steps per epoch; 0 = training cases / global batch size (at least 1).
   int steps_per_epoch = 0;
   // Validate every N epochs (and after the last); 0 = never.
   int validate_every_epochs = 1;

@@ -82,7 +82,7 @@ std::vector<ConfigField> build_schema() {
   f.emplace_back(FIELD(data.num_workers))
       .alias("num_workers")
       .range(0, 256)
-      .help("Data-loading threads; 0 = one per core");
+      .help("Data-loading threads per worker; 0 = 4 on a GPU, 1 on the CPU (its cores compute)");
   f.emplace_back(FIELD(data.prefetch_batches))
       .range(1, 64)
       .help("Batches prepared ahead of the training step");
@@ -191,11 +191,11 @@ std::vector<ConfigField> build_schema() {
   f.emplace_back(FIELD(train.num_threads))
       .alias("num_threads")
       .range(0, 1024)
-      .help("Compute threads per process; 0 = all cores");
+      .help("Compute threads per worker; 0 = the host's cores divided among its workers");
   f.emplace_back(FIELD(train.steps_per_epoch))
       .alias("steps_per_epoch")
       .range(0)
-      .help("Steps per epoch; 0 = cases / global batch");
+      .help("Steps per epoch; 0 = training cases / (batch size x workers), at least 1");
   f.emplace_back(FIELD(train.validate_every_epochs))
       .alias("val_interval")
       .range(0)

@@ -24,6 +24,7 @@
 #include "infer/sliding_window.h"
 #include "model/model_io.h"
 #include "model/unet.h"
+#include "train/automatic_settings.h"
 #include "train/checkpoint_store.h"
 #include "train/compute.h"
 #include "train/dice_metric.h"
@@ -113,15 +114,8 @@ void Trainer::State::set_up_device() {
   request.amp = config().train.amp;
   request.local_rank = dist.local_rank;
   compute = resolve_compute(request);
-  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  // CPU workers on one host share its cores.
-  const int threads = config().train.num_threads > 0
-                          ? config().train.num_threads
-                          : std::max(1, cores / std::max(1, dist.local_world_size));
-  at::set_num_threads(threads);
   torch::manual_seed(static_cast<uint64_t>(config().train.seed));
-  spdlog::info("device {}, precision {}, {} compute threads", compute.device.str(),
-               compute.precision, threads);
+  spdlog::info("device {}, precision {}", compute.device.str(), compute.precision);
 }
 
 void Trainer::State::load_data() {
@@ -477,10 +471,15 @@ TrainSummary Trainer::run() {
   s.build_model();
 
   const int64_t batch_size = config.train.batch_size;
-  s.steps_per_epoch = config.train.steps_per_epoch > 0
-                          ? config.train.steps_per_epoch
-                          : std::max<int64_t>(1, static_cast<int64_t>(s.train_cases.size()) /
-                                                     (batch_size * s.dist.world_size));
+  HostShape host;
+  host.cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  host.local_workers = s.dist.local_world_size;
+  host.cuda = s.compute.device.is_cuda();
+  host.training_cases = static_cast<int64_t>(s.train_cases.size());
+  host.world_size = s.dist.world_size;
+  const AutomaticSettings automatic = resolve_automatic_settings(config, host);
+  at::set_num_threads(automatic.compute_threads);
+  s.steps_per_epoch = automatic.steps_per_epoch;
   s.total_steps = s.steps_per_epoch * config.train.epochs;
   s.open_checkpoints();
   const bool resumed = s.resume_from_checkpoint();
@@ -534,8 +533,7 @@ TrainSummary Trainer::run() {
   loader_options.rank = s.dist.rank;
   loader_options.world_size = s.dist.world_size;
   loader_options.seed = static_cast<uint64_t>(config.train.seed);
-  loader_options.num_workers =
-      config.data.num_workers > 0 ? config.data.num_workers : (s.compute.device.is_cuda() ? 4 : 1);
+  loader_options.num_workers = automatic.loader_threads;
   loader_options.prefetch_batches = config.data.prefetch_batches;
   s.loader = std::make_unique<BatchLoader>(&s.train_cases, loader_options);
   // The loader holds at most prefetch_batches batches (plus one sample per slot being cut).
@@ -546,10 +544,11 @@ TrainSummary Trainer::run() {
   const double loader_mib =
       config.data.prefetch_batches * (batch_size + 1) * sample_bytes / (1 << 20);
   spdlog::info(
-      "training: {} epochs x {} steps, batch {} per worker (roi {}x{}x{}), {} loader "
-      "threads holding at most {:.0f} MiB, checkpoints in {}{}",
+      "training: {} epochs x {} steps, batch {} per worker (roi {}x{}x{}), {} compute threads, "
+      "{} loader threads holding at most {:.0f} MiB, checkpoints in {}{}",
       config.train.epochs, s.steps_per_epoch, batch_size, config.augment.roi_size[0],
-      config.augment.roi_size[1], config.augment.roi_size[2], loader_options.num_workers,
+      config.augment.roi_size[1], config.augment.roi_size[2], automatic.compute_threads,
+      loader_options.num_workers,
       loader_mib, s.checkpoint_dir, resumed ? " (resumed)" : "");
 
   const auto started = Clock::now();
