@@ -18,6 +18,7 @@
 
 #include "app/commands.h"
 #include "config/config_loader.h"
+#include "config/unet_options.h"
 #include "data/case_store.h"
 #include "data/random_transforms.h"
 #include "data/synthetic_cases.h"

@@ -17,8 +17,8 @@
 #include <thread>
 #include <vector>
 
-#include "data/case_data.h"
 #include "data/random_transforms.h"
+#include "io/case_data.h"
 
 namespace medseg {
 

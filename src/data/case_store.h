@@ -7,9 +7,9 @@
 #include <string>
 #include <vector>
 
-#include "data/case_data.h"
 #include "data/case_discovery.h"
 #include "data/static_transforms.h"
+#include "io/case_data.h"
 
 namespace medseg {
 

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "config/config.h"
-#include "data/case_data.h"
+#include "io/case_data.h"
 
 namespace medseg {
 

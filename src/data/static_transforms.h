@@ -21,8 +21,8 @@
 #include <cstdint>
 #include <string>
 
-#include "data/case_data.h"
 #include "data/label_scheme.h"
+#include "io/case_data.h"
 #include "io/nifti_volume.h"
 
 namespace medseg {

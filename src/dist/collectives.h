@@ -11,9 +11,9 @@
 //  - World size 1 creates no store and no process group; every method is then a no-op.
 //  - Not thread-safe: call from one thread (the training loop).
 //
-// Gradient sync is synchronous after backward: the buckets' all-reduces are all launched before
-// the first is waited on, so flattening bucket k+1 overlaps the transfer of bucket k, but
-// communication does not overlap backward itself (no per-parameter autograd hooks).
+// Two ways to average gradients: allreduce_mean_gradients, after backward (all buckets launched
+// before the first is waited on), and OverlappedGradientSync below, which training uses: each
+// bucket's all-reduce starts during the backward pass, as soon as its gradients exist.
 #pragma once
 
 #include <ATen/core/Tensor.h>

@@ -16,6 +16,7 @@
 #include <thread>
 #include <utility>
 
+#include "config/unet_options.h"
 #include "data/static_transforms.h"
 #include "infer/sliding_window.h"
 #include "model/model_io.h"

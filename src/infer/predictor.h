@@ -41,8 +41,8 @@
 #include <vector>
 
 #include "config/config_loader.h"
-#include "data/case_data.h"
 #include "data/label_scheme.h"
+#include "io/case_data.h"
 #include "io/nifti_volume.h"
 
 namespace medseg {

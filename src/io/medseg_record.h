@@ -65,8 +65,8 @@
 #include <string>
 #include <vector>
 
-#include "data/case_data.h"
 #include "io/byte_source.h"
+#include "io/case_data.h"
 
 namespace medseg {
 

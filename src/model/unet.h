@@ -20,8 +20,6 @@
 #include <memory>
 #include <vector>
 
-#include "config/config.h"
-
 namespace torch::nn {
 class SequentialImpl;
 }  // namespace torch::nn
@@ -44,9 +42,6 @@ struct UNetOptions {
   // Dropout probability after each normalisation, in [0, 1).
   double dropout = 0.0;
 };
-
-// The architecture of the `model` configuration section.
-UNetOptions unet_options_from_config(const ModelConfig& model);
 
 // Throws ClientError naming the field and value when `options` cannot build a network.
 void validate_unet_options(const UNetOptions& options);

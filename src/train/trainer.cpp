@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "config/unet_options.h"
 #include "data/batch_loader.h"
 #include "data/case_store.h"
 #include "dist/collectives.h"
@@ -548,8 +549,7 @@ TrainSummary Trainer::run() {
       "{} loader threads holding at most {:.0f} MiB, checkpoints in {}{}",
       config.train.epochs, s.steps_per_epoch, batch_size, config.augment.roi_size[0],
       config.augment.roi_size[1], config.augment.roi_size[2], automatic.compute_threads,
-      loader_options.num_workers,
-      loader_mib, s.checkpoint_dir, resumed ? " (resumed)" : "");
+      loader_options.num_workers, loader_mib, s.checkpoint_dir, resumed ? " (resumed)" : "");
 
   const auto started = Clock::now();
   const int64_t first_global_step = s.global_step;

@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <set>
+#include <string>
+
+#include "util/error.h"
 
 namespace medseg {
 namespace {
@@ -110,12 +113,17 @@ TEST(BatchLoaderTest, WorkerErrorsReachTheConsumer) {
   BatchLoader loader(&cases, options);
   loader.start_epoch(0, 3);
   Batch batch;
-  EXPECT_THROW(
-      {
-        while (loader.next(batch)) {
-        }
-      },
-      std::exception);
+  // The worker's own error, with its type and message, not a generic failure.
+  try {
+    while (loader.next(batch)) {
+    }
+    ADD_FAILURE() << "the corrupt case went unnoticed";
+  } catch (const InternalError& error) {
+    EXPECT_NE(std::string(error.what()).find("image buffer does not match its shape"),
+              std::string::npos)
+        << error.what();
+    EXPECT_NE(std::string(error.what()).find(cases[1].case_id), std::string::npos) << error.what();
+  }
 }
 
 }  // namespace

@@ -450,16 +450,23 @@ TEST_F(MedsegRecordBadInput, RandomDamageIsAlwaysAClientError) {
         bytes.erase(bytes.begin() + random() % bytes.size());
         break;
     }
+    // Every damage is caught (CRCs over the header and the payload, lengths, the end marker),
+    // by both readers, as a ClientError; anything else escapes and fails the test.
     const std::string path = write_shard(bytes);
+    bool mapped_refused = false, stream_refused = false;
     try {
       MappedRecordReader reader(path);
       for (size_t i = 0; i < reader.size(); ++i) reader.read(i);
     } catch (const ClientError&) {
+      mapped_refused = true;
     }
     try {
       read_as_stream(bytes);
     } catch (const ClientError&) {
+      stream_refused = true;
     }
+    EXPECT_TRUE(mapped_refused) << "trial " << trial << " (damage kind " << trial % 3 << ")";
+    EXPECT_TRUE(stream_refused) << "trial " << trial << " (damage kind " << trial % 3 << ")";
   }
 }
 
