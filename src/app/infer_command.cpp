@@ -19,6 +19,7 @@
 #include "infer/predictor.h"
 #include "sagemaker/ml_paths.h"
 #include "util/error.h"
+#include "util/file_io.h"
 #include "util/json_file.h"
 #include "util/log.h"
 #include "util/strings.h"

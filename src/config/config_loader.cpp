@@ -10,6 +10,7 @@
 
 #include "config/config_schema.h"
 #include "util/error.h"
+#include "util/file_io.h"
 #include "util/json_file.h"
 #include "util/strings.h"
 

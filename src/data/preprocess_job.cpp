@@ -13,6 +13,7 @@
 #include "data/case_discovery.h"
 #include "data/case_store.h"
 #include "util/error.h"
+#include "util/file_io.h"
 #include "util/json_file.h"
 
 namespace medseg {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "util/error.h"
+#include "util/file_io.h"
 #include "util/json_file.h"
 
 namespace medseg {

@@ -23,6 +23,7 @@
 #include "model/unet.h"
 #include "train/compute.h"
 #include "util/error.h"
+#include "util/file_io.h"
 #include "util/json_file.h"
 #include "util/strings.h"
 

@@ -21,6 +21,7 @@
 #endif
 
 #include "util/error.h"
+#include "util/file_io.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
               "medseg records are little-endian and read in place; add byte swapping first");
@@ -265,18 +266,6 @@ void check_case(const CaseData& case_data) {
   }
 }
 
-void write_all(int fd, const uint8_t* data, size_t size, const std::string& path) {
-  while (size > 0) {
-    const ssize_t written = ::write(fd, data, size);
-    if (written < 0) {
-      if (errno == EINTR) continue;
-      throw_system_error("cannot write " + path);
-    }
-    data += written;
-    size -= static_cast<size_t>(written);
-  }
-}
-
 #ifdef MEDSEG_HAVE_F16C_PATH
 __attribute__((target("avx,f16c"))) void halves_to_floats_f16c(const uint16_t* halves,
                                                                float* floats, size_t count) {
@@ -465,60 +454,22 @@ std::vector<uint8_t> encode_record(const CaseData& case_data, ImageDType image_d
 // RecordWriter
 
 RecordWriter::RecordWriter(const std::string& path, RecordWriterOptions options)
-    : path_(path), options_(options) {
-  std::string pattern = path + ".tmp-" + std::to_string(::getpid()) + "-XXXXXX";
-  fd_ = ::mkstemp(&pattern[0]);
-  if (fd_ >= 0) ::fchmod(fd_, 0644);  // shards are data for other jobs, not secrets
-  if (fd_ < 0) throw_system_error("cannot create a temporary file for " + path);
-  temporary_path_ = pattern;
-}
+    : path_(path), options_(options), file_(std::make_unique<AtomicFile>(path)) {}
 
-RecordWriter::~RecordWriter() { abandon(); }
-
-void RecordWriter::abandon() {
-  if (fd_ >= 0) {
-    ::close(fd_);
-    fd_ = -1;
-    ::unlink(temporary_path_.c_str());
-  }
-}
+RecordWriter::~RecordWriter() = default;
 
 void RecordWriter::append(const CaseData& case_data) {
-  if (fd_ < 0) throw InternalError("RecordWriter::append after finish for " + path_);
+  if (!file_) throw InternalError("RecordWriter::append after finish for " + path_);
   const std::vector<uint8_t> record = encode_record(case_data, options_.image_dtype);
-  write_all(fd_, record.data(), record.size(), temporary_path_);
+  file_->write(record.data(), record.size());
   ++records_written_;
   bytes_written_ += record.size();
 }
 
 void RecordWriter::finish() {
-  if (fd_ < 0) throw InternalError("RecordWriter::finish called twice for " + path_);
-  if (::fsync(fd_) != 0) {
-    const int saved = errno;
-    abandon();
-    errno = saved;
-    throw_system_error("cannot fsync " + temporary_path_);
-  }
-  if (::close(fd_) != 0) {
-    const int saved = errno;
-    fd_ = -1;
-    ::unlink(temporary_path_.c_str());
-    errno = saved;
-    throw_system_error("cannot close " + temporary_path_);
-  }
-  fd_ = -1;
-  if (::rename(temporary_path_.c_str(), path_.c_str()) != 0) {
-    const int saved = errno;
-    ::unlink(temporary_path_.c_str());
-    errno = saved;
-    throw_system_error("cannot rename " + temporary_path_ + " to " + path_);
-  }
-  const std::string directory = std::filesystem::path(path_).parent_path().string();
-  const int directory_fd = ::open(directory.empty() ? "." : directory.c_str(), O_RDONLY);
-  if (directory_fd >= 0) {
-    ::fsync(directory_fd);
-    ::close(directory_fd);
-  }
+  if (!file_) throw InternalError("RecordWriter::finish called twice for " + path_);
+  file_->commit();
+  file_.reset();
 }
 
 void write_record_file(const std::string& path, const std::vector<CaseData>& cases,

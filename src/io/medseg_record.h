@@ -126,6 +126,8 @@ struct RecordWriterOptions {
 // ("<path>.tmp-<pid>-XXXXXX", not matched by kShardFileSuffix); finish() fsyncs it and renames it
 // to `path`, so `path` either does not exist or holds every record. Destroying a writer without
 // finish() removes the temporary file. Write failures (disk full) raise PlatformError.
+class AtomicFile;
+
 class RecordWriter {
  public:
   explicit RecordWriter(const std::string& path, RecordWriterOptions options = {});
@@ -141,12 +143,9 @@ class RecordWriter {
   uint64_t bytes_written() const { return bytes_written_; }
 
  private:
-  void abandon();
-
   std::string path_;
-  std::string temporary_path_;
   RecordWriterOptions options_;
-  int fd_ = -1;
+  std::unique_ptr<AtomicFile> file_;  // null once finished
   int64_t records_written_ = 0;
   uint64_t bytes_written_ = 0;
 };

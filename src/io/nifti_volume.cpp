@@ -21,6 +21,7 @@
 #include <type_traits>
 
 #include "util/error.h"
+#include "util/file_io.h"
 
 // Only symbols that exist solely in libnifti2 are used here (nifti_*dmat44*): libniftiio exports
 // many functions under the same names with other struct layouts, and both libraries are linked.
@@ -850,43 +851,6 @@ void fill_header(const NiftiVolume& volume, NiftiDataType type, int bytes_per_vo
   std::memset(header->descrip, 0, sizeof(header->descrip));
   std::memcpy(header->descrip, volume.header.description.data(),
               std::min(volume.header.description.size(), capacity));
-}
-
-// Writes `bytes` to `path` through a temporary file in the same directory, then renames it.
-void write_file_atomically(const std::string& path, const uint8_t* bytes, size_t size) {
-  std::string temp = path + ".tmp.XXXXXX";
-  const int fd = ::mkstemp(&temp[0]);
-  if (fd < 0) throw_system_error("cannot create a temporary file to write NIfTI file " + path);
-  auto fail = [&](const std::string& what) {
-    const int error = errno;
-    ::close(fd);
-    ::unlink(temp.c_str());
-    errno = error;
-    throw_system_error(what + " NIfTI file " + path);
-  };
-  if (::fchmod(fd, 0644) != 0) fail("cannot set permissions of");
-  size_t done = 0;
-  while (done < size) {
-    const ssize_t wrote = ::write(fd, bytes + done, std::min<size_t>(size - done, size_t{1} << 30));
-    if (wrote < 0) {
-      if (errno == EINTR) continue;
-      fail("cannot write");
-    }
-    done += static_cast<size_t>(wrote);
-  }
-  if (::fsync(fd) != 0) fail("cannot sync");
-  if (::close(fd) != 0) {
-    const int error = errno;
-    ::unlink(temp.c_str());
-    errno = error;
-    throw_system_error("cannot close NIfTI file " + path);
-  }
-  if (::rename(temp.c_str(), path.c_str()) != 0) {
-    const int error = errno;
-    ::unlink(temp.c_str());
-    errno = error;
-    throw_system_error("cannot rename temporary file to NIfTI file " + path);
-  }
 }
 
 }  // namespace

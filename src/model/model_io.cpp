@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "util/error.h"
+#include "util/file_io.h"
 #include "util/json_file.h"
 
 namespace medseg {
@@ -83,7 +84,7 @@ void save_model_pth(const std::string& model_path, const UNetImpl& unet,
     state.insert(name, tensor.detach().to(torch::kCPU).contiguous());
   }
   const std::vector<char> bytes = torch::jit::pickle_save(c10::IValue(state));
-  write_file_atomically(model_path, std::string(bytes.begin(), bytes.end()));
+  write_file_atomically(model_path, bytes.data(), bytes.size());
 }
 
 void load_model_pth(const std::string& model_path, UNetImpl& unet) {

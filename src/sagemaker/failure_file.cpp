@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include "sagemaker/ml_paths.h"
+#include "util/file_io.h"
 #include "util/json_file.h"
 
 namespace medseg {

@@ -17,6 +17,7 @@
 #include <utility>
 
 #include "util/error.h"
+#include "util/file_io.h"
 
 namespace medseg {
 namespace fs = std::filesystem;
@@ -372,19 +373,6 @@ void ensure_directory(const std::string& directory) {
   fs::create_directories(directory, error);
   if (error) {
     throw PlatformError("cannot create checkpoint directory " + directory + ": " + error.message());
-  }
-}
-
-void fsync_directory(const std::string& directory) {
-  const int fd = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) throw_system_error("cannot open checkpoint directory " + directory + " to fsync it");
-  const int result = ::fsync(fd);
-  const int saved_errno = errno;
-  ::close(fd);
-  // Some file systems cannot fsync a directory; the rename is then as durable as they make it.
-  if (result != 0 && saved_errno != EINVAL && saved_errno != ENOTSUP) {
-    errno = saved_errno;
-    throw_system_error("cannot fsync checkpoint directory " + directory);
   }
 }
 

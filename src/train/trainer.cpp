@@ -36,6 +36,7 @@
 #include "util/clock.h"
 #include "util/cuda.h"
 #include "util/error.h"
+#include "util/file_io.h"
 #include "util/json_file.h"
 #include "util/log.h"
 #include "util/random.h"
