@@ -31,6 +31,7 @@
 #include "train/dice_metric.h"
 #include "train/loss_scaler.h"
 #include "train/optimizer.h"
+#include "train/progress_meter.h"
 #include "train/training_checkpoint.h"
 #include "train/training_step.h"
 #include "util/clock.h"
@@ -65,7 +66,6 @@ struct Trainer::State {
   std::unique_ptr<Collectives> collectives;
   std::unique_ptr<OverlappedGradientSync> gradient_sync;  // with collectives
   Heartbeat heartbeat = Heartbeat::from_environment();
-  double sync_seconds_since_log = 0.0;
   bool main() const { return dist.is_main(); }
   const Config& config() const { return resolved.config; }
 
@@ -91,12 +91,22 @@ struct Trainer::State {
   int64_t start_step = 0;
   Clock::time_point last_checkpoint = Clock::now();
 
+  AutomaticSettings automatic;
+  bool resumed = false;
+
+  // The phases of run(), in order.
+  void set_up();
+  void resume_and_synchronise();
+  void open_outputs_and_loader();
+  void train_epochs();
+
+  void report_progress(int64_t epoch, const Batch& batch, double loss, ProgressMeter& meter);
   // Whether any rank was asked to stop; collective, so all ranks stop at the same step.
   bool stop();
   void set_up_device();
   void load_data();
   void build_model();
-  double train_step(const Batch& batch);
+  StepResult train_step(const Batch& batch);
   DiceAccumulator validate();
   void record(nlohmann::json entry);
   void write_model(const std::string& file_name);
@@ -185,7 +195,7 @@ void Trainer::State::build_model() {
                config().model.num_res_units, count_parameters(*model));
 }
 
-double Trainer::State::train_step(const Batch& batch) {
+StepResult Trainer::State::train_step(const Batch& batch) {
   const std::vector<int64_t> image_shape = {batch.batch_size, batch.image_channels, batch.shape[0],
                                             batch.shape[1], batch.shape[2]};
   const std::vector<int64_t> label_shape = {batch.batch_size, batch.label_channels, batch.shape[0],
@@ -197,9 +207,7 @@ double Trainer::State::train_step(const Batch& batch) {
       at::from_blob(const_cast<uint8_t*>(batch.label.data()), label_shape, at::kByte)
           .to(compute.device)
           .to(at::kFloat);
-  const StepResult result = step->run(image, label, global_step);
-  sync_seconds_since_log += result.exposed_sync_seconds;
-  return result.loss;
+  return step->run(image, label, global_step);
 }
 
 DiceAccumulator Trainer::State::validate() {
@@ -451,194 +459,198 @@ void Trainer::State::run_validation(int64_t epoch) {
   }
 }
 
-TrainSummary Trainer::run() {
-  State& s = *state_;
-  const Config& config = s.config();
-  s.set_up_device();
-  if (s.dist.is_distributed()) {
-    CollectivesOptions options;
-    options.backend = resolve_backend(config.dist.backend, s.compute.device.is_cuda());
-    options.timeout_seconds = config.dist.timeout_seconds;
-    options.dns_retry_seconds = config.dist.dns_retry_seconds;
-    options.network_interface =
-        s.environment.resources.from_file ? s.environment.resources.network_interface_name : "";
-    options.device = s.compute.device;
-    s.collectives = std::make_unique<Collectives>(s.dist, options);
-    spdlog::info("distributed: rank {} of {} ({} backend, {} hosts x {} workers), master {}:{}",
-                 s.dist.rank, s.dist.world_size, options.backend, s.dist.num_nodes,
-                 s.dist.local_world_size, s.dist.master_addr, s.dist.master_port);
-  }
-  s.load_data();
-  if (s.train_cases.empty()) throw ClientError("no training cases left after the validation split");
-  s.build_model();
+// --- the job's phases -------------------------------------------------------------------------
 
-  const int64_t batch_size = config.train.batch_size;
+void Trainer::State::set_up() {
+  set_up_device();
+  if (dist.is_distributed()) {
+    CollectivesOptions options;
+    options.backend = resolve_backend(config().dist.backend, compute.device.is_cuda());
+    options.timeout_seconds = config().dist.timeout_seconds;
+    options.dns_retry_seconds = config().dist.dns_retry_seconds;
+    options.network_interface =
+        environment.resources.from_file ? environment.resources.network_interface_name : "";
+    options.device = compute.device;
+    collectives = std::make_unique<Collectives>(dist, options);
+    spdlog::info("distributed: rank {} of {} ({} backend, {} hosts x {} workers), master {}:{}",
+                 dist.rank, dist.world_size, options.backend, dist.num_nodes, dist.local_world_size,
+                 dist.master_addr, dist.master_port);
+  }
+  load_data();
+  if (train_cases.empty()) throw ClientError("no training cases left after the validation split");
+  build_model();
   HostShape host;
   host.cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  host.local_workers = s.dist.local_world_size;
-  host.cuda = s.compute.device.is_cuda();
-  host.training_cases = static_cast<int64_t>(s.train_cases.size());
-  host.world_size = s.dist.world_size;
-  const AutomaticSettings automatic = resolve_automatic_settings(config, host);
+  host.local_workers = dist.local_world_size;
+  host.cuda = compute.device.is_cuda();
+  host.training_cases = static_cast<int64_t>(train_cases.size());
+  host.world_size = dist.world_size;
+  automatic = resolve_automatic_settings(config(), host);
   at::set_num_threads(automatic.compute_threads);
-  s.steps_per_epoch = automatic.steps_per_epoch;
-  s.total_steps = s.steps_per_epoch * config.train.epochs;
-  s.open_checkpoints();
-  const bool resumed = s.resume_from_checkpoint();
-  if (s.collectives) {
+  steps_per_epoch = automatic.steps_per_epoch;
+  total_steps = steps_per_epoch * config().train.epochs;
+}
+
+void Trainer::State::resume_and_synchronise() {
+  open_checkpoints();
+  resumed = resume_from_checkpoint();
+  if (collectives) {
     // Every rank must resume from the same checkpoint (all hosts sync one S3 prefix).
-    std::vector<double> steps = {static_cast<double>(s.global_step),
-                                 static_cast<double>(s.global_step) * s.global_step};
-    s.collectives->allreduce_sum(steps);
-    const double mean = steps[0] / s.dist.world_size;
-    if (steps[1] / s.dist.world_size - mean * mean > 0.5) {
+    std::vector<double> steps = {static_cast<double>(global_step),
+                                 static_cast<double>(global_step) * global_step};
+    collectives->allreduce_sum(steps);
+    const double mean = steps[0] / dist.world_size;
+    if (steps[1] / dist.world_size - mean * mean > 0.5) {
       throw PlatformError(
           "the workers found different newest checkpoints in their checkpoint "
           "folders (rank " +
-          std::to_string(s.dist.rank) + " is at step " + std::to_string(s.global_step) +
+          std::to_string(dist.rank) + " is at step " + std::to_string(global_step) +
           "): every host must see the same "
           "checkpoint S3 prefix");
     }
-    std::vector<at::Tensor> parameters = s.model->parameters();
-    s.collectives->broadcast_parameters(parameters);
+    std::vector<at::Tensor> parameters = model->parameters();
+    collectives->broadcast_parameters(parameters);
     // Measure one gradient sync up front, so the log says what data parallelism costs.
     for (at::Tensor& parameter : parameters) parameter.mutable_grad() = at::zeros_like(parameter);
-    const int64_t bucket_bytes = static_cast<int64_t>(config.dist.bucket_mb) << 20;
-    s.collectives->allreduce_mean_gradients(parameters, bucket_bytes);
+    const int64_t bucket_bytes = static_cast<int64_t>(config().dist.bucket_mb) << 20;
+    collectives->allreduce_mean_gradients(parameters, bucket_bytes);
     int64_t gradient_bytes = 0;
     for (const at::Tensor& parameter : parameters) gradient_bytes += parameter.nbytes();
     spdlog::info(
         "gradient sync: {:.1f} ms for {:.1f} MiB of gradients in buckets of {} MiB "
         "across {} workers",
-        1000.0 * s.collectives->last_sync_seconds(),
-        static_cast<double>(gradient_bytes) / (1 << 20), config.dist.bucket_mb, s.dist.world_size);
-    s.optimizer->zero_grad();
-    s.gradient_sync =
-        std::make_unique<OverlappedGradientSync>(*s.collectives, parameters, bucket_bytes);
+        1000.0 * collectives->last_sync_seconds(), static_cast<double>(gradient_bytes) / (1 << 20),
+        config().dist.bucket_mb, dist.world_size);
+    optimizer->zero_grad();
+    gradient_sync =
+        std::make_unique<OverlappedGradientSync>(*collectives, parameters, bucket_bytes);
   }
-  s.step = std::make_unique<TrainingStep>(
-      s.model, *s.optimizer, *s.scaler, s.compute,
-      TrainingStepOptions{config.train.loss, config.optim.grad_clip_norm}, s.gradient_sync.get());
+  step = std::make_unique<TrainingStep>(
+      model, *optimizer, *scaler, compute,
+      TrainingStepOptions{config().train.loss, config().optim.grad_clip_norm}, gradient_sync.get());
+}
 
-  if (s.main()) {
-    fs::create_directories(s.environment.paths.model_dir());
-    fs::create_directories(s.environment.paths.output_data_dir());
+void Trainer::State::open_outputs_and_loader() {
+  const Config& c = config();
+  if (main()) {
+    fs::create_directories(environment.paths.model_dir());
+    fs::create_directories(environment.paths.output_data_dir());
     // metrics.jsonl starts from the checkpoint's history: a resumed job's output folder is new.
-    s.metrics_log.open(s.environment.paths.output_data_dir() + "/metrics.jsonl", std::ios::trunc);
-    for (const nlohmann::json& entry : s.history) s.metrics_log << entry.dump() << '\n';
-    s.metrics_log.flush();
+    metrics_log.open(environment.paths.output_data_dir() + "/metrics.jsonl", std::ios::trunc);
+    for (const nlohmann::json& entry : history) metrics_log << entry.dump() << '\n';
+    metrics_log.flush();
   }
-
-  BatchLoaderOptions loader_options;
-  loader_options.transforms = RandomTransformOptions::from_config(config);
-  loader_options.batch_size = batch_size;
-  loader_options.rank = s.dist.rank;
-  loader_options.world_size = s.dist.world_size;
-  loader_options.seed = static_cast<uint64_t>(config.train.seed);
-  loader_options.num_workers = automatic.loader_threads;
-  loader_options.prefetch_batches = config.data.prefetch_batches;
-  s.loader = std::make_unique<BatchLoader>(&s.train_cases, loader_options);
+  BatchLoaderOptions options;
+  options.transforms = RandomTransformOptions::from_config(c);
+  options.batch_size = c.train.batch_size;
+  options.rank = dist.rank;
+  options.world_size = dist.world_size;
+  options.seed = static_cast<uint64_t>(c.train.seed);
+  options.num_workers = automatic.loader_threads;
+  options.prefetch_batches = c.data.prefetch_batches;
+  loader = std::make_unique<BatchLoader>(&train_cases, options);
   // The loader holds at most prefetch_batches batches (plus one sample per slot being cut).
-  const double roi_voxels = static_cast<double>(config.augment.roi_size[0]) *
-                            config.augment.roi_size[1] * config.augment.roi_size[2];
+  const double roi_voxels =
+      static_cast<double>(c.augment.roi_size[0]) * c.augment.roi_size[1] * c.augment.roi_size[2];
   const double sample_bytes =
-      roi_voxels * (config.model.in_channels * sizeof(float) + config.model.out_channels);
+      roi_voxels * (c.model.in_channels * sizeof(float) + c.model.out_channels);
   const double loader_mib =
-      config.data.prefetch_batches * (batch_size + 1) * sample_bytes / (1 << 20);
+      c.data.prefetch_batches * (c.train.batch_size + 1) * sample_bytes / (1 << 20);
   spdlog::info(
       "training: {} epochs x {} steps, batch {} per worker (roi {}x{}x{}), {} compute threads, "
       "{} loader threads holding at most {:.0f} MiB, checkpoints in {}{}",
-      config.train.epochs, s.steps_per_epoch, batch_size, config.augment.roi_size[0],
-      config.augment.roi_size[1], config.augment.roi_size[2], automatic.compute_threads,
-      loader_options.num_workers, loader_mib, s.checkpoint_dir, resumed ? " (resumed)" : "");
+      c.train.epochs, steps_per_epoch, c.train.batch_size, c.augment.roi_size[0],
+      c.augment.roi_size[1], c.augment.roi_size[2], automatic.compute_threads, options.num_workers,
+      loader_mib, checkpoint_dir, resumed ? " (resumed)" : "");
+}
 
-  const auto started = Clock::now();
-  const int64_t first_global_step = s.global_step;
-  int64_t samples_since_log = 0;
-  int64_t steps_since_log = 0;
-  auto last_log = Clock::now();
-  s.last_checkpoint = Clock::now();
-  for (int64_t epoch = s.start_epoch; epoch < config.train.epochs; ++epoch) {
-    const int64_t first_step = epoch == s.start_epoch ? s.start_step : 0;
-    s.loader->start_epoch(static_cast<uint64_t>(epoch), s.steps_per_epoch, first_step);
+void Trainer::State::report_progress(int64_t epoch, const Batch& batch, double loss,
+                                     ProgressMeter& meter) {
+  const Config& c = config();
+  if (collectives) {  // the loss of the global batch
+    std::vector<double> losses = {loss};
+    collectives->allreduce_sum(losses);
+    loss = losses[0] / dist.world_size;
+  }
+  const ProgressReport report = meter.report(global_step);
+  const double lr = learning_rate_at(c.optim, c.schedule, global_step - 1, total_steps);
+  std::string sync;
+  if (collectives) {
+    sync = fmt::format(
+        " gradient sync not hidden by backward {:.1f} ms/step ({:.0f}% of the "
+        "step)",
+        1000.0 * report.exposed_sync_seconds_per_step, 100.0 * report.exposed_sync_share);
+    log_metric("gradient_sync_seconds_per_step", report.exposed_sync_seconds_per_step);
+  }
+  spdlog::info("epoch {}/{} step {}/{} loss {:.4f} lr {:.3g} {:.2f} samples/s eta {}{}", epoch + 1,
+               c.train.epochs, batch.step + 1, steps_per_epoch, loss, lr, report.samples_per_second,
+               format_duration(report.eta_seconds), sync);
+  log_metric("train_loss", loss);
+  log_metric("samples_per_second", report.samples_per_second);
+  record({{"type", "train"},
+          {"epoch", epoch + 1},
+          {"step", global_step},
+          {"train_loss", loss},
+          {"learning_rate", lr},
+          {"samples_per_second", report.samples_per_second}});
+}
+
+void Trainer::State::train_epochs() {
+  const Config& c = config();
+  ProgressMeter meter(global_step, total_steps, dist.world_size);
+  last_checkpoint = Clock::now();
+  for (int64_t epoch = start_epoch; epoch < c.train.epochs; ++epoch) {
+    const int64_t first_step = epoch == start_epoch ? start_step : 0;
+    loader->start_epoch(static_cast<uint64_t>(epoch), steps_per_epoch, first_step);
     Batch batch;
-    while (s.loader->next(batch)) {
+    while (loader->next(batch)) {
       // Occasional work first, at the step boundary: a stop request ends the job here.
-      if (s.stop()) {
-        s.summary.stopped_early = true;
+      if (stop()) {
+        summary.stopped_early = true;
         spdlog::warn("stop requested at global step {}: writing a checkpoint and the model",
-                     s.global_step);
-        s.save_checkpoint(epoch, batch.step, "stop");
+                     global_step);
+        save_checkpoint(epoch, batch.step, "stop");
         break;
       }
-      set_learning_rate(*s.optimizer, learning_rate_at(config.optim, config.schedule, s.global_step,
-                                                       s.total_steps));
-      double loss = s.train_step(batch);
-      s.heartbeat.beat();
-      ++s.global_step;
-      samples_since_log += batch.batch_size;
-      ++steps_since_log;
-      s.summary.last_loss = loss;
-      const bool last_of_epoch = batch.step + 1 == s.steps_per_epoch;
-      if (s.global_step % config.train.log_every_steps == 0 || last_of_epoch) {
-        if (s.collectives) {  // the loss of the global batch
-          std::vector<double> losses = {loss};
-          s.collectives->allreduce_sum(losses);
-          loss = losses[0] / s.dist.world_size;
-        }
-        const double interval = std::max(1e-9, seconds_since(last_log));
-        const double samples_per_second = samples_since_log * s.dist.world_size / interval;
-        const double elapsed = seconds_since(started);
-        const double eta = elapsed / std::max<int64_t>(1, s.global_step - first_global_step) *
-                           (s.total_steps - s.global_step);
-        const double lr =
-            learning_rate_at(config.optim, config.schedule, s.global_step - 1, s.total_steps);
-        std::string sync;
-        if (s.collectives) {
-          sync = fmt::format(
-              " gradient sync not hidden by backward {:.1f} ms/step ({:.0f}% of the "
-              "step)",
-              1000.0 * s.sync_seconds_since_log / std::max<int64_t>(1, steps_since_log),
-              100.0 * s.sync_seconds_since_log / interval);
-          log_metric("gradient_sync_seconds_per_step",
-                     s.sync_seconds_since_log / std::max<int64_t>(1, steps_since_log));
-        }
-        spdlog::info("epoch {}/{} step {}/{} loss {:.4f} lr {:.3g} {:.2f} samples/s eta {}{}",
-                     epoch + 1, config.train.epochs, batch.step + 1, s.steps_per_epoch, loss, lr,
-                     samples_per_second, format_duration(eta), sync);
-        log_metric("train_loss", loss);
-        log_metric("samples_per_second", samples_per_second);
-        s.record({{"type", "train"},
-                  {"epoch", epoch + 1},
-                  {"step", s.global_step},
-                  {"train_loss", loss},
-                  {"learning_rate", lr},
-                  {"samples_per_second", samples_per_second}});
-        samples_since_log = 0;
-        steps_since_log = 0;
-        s.sync_seconds_since_log = 0.0;
-        last_log = Clock::now();
+      set_learning_rate(*optimizer,
+                        learning_rate_at(c.optim, c.schedule, global_step, total_steps));
+      const StepResult result = train_step(batch);
+      heartbeat.beat();
+      ++global_step;
+      meter.add_step(batch.batch_size, result.exposed_sync_seconds);
+      summary.last_loss = result.loss;
+      const bool last_of_epoch = batch.step + 1 == steps_per_epoch;
+      if (global_step % c.train.log_every_steps == 0 || last_of_epoch) {
+        report_progress(epoch, batch, result.loss, meter);
       }
-      if (!last_of_epoch && s.checkpoint_due())
-        s.save_checkpoint(epoch, batch.step + 1, "periodic");
+      if (!last_of_epoch && checkpoint_due()) save_checkpoint(epoch, batch.step + 1, "periodic");
     }
-    if (s.summary.stopped_early) break;
-    s.summary.epochs_completed = epoch + 1;
+    if (summary.stopped_early) break;
+    summary.epochs_completed = epoch + 1;
     log_metric("epoch", static_cast<double>(epoch + 1));
-
-    const bool last_epoch = epoch + 1 == config.train.epochs;
-    const int every = config.train.validate_every_epochs;
-    if (!s.validation_cases.empty() && every > 0 && ((epoch + 1) % every == 0 || last_epoch)) {
-      s.run_validation(epoch);
+    const bool last_epoch = epoch + 1 == c.train.epochs;
+    const int every = c.train.validate_every_epochs;
+    if (!validation_cases.empty() && every > 0 && ((epoch + 1) % every == 0 || last_epoch)) {
+      run_validation(epoch);
     }
-    s.save_checkpoint(epoch, s.steps_per_epoch, "epoch end");
+    save_checkpoint(epoch, steps_per_epoch, "epoch end");
   }
-  s.summary.epochs_completed = std::max(s.summary.epochs_completed, s.start_epoch);
-  s.summary.global_steps = s.global_step;
-  s.write_final_outputs();
+  summary.epochs_completed = std::max(summary.epochs_completed, start_epoch);
+  summary.global_steps = global_step;
   spdlog::info("training {}: {} epochs, {} steps in {}",
-               s.summary.stopped_early ? "stopped" : "finished", s.summary.epochs_completed,
-               s.global_step, format_duration(seconds_since(started)));
+               summary.stopped_early ? "stopped" : "finished", summary.epochs_completed,
+               global_step, format_duration(meter.seconds_since_start()));
+}
+
+// The story of a job: set up (device, process group, data, model), resume from the newest
+// checkpoint and agree on it across ranks, open the outputs and the loader, train, write the model.
+TrainSummary Trainer::run() {
+  State& s = *state_;
+  s.set_up();
+  s.resume_and_synchronise();
+  s.open_outputs_and_loader();
+  s.train_epochs();
+  s.write_final_outputs();
   return s.summary;
 }
 
