@@ -17,8 +17,8 @@
 #include <thread>
 
 #include "app/commands.h"
+#include "config/component_options.h"
 #include "config/config_loader.h"
-#include "config/unet_options.h"
 #include "data/case_store.h"
 #include "data/random_transforms.h"
 #include "data/synthetic_cases.h"

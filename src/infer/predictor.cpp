@@ -16,7 +16,7 @@
 #include <thread>
 #include <utility>
 
-#include "config/unet_options.h"
+#include "config/component_options.h"
 #include "data/static_transforms.h"
 #include "infer/sliding_window.h"
 #include "model/model_io.h"
@@ -292,10 +292,7 @@ void CasePredictor::State::load_folder(const std::string& folder, const std::str
   model->to(compute.device);
   model->eval();
 
-  for (int axis = 0; axis < 3; ++axis) window.roi_size[axis] = config.augment.roi_size[axis];
-  window.overlap = config.sliding_window.overlap;
-  window.blend = config.sliding_window.blend;
-  window.batch_size = config.sliding_window.batch_size;
+  window = sliding_window_options_from_config(config);
 
   transforms.pixdim = {config.data.pixdim[0], config.data.pixdim[1], config.data.pixdim[2]};
   transforms.label_scheme = scheme;

@@ -17,7 +17,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include "config/unet_options.h"
+#include "config/component_options.h"
 #include "data/batch_loader.h"
 #include "data/case_store.h"
 #include "dist/collectives.h"
@@ -213,12 +213,7 @@ StepResult Trainer::State::train_step(const Batch& batch) {
 DiceAccumulator Trainer::State::validate() {
   torch::NoGradGuard no_grad;
   model->eval();
-  const SlidingWindowConfig& window = config().sliding_window;
-  SlidingWindowOptions options;
-  for (int axis = 0; axis < 3; ++axis) options.roi_size[axis] = config().augment.roi_size[axis];
-  options.overlap = window.overlap;
-  options.blend = window.blend;
-  options.batch_size = window.batch_size;
+  const SlidingWindowOptions options = sliding_window_options_from_config(config());
   DiceAccumulator dice(config().model.out_channels);
   for (size_t index = 0; index < validation_cases.size(); ++index) {
     // Each rank validates its share of the cases; the sums are merged below.
@@ -234,7 +229,8 @@ DiceAccumulator Trainer::State::validate() {
       const auto autocast = compute.autocast_guard();
       return model->forward(x);
     });
-    const at::Tensor prediction = at::sigmoid(logits[0]).ge(window.threshold).cpu();
+    const at::Tensor prediction =
+        at::sigmoid(logits[0]).ge(config().sliding_window.threshold).cpu();
     const at::Tensor truth = at::from_blob(
         const_cast<uint8_t*>(data.label.data()),
         {data.label_channels, data.spatial_shape[0], data.spatial_shape[1], data.spatial_shape[2]},
