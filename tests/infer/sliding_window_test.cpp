@@ -48,12 +48,8 @@ TEST(SlidingWindowTest, MatchesMonaiForEveryBlendAndPadding) {
 // Fresh images, window sizes (smaller and larger than the image), overlaps and window batches,
 // with the project's MONAI computing the reference.
 TEST(SlidingWindowLiveMonaiTest, MatchesMonaiOnFreshShapesAndOverlaps) {
-  for (const int seed : {41, 42, 43}) {
-    testing::TempDir dir;
-    testing::make_live_train_fixtures(dir.path(), seed);
-    SCOPED_TRACE("seed " + std::to_string(seed));
-    expect_sliding_window_matches_monai(dir.path());
-  }
+  testing::check_against_live_monai(
+      {41, 42, 43}, [](const std::string& dir) { expect_sliding_window_matches_monai(dir); });
 }
 
 }  // namespace

@@ -30,12 +30,8 @@ TEST(DiceMetricTest, MatchesMonaiAndSkipsEmptyGroundTruth) {
 
 // Fresh predictions, truths and shapes, with the project's MONAI computing the reference.
 TEST(DiceMetricLiveMonaiTest, MatchesMonaiOnFreshInputs) {
-  for (const int seed : {31, 32}) {
-    testing::TempDir dir;
-    testing::make_live_train_fixtures(dir.path(), seed);
-    SCOPED_TRACE("seed " + std::to_string(seed));
-    expect_dice_matches_monai(dir.path());
-  }
+  testing::check_against_live_monai({31, 32},
+                                    [](const std::string& dir) { expect_dice_matches_monai(dir); });
 }
 
 TEST(DiceMetricTest, MergingRanksEqualsOneAccumulator) {

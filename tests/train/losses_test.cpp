@@ -20,12 +20,8 @@ TEST(LossesTest, DiceMatchesMonai) { expect_losses_match_monai(testing::kTrainFi
 
 // Fresh inputs and shapes, with the project's MONAI computing the reference.
 TEST(LossesLiveMonaiTest, DiceAndDiceBceMatchMonaiOnFreshInputs) {
-  for (const int seed : {21, 22}) {
-    testing::TempDir dir;
-    testing::make_live_train_fixtures(dir.path(), seed);
-    SCOPED_TRACE("seed " + std::to_string(seed));
-    expect_losses_match_monai(dir.path());
-  }
+  testing::check_against_live_monai({21, 22},
+                                    [](const std::string& dir) { expect_losses_match_monai(dir); });
 }
 
 TEST(LossesTest, PerfectPredictionHasNearZeroLossAndGradientsFlow) {

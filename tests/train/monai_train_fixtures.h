@@ -7,6 +7,8 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <functional>
+#include <initializer_list>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -42,6 +44,18 @@ inline void make_live_train_fixtures(const std::string& dir, int seed) {
       run_python("tests/data/monai/make_train_fixtures.py --random-shapes --seed " +
                  std::to_string(seed) + " --out " + dir);
   ASSERT_EQ(result.exit_code, 0) << result.output;
+}
+
+// Runs `check(dir)` on fresh reference values for each of `seeds` (make_live_train_fixtures).
+inline void check_against_live_monai(std::initializer_list<int> seeds,
+                                     const std::function<void(const std::string&)>& check) {
+  for (const int seed : seeds) {
+    TempDir dir;
+    make_live_train_fixtures(dir.path(), seed);
+    if (::testing::Test::HasFatalFailure()) return;
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    check(dir.path());
+  }
 }
 
 }  // namespace medseg::testing
