@@ -181,65 +181,6 @@ std::vector<float> allocate_floats(int64_t count, const std::string& path) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Input file: a read-only descriptor with its size.
-
-class InputFile {
- public:
-  explicit InputFile(const std::string& path) : path_(path) {
-    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd_ < 0) {
-      const int error = errno;
-      if (error == ENOENT || error == ENOTDIR) {
-        throw ClientError("NIfTI file " + path + " does not exist");
-      }
-      if (error == EACCES)
-        throw ClientError("NIfTI file " + path + " is not readable (permission denied)");
-      errno = error;
-      throw_system_error("cannot open NIfTI file " + path);
-    }
-    struct stat info;
-    if (::fstat(fd_, &info) != 0) {
-      const int error = errno;
-      ::close(fd_);
-      errno = error;
-      throw_system_error("cannot stat NIfTI file " + path);
-    }
-    if (!S_ISREG(info.st_mode)) {
-      ::close(fd_);
-      throw ClientError("NIfTI file " + path + " is not a regular file");
-    }
-    size_ = static_cast<int64_t>(info.st_size);
-  }
-  ~InputFile() { ::close(fd_); }
-  InputFile(const InputFile&) = delete;
-  InputFile& operator=(const InputFile&) = delete;
-
-  int64_t size() const { return size_; }
-
-  // Reads up to `count` bytes at `offset`; returns how many were read (fewer only at end of file).
-  int64_t read_at(int64_t offset, int64_t count, void* destination) const {
-    auto* out = static_cast<uint8_t*>(destination);
-    int64_t done = 0;
-    while (done < count) {
-      const size_t chunk = static_cast<size_t>(std::min<int64_t>(count - done, int64_t{1} << 30));
-      const ssize_t got = ::pread(fd_, out + done, chunk, static_cast<off_t>(offset + done));
-      if (got < 0) {
-        if (errno == EINTR) continue;
-        throw_system_error("cannot read NIfTI file " + path_);
-      }
-      if (got == 0) break;
-      done += got;
-    }
-    return done;
-  }
-
- private:
-  std::string path_;
-  int fd_ = -1;
-  int64_t size_ = 0;
-};
-
-// ---------------------------------------------------------------------------------------------
 // gzip decoding. Both decoders fill `out` completely from a (possibly multi-member) gzip stream and
 // ignore whatever follows once it is full; they differ only in speed (libdeflate decodes whole
 // buffers 2-3x faster than zlib) and zlib's better diagnosis of a bad stream.
@@ -862,7 +803,7 @@ Affine identity_affine() {
 }
 
 NiftiVolume read_nifti(const std::string& path, const NiftiReadOptions& options) {
-  const InputFile file(path);
+  const ReadOnlyFile file(path, "NIfTI file");
 
   // The first bytes: enough for the header, or the start of the gzip stream holding it.
   constexpr int64_t kHeadBytes = 64 * 1024;

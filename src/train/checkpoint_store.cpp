@@ -127,44 +127,13 @@ DirectoryScan scan_directory(const std::string& directory) {
 
 // ---- reading and validating ----
 
-class ReadOnlyFile {
- public:
-  explicit ReadOnlyFile(const std::string& path) : path_(path) {
-    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd_ < 0) throw_system_error("cannot open checkpoint " + path);
-    struct stat status {};
-    if (::fstat(fd_, &status) != 0) {
-      ::close(fd_);
-      throw_system_error("cannot stat checkpoint " + path);
-    }
-    size_ = static_cast<uint64_t>(status.st_size);
-  }
-  ~ReadOnlyFile() { ::close(fd_); }
-  ReadOnlyFile(const ReadOnlyFile&) = delete;
-  ReadOnlyFile& operator=(const ReadOnlyFile&) = delete;
+uint64_t size_of(const ReadOnlyFile& file) { return static_cast<uint64_t>(file.size()); }
 
-  uint64_t size() const { return size_; }
-
-  // Reads exactly `length` bytes at `offset`; false when the file ends first.
-  bool read_at(uint64_t offset, char* out, size_t length) const {
-    size_t done = 0;
-    while (done < length) {
-      const ssize_t n = ::pread(fd_, out + done, length - done, static_cast<off_t>(offset + done));
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        throw_system_error("cannot read checkpoint " + path_);
-      }
-      if (n == 0) return false;
-      done += static_cast<size_t>(n);
-    }
-    return true;
-  }
-
- private:
-  std::string path_;
-  int fd_ = -1;
-  uint64_t size_ = 0;
-};
+// Reads exactly `length` bytes at `offset`; false when the file ends first.
+bool read_exactly(const ReadOnlyFile& file, uint64_t offset, char* out, size_t length) {
+  return file.read_at(static_cast<int64_t>(offset), static_cast<int64_t>(length), out) ==
+         static_cast<int64_t>(length);
+}
 
 struct Layout {
   uint32_t crc = 0;
@@ -174,11 +143,11 @@ struct Layout {
 // Checks everything but the CRC: magic, version, step, file size and end marker. Returns the
 // defect ("" when none) and fills `layout`.
 std::string check_layout(const ReadOnlyFile& file, int64_t step_from_name, Layout* layout) {
-  if (file.size() < kHeaderSize + kTrailerSize) {
-    return "truncated: " + std::to_string(file.size()) + " bytes, less than a header and trailer";
+  if (size_of(file) < kHeaderSize + kTrailerSize) {
+    return "truncated: " + std::to_string(size_of(file)) + " bytes, less than a header and trailer";
   }
   char header[kHeaderSize];
-  if (!file.read_at(0, header, kHeaderSize)) return "truncated while reading the header";
+  if (!read_exactly(file, 0, header, kHeaderSize)) return "truncated while reading the header";
   if (std::memcmp(header, kMagic, sizeof kMagic) != 0) {
     return "not a medseg checkpoint (no MEDSEGCK magic)";
   }
@@ -195,12 +164,12 @@ std::string check_layout(const ReadOnlyFile& file, int64_t step_from_name, Layou
            std::to_string(step_from_name);
   }
   const uint64_t expected_size = kHeaderSize + layout->payload_bytes + kTrailerSize;
-  if (layout->payload_bytes > file.size() || file.size() != expected_size) {
-    return "truncated or padded: " + std::to_string(file.size()) + " bytes, the header says " +
+  if (layout->payload_bytes > size_of(file) || size_of(file) != expected_size) {
+    return "truncated or padded: " + std::to_string(size_of(file)) + " bytes, the header says " +
            std::to_string(expected_size);
   }
   char trailer[kTrailerSize];
-  if (!file.read_at(file.size() - kTrailerSize, trailer, kTrailerSize)) {
+  if (!read_exactly(file, size_of(file) - kTrailerSize, trailer, kTrailerSize)) {
     return "truncated while reading the end marker";
   }
   if (std::memcmp(trailer, kEndMarker, sizeof kEndMarker) != 0 ||
@@ -218,7 +187,7 @@ std::string check_payload_crc(const ReadOnlyFile& file, const Layout& layout) {
   uint32_t crc = 0;
   for (uint64_t done = 0; done < layout.payload_bytes;) {
     const size_t n = static_cast<size_t>(std::min<uint64_t>(kChunk, layout.payload_bytes - done));
-    if (!file.read_at(kHeaderSize + done, chunk.get(), n)) return "truncated while reading";
+    if (!read_exactly(file, kHeaderSize + done, chunk.get(), n)) return "truncated while reading";
     crc = libdeflate_crc32(crc, chunk.get(), n);
     done += n;
   }
@@ -228,7 +197,7 @@ std::string check_payload_crc(const ReadOnlyFile& file, const Layout& layout) {
 
 // The whole validation (CRC included when `check_crc`). "" when valid.
 std::string check_file(const std::string& path, int64_t step_from_name, bool check_crc) {
-  const ReadOnlyFile file(path);
+  const ReadOnlyFile file(path, "checkpoint");
   Layout layout;
   std::string defect = check_layout(file, step_from_name, &layout);
   if (!defect.empty() || !check_crc) return defect;
@@ -529,10 +498,10 @@ std::vector<CheckpointInfo> CheckpointStore::list() const {
   std::vector<CheckpointInfo> result;
   for (const auto& [step, path] : scan.checkpoints) {
     try {
-      const ReadOnlyFile file(path);
+      const ReadOnlyFile file(path, "checkpoint");
       Layout layout;
       if (check_layout(file, step, &layout).empty()) {
-        result.push_back({path, step, static_cast<int64_t>(file.size())});
+        result.push_back({path, step, static_cast<int64_t>(size_of(file))});
       }
     } catch (const Error&) {
     }
@@ -550,7 +519,7 @@ void CheckpointStore::load(const CheckpointInfo& info, torch::serialize::InputAr
   }
   // One open file for validating and loading: a checkpoint renamed over this one meanwhile
   // cannot mix in.
-  const ReadOnlyFile file(path);
+  const ReadOnlyFile file(path, "checkpoint");
   Layout layout;
   std::string defect = check_layout(file, *step, &layout);
   if (defect.empty()) defect = check_payload_crc(file, layout);
@@ -563,7 +532,8 @@ void CheckpointStore::load(const CheckpointInfo& info, torch::serialize::InputAr
     if (position >= payload_bytes) return 0;
     length = static_cast<size_t>(std::min<uint64_t>(length, payload_bytes - position));
     try {
-      if (file.read_at(kHeaderSize + position, static_cast<char*>(out), length)) return length;
+      if (read_exactly(file, kHeaderSize + position, static_cast<char*>(out), length))
+        return length;
       read_failure = "the file shrank while loading";
     } catch (const std::exception& error) {
       read_failure = error.what();

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <filesystem>
 #include <fstream>
@@ -101,6 +102,51 @@ void write_file_atomically(const std::string& path, const void* data, size_t siz
 
 void write_file_atomically(const std::string& path, const std::string& text) {
   write_file_atomically(path, text.data(), text.size());
+}
+
+ReadOnlyFile::ReadOnlyFile(std::string path, std::string what)
+    : path_(std::move(path)), what_(std::move(what)) {
+  fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd_ < 0) {
+    const int error = errno;
+    if (error == ENOENT || error == ENOTDIR)
+      throw ClientError(what_ + " " + path_ + " does not exist");
+    if (error == EACCES) {
+      throw ClientError(what_ + " " + path_ + " is not readable (permission denied)");
+    }
+    errno = error;
+    throw_system_error("cannot open " + what_ + " " + path_);
+  }
+  struct stat info {};
+  if (::fstat(fd_, &info) != 0) {
+    const int error = errno;
+    ::close(fd_);
+    errno = error;
+    throw_system_error("cannot stat " + what_ + " " + path_);
+  }
+  if (!S_ISREG(info.st_mode)) {
+    ::close(fd_);
+    throw ClientError(what_ + " " + path_ + " is not a regular file");
+  }
+  size_ = static_cast<int64_t>(info.st_size);
+}
+
+ReadOnlyFile::~ReadOnlyFile() { ::close(fd_); }
+
+int64_t ReadOnlyFile::read_at(int64_t offset, int64_t count, void* destination) const {
+  auto* out = static_cast<char*>(destination);
+  int64_t done = 0;
+  while (done < count) {
+    const size_t chunk = static_cast<size_t>(std::min<int64_t>(count - done, int64_t{1} << 30));
+    const ssize_t got = ::pread(fd_, out + done, chunk, static_cast<off_t>(offset + done));
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      throw_system_error("cannot read " + what_ + " " + path_);
+    }
+    if (got == 0) break;
+    done += got;
+  }
+  return done;
 }
 
 std::string read_text_file(const std::string& path) {

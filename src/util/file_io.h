@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 namespace medseg {
@@ -46,6 +47,29 @@ class AtomicFile {
 // Writes a whole file atomically (see AtomicFile).
 void write_file_atomically(const std::string& path, const void* data, size_t size);
 void write_file_atomically(const std::string& path, const std::string& text);
+
+// A file opened for positional reads, with its size. `what` names it in errors ("NIfTI file",
+// "checkpoint"). A path that does not exist, is not readable or is not a regular file is a
+// ClientError ("<what> <path> does not exist"); other failures are PlatformErrors.
+class ReadOnlyFile {
+ public:
+  ReadOnlyFile(std::string path, std::string what);
+  ~ReadOnlyFile();
+  ReadOnlyFile(const ReadOnlyFile&) = delete;
+  ReadOnlyFile& operator=(const ReadOnlyFile&) = delete;
+
+  int64_t size() const { return size_; }
+
+  // Reads up to `count` bytes at `offset` into `destination`; returns how many were read (fewer
+  // only at the end of the file). EINTR and short reads are retried.
+  int64_t read_at(int64_t offset, int64_t count, void* destination) const;
+
+ private:
+  std::string path_;
+  std::string what_;
+  int fd_ = -1;
+  int64_t size_ = 0;
+};
 
 // The whole file; PlatformError naming the path when it cannot be read.
 std::string read_text_file(const std::string& path);
