@@ -18,6 +18,7 @@
 
 #include "config/component_options.h"
 #include "data/static_transforms.h"
+#include "infer/evaluate.h"
 #include "infer/sliding_window.h"
 #include "model/model_io.h"
 #include "model/unet.h"
@@ -331,12 +332,9 @@ Prediction CasePredictor::predict(const NiftiVolume& image, const std::string& c
         at::from_blob(data.image.data(), {1, data.image_channels, shape[0], shape[1], shape[2]},
                       at::kFloat)
             .to(s.compute.device);
-    const at::Tensor logits =
-        sliding_window_inference(input, s.window, [&](const at::Tensor& windows) {
-          const auto autocast = s.compute.autocast_guard();
-          return s.model->forward(windows);
-        });
-    probabilities = at::sigmoid(logits[0]).to(at::kCPU, at::kFloat).contiguous();
+    probabilities = predict_probabilities(s.model, input, s.window, s.compute)
+                        .to(at::kCPU, at::kFloat)
+                        .contiguous();
   }
   const int64_t channels = probabilities.size(0);
   if (channels != 3) {

@@ -22,6 +22,7 @@
 #include "data/case_store.h"
 #include "dist/collectives.h"
 #include "dist/launcher.h"
+#include "infer/evaluate.h"
 #include "infer/sliding_window.h"
 #include "model/model_io.h"
 #include "model/unet.h"
@@ -225,12 +226,9 @@ DiceAccumulator Trainer::State::validate() {
     const at::Tensor image =
         at::from_blob(const_cast<float*>(data.image.data()), image_shape, at::kFloat)
             .to(compute.device);
-    const at::Tensor logits = sliding_window_inference(image, options, [&](const at::Tensor& x) {
-      const auto autocast = compute.autocast_guard();
-      return model->forward(x);
-    });
-    const at::Tensor prediction =
-        at::sigmoid(logits[0]).ge(config().sliding_window.threshold).cpu();
+    const at::Tensor prediction = predict_probabilities(model, image, options, compute)
+                                      .ge(config().sliding_window.threshold)
+                                      .cpu();
     const at::Tensor truth = at::from_blob(
         const_cast<uint8_t*>(data.label.data()),
         {data.label_channels, data.spatial_shape[0], data.spatial_shape[1], data.spatial_shape[2]},

@@ -32,12 +32,7 @@ void expect_same_state(const UNetImpl& actual, const UNetImpl& expected) {
 }
 
 std::string error_of_load(const std::string& path, UNetImpl& unet) {
-  try {
-    load_model_pth(path, unet);
-  } catch (const ClientError& error) {
-    return error.what();
-  }
-  return "(no ClientError)";
+  return testing::client_error_message([&] { load_model_pth(path, unet); });
 }
 
 TEST(ModelIoTest, RoundTripRestoresEveryTensorAndWritesTheConfig) {

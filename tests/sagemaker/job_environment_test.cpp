@@ -8,15 +8,6 @@
 namespace medseg {
 namespace {
 
-std::string error_of(const std::function<void()>& action) {
-  try {
-    action();
-  } catch (const ClientError& error) {
-    return error.what();
-  }
-  return "";
-}
-
 TEST(InputDataConfigTest, LocalModeWritesOnlyTheInputMode) {
   testing::TempDir dir;
   testing::write_text(dir.file("inputdataconfig.json"),
@@ -49,8 +40,8 @@ TEST(InputDataConfigTest, UnknownInputModeNamesChannelAndChoices) {
   testing::TempDir dir;
   testing::write_text(dir.file("inputdataconfig.json"),
                       R"({"train": {"TrainingInputMode": "Stream"}})");
-  const std::string message =
-      error_of([&] { read_input_data_config(dir.file("inputdataconfig.json")); });
+  const std::string message = testing::client_error_message(
+      [&] { read_input_data_config(dir.file("inputdataconfig.json")); });
   EXPECT_NE(message.find("channel 'train'"), std::string::npos) << message;
   EXPECT_NE(message.find("'Stream'"), std::string::npos) << message;
   EXPECT_NE(message.find("File, Pipe, FastFile"), std::string::npos) << message;
@@ -96,7 +87,7 @@ TEST(ResourceConfigTest, CurrentHostMustBeListed) {
   testing::write_text(dir.file("resourceconfig.json"),
                       R"({"current_host": "algo-3", "hosts": ["algo-1", "algo-2"]})");
   const std::string message =
-      error_of([&] { read_resource_config(dir.file("resourceconfig.json")); });
+      testing::client_error_message([&] { read_resource_config(dir.file("resourceconfig.json")); });
   EXPECT_NE(message.find("current_host 'algo-3' is not in hosts"), std::string::npos) << message;
 }
 
