@@ -4,6 +4,7 @@
 #include <torch/version.h>
 
 #include <CLI/CLI.hpp>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 
@@ -49,10 +50,38 @@ std::vector<std::string> normalize_arguments(const std::vector<std::string>& arg
   return arguments;
 }
 
+std::string command_from_environment(const std::string& ml_root, std::string* reason) {
+  const char* requested = std::getenv("MEDSEG_COMMAND");
+  if (requested != nullptr && *requested != '\0') {
+    *reason = "MEDSEG_COMMAND=" + std::string(requested);
+    return requested;
+  }
+  std::error_code error;
+  const std::string processing_config = ml_root + "/config/processingjobconfig.json";
+  if (std::filesystem::exists(processing_config, error)) {
+    *reason = processing_config + " exists (a SageMaker Processing job)";
+    return "preprocess";
+  }
+  const std::string training_config = ml_root + "/input/config";
+  if (std::filesystem::is_directory(training_config, error)) {
+    *reason = training_config + " exists (a SageMaker training job)";
+    return "train";
+  }
+  return "";
+}
+
 int run_cli(int argc, char** argv) {
   std::vector<std::string> arguments =
       normalize_arguments(std::vector<std::string>(argv, argv + argc));
   init_logging(LogOptions{});
+  if (arguments.size() == 1) {  // started with no argument at all
+    std::string reason;
+    const std::string command = command_from_environment(resolve_ml_root(""), &reason);
+    if (!command.empty()) {
+      spdlog::info("no command given: running `medseg {}` ({})", command, reason);
+      arguments.push_back(command);
+    }
+  }
 
   CLI::App app{"medseg " MEDSEG_VERSION
                ": train, preprocess, infer and serve MONAI-compatible 3D U-Nets for brain-tumour "

@@ -13,6 +13,13 @@ namespace medseg {
 // entrypoint), the command word is implied: {"train", "--x"} -> {"medseg", "train", "--x"}.
 std::vector<std::string> normalize_arguments(const std::vector<std::string>& arguments);
 
+// The command for a start with no argument at all (SageMaker SDK v3's ModelTrainer and
+// Processing jobs start the image that way), chosen in this order: $MEDSEG_COMMAND (any command
+// word, for launchers that cannot pass arguments, e.g. `infer`); `preprocess` when
+// <ml-root>/config/processingjobconfig.json exists (a Processing job); `train` when
+// <ml-root>/input/config exists (a training job). "" when none applies. `reason` says why.
+std::string command_from_environment(const std::string& ml_root, std::string* reason);
+
 int run_cli(int argc, char** argv);
 
 }  // namespace medseg

@@ -3,7 +3,11 @@
 #include <gtest/gtest.h>
 #include <torch/version.h>
 
+#include <filesystem>
+
+#include "data/synthetic_cases.h"
 #include "test_support.h"
+#include "train/training_jobs.h"
 
 namespace medseg {
 namespace {
@@ -132,6 +136,62 @@ TEST(CliTest, NoFailureFileOutsideAnMlRoot) {
   EXPECT_EQ(result.exit_code, 2);
   EXPECT_NE(result.output.find("train.epochs = '0'"), std::string::npos) << result.output;
   EXPECT_FALSE(testing::file_exists(dir.file("absent")));
+}
+
+// SageMaker SDK v3's ModelTrainer and Processing jobs start the image with no argument at all:
+// medseg then chooses the command from what the platform laid out, and says so.
+TEST(CliTest, NoArgumentInATrainingJobTrains) {
+  testing::TempDir root;
+  testing::make_training_job(root.path(),
+                             std::string(R"({"epochs": "1", "steps_per_epoch": "2",
+      "batch_size": "1", "roi_size": "[32, 32, 16]", "val_interval": "0", "num_threads": "1", )") +
+                                 testing::kSmallNetwork + "}",
+                             /*cases=*/4, /*seed=*/5);
+  const CommandResult result = run_medseg({}, {"MEDSEG_ML_ROOT=" + root.path()});
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_NE(result.output.find("no command given: running `medseg train` (" + root.path() +
+                               "/input/config exists"),
+            std::string::npos)
+      << result.output;
+  EXPECT_TRUE(testing::file_exists(root.file("model/model.pth")));
+}
+
+TEST(CliTest, NoArgumentInAProcessingJobPreprocesses) {
+  testing::TempDir root;
+  testing::write_text(root.file("config/processingjobconfig.json"), "{}");
+  SynthOptions synth;
+  synth.out_dir = root.file("processing/input/data");
+  synth.cases = 2;
+  synth.shape = {24, 24, 16};
+  write_synthetic_dataset(synth);
+  const CommandResult result = run_medseg({}, {"MEDSEG_ML_ROOT=" + root.path()});
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_NE(result.output.find("no command given: running `medseg preprocess`"), std::string::npos)
+      << result.output;
+  bool shard_written = false;
+  for (const auto& entry :
+       std::filesystem::directory_iterator(root.file("processing/output/data"))) {
+    shard_written |= entry.path().extension() == ".medrec";
+  }
+  EXPECT_TRUE(shard_written);
+}
+
+TEST(CliTest, MedsegCommandSelectsTheCommandWhereArgumentsCannotBePassed) {
+  testing::TempDir root;
+  testing::make_ml_root(root.path(), "{}");  // a training-job layout: the variable wins
+  const CommandResult result =
+      run_medseg({}, {"MEDSEG_ML_ROOT=" + root.path(), "MEDSEG_COMMAND=infer"});
+  EXPECT_NE(result.output.find("no command given: running `medseg infer` (MEDSEG_COMMAND=infer)"),
+            std::string::npos)
+      << result.output;
+  EXPECT_EQ(result.exit_code, 2) << "no model channel: a ClientError from infer\n" << result.output;
+}
+
+TEST(CliTest, NoArgumentAndNoSageMakerLayoutIsAClientError) {
+  testing::TempDir root;
+  const CommandResult result = run_medseg({}, {"MEDSEG_ML_ROOT=" + root.path()});
+  EXPECT_EQ(result.exit_code, 2) << result.output;
+  EXPECT_EQ(result.output.find("no command given: running"), std::string::npos) << result.output;
 }
 
 }  // namespace
