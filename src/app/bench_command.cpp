@@ -27,6 +27,7 @@
 #include "dist/launcher.h"
 #include "io/medseg_record.h"
 #include "model/unet.h"
+#include "train/automatic_settings.h"
 #include "train/compute.h"
 #include "train/loss_scaler.h"
 #include "train/optimizer.h"
@@ -222,9 +223,12 @@ int bench_train(const BenchCommandOptions& options) {
   request.amp_setting = "bench train --amp";
   const Compute compute = resolve_compute(request);
   const at::Device device = compute.device;
-  const int cores = all_cores();
-  at::set_num_threads(options.threads > 0 ? options.threads
-                                          : std::max(1, cores / dist.local_world_size));
+  // --threads 0: the rule train.num_threads 0 follows (cores divided among the host's workers).
+  config.train.num_threads = options.threads;
+  HostShape host;
+  host.cores = all_cores();
+  host.local_workers = dist.local_world_size;
+  at::set_num_threads(resolve_automatic_settings(config, host).compute_threads);
   const UNetOptions unet = unet_options_from_config(config.model);
   UNet model(unet);
   model->to(device);

@@ -3,7 +3,6 @@
 #include <ATen/ATen.h>
 #include <spdlog/spdlog.h>
 #include <torch/nn/utils/clip_grad.h>
-#include <torch/types.h>  // before clip_grad.h, which uses torch::Tensor without including it
 
 #include <cmath>
 
