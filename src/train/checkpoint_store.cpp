@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstring>
 #include <ctime>
+#include <exception>
 #include <filesystem>
 #include <memory>
 #include <utility>
@@ -206,127 +207,85 @@ std::string check_file(const std::string& path, int64_t step_from_name, bool che
 
 // ---- writing ----
 
-// The temporary file a checkpoint is written to. append() is what LibTorch's archive writer
-// calls. It never throws and never reports a short write: LibTorch 1.13's PyTorchStreamWriter,
-// told of a failed write, throws, then throws again from its destructor (which finishes the zip)
-// and the process terminates. So the first failure is recorded, later bytes are dropped, and
-// finish() throws once LibTorch is done.
+// A checkpoint being written: an AtomicFile (temporary name stamped with this writer's PID so that
+// a later run can tell its leftovers from a live writer's) with the header, payload and trailer.
+// append() is what LibTorch's archive writer calls. It never throws and never reports a short
+// write: LibTorch's PyTorchStreamWriter, told of a failed write, throws, then throws again from its
+// destructor (which finishes the zip) and the process terminates. So the first failure is kept,
+// later bytes are dropped, and commit() rethrows it once LibTorch is done.
 class CheckpointWriter {
  public:
-  explicit CheckpointWriter(std::string path) : path_(std::move(path)), buffer_(kBufferBytes) {
-    fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd_ < 0) throw_system_error("cannot create checkpoint temporary file " + path_);
-    std::memset(buffer_.data(), 0, kHeaderSize);  // the header, rewritten by finish()
+  CheckpointWriter(std::string path, std::string temporary_path)
+      : file_(std::move(path), std::move(temporary_path)), buffer_(kBufferBytes) {
+    std::memset(buffer_.data(), 0, kHeaderSize);  // the header, rewritten by commit()
     buffered_ = kHeaderSize;
   }
-  ~CheckpointWriter() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  CheckpointWriter(const CheckpointWriter&) = delete;
-  CheckpointWriter& operator=(const CheckpointWriter&) = delete;
 
   size_t append(const void* data, size_t length) noexcept {
-    if (failed_operation_ != nullptr || length == 0) return length;
+    if (failure_ || length == 0) return length;
     crc_ = libdeflate_crc32(crc_, data, length);
     payload_bytes_ += length;
-    const char* bytes = static_cast<const char*>(data);
     if (buffered_ + length <= buffer_.size()) {
-      std::memcpy(buffer_.data() + buffered_, bytes, length);
+      std::memcpy(buffer_.data() + buffered_, data, length);
       buffered_ += length;
       return length;
     }
     // Large pieces (tensor data) go straight to the file, no copy.
-    if (flush()) write_all(bytes, length);
+    if (flush()) write(data, length);
     return length;
   }
 
-  // Appends the end marker, writes the header, fsyncs and closes. Throws PlatformError.
-  void finish(int64_t global_step) {
+  // Appends the end marker, fills in the header and renames the file into place (AtomicFile:
+  // fsync, rename, directory fsync). Throws the first failure, a PlatformError naming the file.
+  void commit(int64_t global_step) {
     char trailer[kTrailerSize];
     std::memcpy(trailer, kEndMarker, sizeof kEndMarker);
     put_u64(trailer + 8, payload_bytes_);
-    if (failed_operation_ == nullptr && buffered_ + kTrailerSize <= buffer_.size()) {
-      std::memcpy(buffer_.data() + buffered_, trailer, kTrailerSize);
-      buffered_ += kTrailerSize;
-    } else if (flush()) {
-      write_all(trailer, kTrailerSize);
-    }
-    flush();
+    if (flush()) write(trailer, kTrailerSize);
     char header[kHeaderSize] = {};
     std::memcpy(header, kMagic, sizeof kMagic);
     put_u32(header + 8, kFormatVersion);
     put_u32(header + 12, crc_);
     put_u64(header + 16, payload_bytes_);
     put_u64(header + 24, static_cast<uint64_t>(global_step));
-    if (failed_operation_ == nullptr) {
-      size_t done = 0;
-      while (done < kHeaderSize) {
-        const ssize_t n = ::pwrite(fd_, header + done, kHeaderSize - done, done);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) {
-          fail("write", n < 0 ? errno : EIO);
-          break;
-        }
-        done += static_cast<size_t>(n);
-      }
-    }
-    if (failed_operation_ == nullptr && ::fsync(fd_) != 0) fail("fsync", errno);
-    const int fd = fd_;
-    fd_ = -1;
-    if (::close(fd) != 0 && failed_operation_ == nullptr) fail("close", errno);
-    throw_if_failed();
+    rethrow_failure();
+    file_.write_at(0, header, kHeaderSize);
+    file_.commit();
   }
 
-  void throw_if_failed() const {
-    if (failed_operation_ == nullptr) return;
-    throw PlatformError(std::string("cannot ") + failed_operation_ + " checkpoint temporary file " +
-                        path_ + ": " + errno_text(failed_errno_));
+  // The first write failure, if any (an I/O failure names the cause better than LibTorch's own
+  // error about it).
+  void rethrow_failure() const {
+    if (failure_) std::rethrow_exception(failure_);
   }
-  bool failed() const { return failed_operation_ != nullptr; }
   uint64_t file_bytes() const { return kHeaderSize + payload_bytes_ + kTrailerSize; }
 
  private:
   static constexpr size_t kBufferBytes = size_t{1} << 20;
 
-  void fail(const char* operation, int error_number) {
-    if (failed_operation_ != nullptr) return;
-    failed_operation_ = operation;
-    failed_errno_ = error_number;
-  }
-
-  bool write_all(const char* data, size_t length) noexcept {
-    size_t done = 0;
-    while (done < length) {
-      const ssize_t n = ::write(fd_, data + done, length - done);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) {
-        fail("write", errno);
-        return false;
-      }
-      if (n == 0) {
-        fail("write", EIO);
-        return false;
-      }
-      done += static_cast<size_t>(n);
+  bool write(const void* data, size_t length) noexcept {
+    try {
+      file_.write(data, length);
+      return true;
+    } catch (...) {
+      failure_ = std::current_exception();
+      return false;
     }
-    return true;
   }
 
   bool flush() noexcept {
-    if (failed_operation_ != nullptr) return false;
-    const bool ok = write_all(buffer_.data(), buffered_);
+    if (failure_) return false;
+    const bool ok = write(buffer_.data(), buffered_);
     buffered_ = 0;
     return ok;
   }
 
-  std::string path_;
-  int fd_ = -1;
+  AtomicFile file_;
   std::vector<char> buffer_;
   size_t buffered_ = 0;
   uint32_t crc_ = 0;
   uint64_t payload_bytes_ = 0;
-  const char* failed_operation_ = nullptr;
-  int failed_errno_ = 0;
+  std::exception_ptr failure_;
 };
 
 void ensure_directory(const std::string& directory) {
@@ -406,29 +365,21 @@ CheckpointWriteStats CheckpointStore::save(int64_t global_step,
           .string();
   uint64_t file_bytes = 0;
   try {
-    CheckpointWriter writer(temporary);
+    CheckpointWriter writer(path, temporary);
     try {
       archive.save_to([&writer](const void* data, size_t length) -> size_t {
         return writer.append(data, length);
       });
     } catch (...) {
-      writer.throw_if_failed();  // an I/O failure first: it names the cause
+      writer.rethrow_failure();  // an I/O failure first: it names the cause
       throw;
     }
-    writer.finish(global_step);
+    writer.commit(global_step);
     file_bytes = writer.file_bytes();
-    if (::rename(temporary.c_str(), path.c_str()) != 0) {
-      throw_system_error("cannot rename checkpoint temporary file " + temporary + " to " + path);
-    }
-  } catch (const std::exception& error) {
-    ::unlink(temporary.c_str());
-    const std::string hint = "; earlier checkpoints in " + directory_ + " are untouched";
-    if (const auto* platform = dynamic_cast<const PlatformError*>(&error)) {
-      throw PlatformError("cannot write checkpoint " + path + " (" + platform->what() + ")" + hint);
-    }
-    throw;
+  } catch (const PlatformError& error) {
+    throw PlatformError("cannot write checkpoint " + path + " (" + error.what() +
+                        "); earlier checkpoints in " + directory_ + " are untouched");
   }
-  fsync_directory(directory_);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const double megabytes = static_cast<double>(file_bytes) / 1e6;

@@ -56,6 +56,12 @@ AtomicFile::AtomicFile(std::string path, mode_t mode) : path_(std::move(path)) {
   }
 }
 
+AtomicFile::AtomicFile(std::string path, std::string temporary_path, mode_t mode)
+    : path_(std::move(path)), temporary_path_(std::move(temporary_path)) {
+  fd_ = ::open(temporary_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd_ < 0) throw_system_error("cannot create temporary file " + temporary_path_);
+}
+
 AtomicFile::~AtomicFile() { abandon(); }
 
 void AtomicFile::abandon() noexcept {
@@ -72,6 +78,26 @@ void AtomicFile::write(const void* data, size_t size) {
   } catch (...) {
     abandon();
     throw;
+  }
+}
+
+void AtomicFile::write_at(uint64_t offset, const void* data, size_t size) {
+  if (fd_ < 0) throw InternalError("AtomicFile::write_at after commit of " + path_);
+  const auto* bytes = static_cast<const char*>(data);
+  while (size > 0) {
+    const ssize_t written =
+        ::pwrite(fd_, bytes, std::min<size_t>(size, size_t{1} << 30), static_cast<off_t>(offset));
+    if (written < 0 && errno == EINTR) continue;
+    if (written <= 0) {
+      if (written == 0) errno = EIO;
+      const int saved_errno = errno;
+      abandon();
+      errno = saved_errno;
+      throw_system_error("cannot write " + temporary_path_);
+    }
+    bytes += written;
+    offset += static_cast<uint64_t>(written);
+    size -= static_cast<size_t>(written);
   }
 }
 

@@ -25,11 +25,17 @@ void fsync_directory(const std::string& directory);
 class AtomicFile {
  public:
   explicit AtomicFile(std::string path, mode_t mode = 0644);
+  // With a temporary name of the caller's choosing (in the same directory as `path`), for writers
+  // whose leftovers must be recognisable (the checkpoint store stamps its writer's PID in it). A
+  // file already there under that name is truncated.
+  AtomicFile(std::string path, std::string temporary_path, mode_t mode = 0644);
   ~AtomicFile();
   AtomicFile(const AtomicFile&) = delete;
   AtomicFile& operator=(const AtomicFile&) = delete;
 
   void write(const void* data, size_t size);
+  // Writes at `offset` without moving the append position (headers filled in at the end).
+  void write_at(uint64_t offset, const void* data, size_t size);
   void commit();
 
   int fd() const { return fd_; }
