@@ -45,6 +45,18 @@ TEST(FileIoTest, AFileNeverCommittedLeavesTheOldOneAndNoTemporaryFile) {
   EXPECT_EQ(entries(dir.path()), std::vector<std::string>{"model.pth"});
 }
 
+TEST(FileIoTest, ANamedTemporaryFileWithAHeaderWrittenLast) {
+  testing::TempDir dir;
+  testing::write_text(dir.file(".out.bin.tmp-1"), "left over by an earlier writer, much longer");
+  AtomicFile file(dir.file("out.bin"), dir.file(".out.bin.tmp-1"));
+  file.write("....payload", 11);
+  EXPECT_EQ(read_text_file(dir.file(".out.bin.tmp-1")), "....payload");  // truncated first
+  file.write_at(0, "HEAD", 4);
+  file.commit();
+  EXPECT_EQ(read_text_file(dir.file("out.bin")), "HEADpayload");
+  EXPECT_EQ(entries(dir.path()), std::vector<std::string>{"out.bin"});
+}
+
 TEST(FileIoTest, AFullDiskIsAPlatformErrorNamingTheFileAndKeepsTheOldOne) {
   // A file-size limit stands in for a full disk (EFBIG instead of ENOSPC); in a child process.
   testing::TempDir dir;
