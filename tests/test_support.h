@@ -2,6 +2,7 @@
 // and running the medseg binary as SageMaker would.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
@@ -17,6 +18,8 @@ class TempDir {
   TempDir& operator=(const TempDir&) = delete;
   const std::string& path() const { return path_; }
   std::string file(const std::string& relative) const { return path_ + "/" + relative; }
+  // The names directly inside, sorted.
+  std::vector<std::string> entries() const;
 
  private:
   std::string path_;
@@ -24,6 +27,8 @@ class TempDir {
 
 // Writes `text` to `path`, creating parent folders.
 void write_text(const std::string& path, const std::string& text);
+// The same for bytes; a failure to write throws.
+void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes);
 std::string read_text(const std::string& path);
 bool file_exists(const std::string& path);
 
@@ -42,6 +47,9 @@ struct CommandResult {
 // Runs the medseg binary with `arguments` (and `env` entries "K=V" added to the environment).
 CommandResult run_medseg(const std::vector<std::string>& arguments,
                          const std::vector<std::string>& env = {});
+
+// A TCP port on 127.0.0.1 that was free a moment ago (for a rendezvous between test processes).
+int free_loopback_port();
 
 // Runs a shell command line, capturing its output.
 CommandResult run_shell(const std::string& command_line);

@@ -31,29 +31,15 @@ std::string env_or(const char* name, const std::string& fallback) {
   return value == nullptr ? fallback : value;
 }
 
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  address.sin_port = 0;
-  socklen_t length = sizeof(address);
-  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
-    throw std::runtime_error("cannot find a free port");
-  }
-  ::close(fd);
-  return ntohs(address.sin_port);
-}
-
 // Runs `scenario` on two worker processes; returns the launcher's result. Each worker writes
 // its verdict to <out>/rank<r>.
 LaunchResult run_scenario(const std::string& scenario, const std::string& out_dir,
                           int timeout_seconds) {
   LaunchOptions options;
-  options.extra_env = {
-      "MEDSEG_TEST_SCENARIO=" + scenario, "MEDSEG_TEST_PORT=" + std::to_string(free_port()),
-      "MEDSEG_TEST_OUT=" + out_dir, "MEDSEG_TEST_TIMEOUT=" + std::to_string(timeout_seconds)};
+  options.extra_env = {"MEDSEG_TEST_SCENARIO=" + scenario,
+                       "MEDSEG_TEST_PORT=" + std::to_string(testing::free_loopback_port()),
+                       "MEDSEG_TEST_OUT=" + out_dir,
+                       "MEDSEG_TEST_TIMEOUT=" + std::to_string(timeout_seconds)};
   options.heartbeat_timeout_seconds = 120;
   options.kill_grace_seconds = 5;
   return run_workers({"medseg_tests", "--gtest_filter=CollectivesWorker.Run"}, /*nproc=*/2,

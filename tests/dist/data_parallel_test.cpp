@@ -26,19 +26,6 @@ void make_job(const std::string& root, const std::string& hyperparameters_json,
   testing::make_training_job(root, hyperparameters_json, /*cases=*/8, /*seed=*/9, resource_config);
 }
 
-int free_port() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address));
-  socklen_t length = sizeof(address);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
-  const int port = ntohs(address.sin_port);
-  close(fd);
-  return port;
-}
-
 std::string hyperparameters(int batch_size, int nproc, int port, const std::string& extra = "") {
   return R"({"epochs": "2", "steps_per_epoch": "3", "batch_size": ")" + std::to_string(batch_size) +
          R"(", "roi_size": "[32, 32, 16]",
@@ -68,8 +55,8 @@ TEST(DataParallelTest, TwoWorkersWithBatchBEqualOneWorkerWithBatch2B) {
   // itself. (Adam divides by the root of tiny second moments and amplifies the last-bit
   // differences of summation order: 1.7e-5 relative after 6 steps here.)
   const std::string sgd = R"(, "optimizer": "sgd", "learning_rate": "0.01")";
-  make_job(two.path(), hyperparameters(1, 2, free_port(), sgd));
-  make_job(one.path(), hyperparameters(2, 1, free_port(), sgd));
+  make_job(two.path(), hyperparameters(1, 2, testing::free_loopback_port(), sgd));
+  make_job(one.path(), hyperparameters(2, 1, testing::free_loopback_port(), sgd));
   const testing::CommandResult parallel =
       testing::run_medseg({"train"}, {"MEDSEG_ML_ROOT=" + two.path()});
   ASSERT_EQ(parallel.exit_code, 0) << parallel.output;
@@ -94,7 +81,7 @@ TEST(DataParallelTest, TwoWorkersWithBatchBEqualOneWorkerWithBatch2B) {
 
 TEST(DataParallelTest, SigtermToTheLauncherStopsEveryWorkerAtTheSameStep) {
   testing::TempDir root;
-  make_job(root.path(), hyperparameters(1, 2, free_port(), R"(, "epochs": "1000",
+  make_job(root.path(), hyperparameters(1, 2, testing::free_loopback_port(), R"(, "epochs": "1000",
     "val_interval": "0", "log_interval": "1")"));
   const pid_t launcher = start_training(root.path());
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
@@ -123,7 +110,7 @@ std::string resource_config(const std::string& current_host) {
 
 TEST(DataParallelTest, TwoHostsTrainToCompletionAndOnlyTheFirstWritesTheModel) {
   testing::TempDir first, second;
-  const int port = free_port();
+  const int port = testing::free_loopback_port();
   make_job(first.path(), hyperparameters(1, 1, port), resource_config("127.0.0.1"));
   make_job(second.path(), hyperparameters(1, 1, port), resource_config("localhost"));
   const pid_t host1 = start_training(first.path());
@@ -139,7 +126,7 @@ TEST(DataParallelTest, TwoHostsTrainToCompletionAndOnlyTheFirstWritesTheModel) {
 
 TEST(DataParallelTest, AHostThatDiesMakesTheOtherFailCleanly) {
   testing::TempDir first, second;
-  const int port = free_port();
+  const int port = testing::free_loopback_port();
   const std::string long_run =
       hyperparameters(1, 1, port, R"(, "epochs": "1000", "log_interval": "1",
     "dist.timeout_seconds": "20")");
@@ -172,8 +159,8 @@ TEST(GpuDataParallelTest, TwoNcclWorkersWithBatch1EqualOneWorkerWithBatch2) {
   testing::TempDir two, one;
   const std::string sgd_on_gpu =
       R"(, "optimizer": "sgd", "learning_rate": "0.01", "device": "cuda", "amp": "off")";
-  make_job(two.path(), hyperparameters(1, 2, free_port(), sgd_on_gpu));
-  make_job(one.path(), hyperparameters(2, 1, free_port(), sgd_on_gpu));
+  make_job(two.path(), hyperparameters(1, 2, testing::free_loopback_port(), sgd_on_gpu));
+  make_job(one.path(), hyperparameters(2, 1, testing::free_loopback_port(), sgd_on_gpu));
   const testing::CommandResult parallel =
       testing::run_medseg({"train"}, {"MEDSEG_ML_ROOT=" + two.path(), "NVIDIA_TF32_OVERRIDE=0"});
   ASSERT_EQ(parallel.exit_code, 0) << parallel.output;

@@ -97,12 +97,6 @@ std::vector<uint8_t> read_bytes(const std::string& path) {
   return std::vector<uint8_t>(std::istreambuf_iterator<char>(in), {});
 }
 
-void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(bytes.data()),
-            static_cast<std::streamsize>(bytes.size()));
-}
-
 std::vector<CaseData> read_stream(ByteSource& source, RecordReadOptions options = {}) {
   RecordStreamReader reader(source, options);
   std::vector<CaseData> cases;
@@ -344,7 +338,7 @@ class MedsegRecordBadInput : public ::testing::Test {
   }
   std::string write_shard(const std::vector<uint8_t>& bytes) {
     const std::string path = dir_.file("bad.medrec");
-    write_bytes(path, bytes);
+    testing::write_bytes(path, bytes);
     return path;
   }
   // Reads the bytes as a stream; returns how many records came out before any error.
@@ -570,7 +564,7 @@ TEST(MedsegRecordPython, ScriptReadsWhatTheWriterWrote) {
   // The Python reader detects corruption too.
   std::vector<uint8_t> bytes = read_bytes(dir.file("both.medrec"));
   bytes[bytes.size() - 200] ^= 0x40;
-  write_bytes(dir.file("bad.medrec"), bytes);
+  testing::write_bytes(dir.file("bad.medrec"), bytes);
   const testing::CommandResult bad =
       testing::run_shell("/usr/bin/python3 " + script + " " + dir.file("bad.medrec") + " 2>&1");
   EXPECT_NE(0, bad.exit_code);

@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "test_support.h"
 #include "util/error.h"
 
 // Test files are built here byte by byte from nifti1.h / nifti2.h field offsets (not through the
@@ -27,42 +28,7 @@
 namespace medseg {
 namespace {
 
-// A fresh directory under $TMPDIR, removed with its files at the end of the test.
-class TempDir {
- public:
-  TempDir() {
-    const char* base = std::getenv("TMPDIR");
-    std::string pattern = std::string(base != nullptr ? base : "/tmp") + "/nifti_test.XXXXXX";
-    if (::mkdtemp(&pattern[0]) == nullptr) ADD_FAILURE() << "mkdtemp failed";
-    path_ = pattern;
-  }
-  ~TempDir() {
-    for (const std::string& name : entries()) ::unlink((path_ + "/" + name).c_str());
-    ::rmdir(path_.c_str());
-  }
-  std::string file(const std::string& name) const { return path_ + "/" + name; }
-  std::vector<std::string> entries() const {
-    std::vector<std::string> names;
-    if (DIR* dir = ::opendir(path_.c_str())) {
-      while (const dirent* entry = ::readdir(dir)) {
-        const std::string name = entry->d_name;
-        if (name != "." && name != "..") names.push_back(name);
-      }
-      ::closedir(dir);
-    }
-    return names;
-  }
-
- private:
-  std::string path_;
-};
-
-void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(bytes.data()),
-            static_cast<std::streamsize>(bytes.size()));
-  ASSERT_TRUE(out.good()) << path;
-}
+using testing::TempDir;
 
 // gzip through zlib (the reader decodes with libdeflate), optionally as two concatenated members.
 std::vector<uint8_t> gzip(const std::vector<uint8_t>& data, bool two_members = false) {
@@ -257,7 +223,7 @@ bool is_gz_name(const std::string& name) {
 NiftiVolume write_and_read(const TempDir& dir, const TestImage& image, const std::string& name) {
   const std::string path = dir.file(name);
   const std::vector<uint8_t> bytes = encode(image);
-  write_bytes(path, is_gz_name(name) ? gzip(bytes) : bytes);
+  testing::write_bytes(path, is_gz_name(name) ? gzip(bytes) : bytes);
   return read_nifti(path);
 }
 
@@ -379,7 +345,7 @@ TEST(NiftiReadTest, ValidSlopeWithNonFiniteInterceptIsRejected) {
   TestImage image;
   image.scl_slope = 2.0;
   image.scl_inter = std::nan("");
-  write_bytes(dir.file("bad.nii"), encode(image));
+  testing::write_bytes(dir.file("bad.nii"), encode(image));
   EXPECT_NE(client_error_for(dir.file("bad.nii")).find("scl_inter"), std::string::npos);
 }
 
@@ -443,7 +409,7 @@ TEST(NiftiReadTest, FiveDimensionalImagesOtherThanVectorsAreRejected) {
   TempDir dir;
   TestImage image;
   image.dims = {4, 4, 4, 2, 3};
-  write_bytes(dir.file("five_d.nii"), encode(image));
+  testing::write_bytes(dir.file("five_d.nii"), encode(image));
   const std::string message = client_error_for(dir.file("five_d.nii"));
   EXPECT_NE(message.find(dir.file("five_d.nii")), std::string::npos) << message;
   EXPECT_NE(message.find("4x4x4x2x3"), std::string::npos) << message;
@@ -458,10 +424,11 @@ TEST(NiftiReadTest, CompressedAndUncompressedFilesReadTheSame) {
   image.sform_code = 1;
   image.srow[0][3] = -90;
   const std::vector<uint8_t> bytes = encode(image);
-  write_bytes(dir.file("a.nii"), bytes);
-  write_bytes(dir.file("a.nii.gz"), gzip(bytes));
-  write_bytes(dir.file("two_members.nii.gz"), gzip(bytes, /*two_members=*/true));
-  write_bytes(dir.file("gzip_named_nii.nii"), gzip(bytes));  // content decides, not the name
+  testing::write_bytes(dir.file("a.nii"), bytes);
+  testing::write_bytes(dir.file("a.nii.gz"), gzip(bytes));
+  testing::write_bytes(dir.file("two_members.nii.gz"), gzip(bytes, /*two_members=*/true));
+  testing::write_bytes(dir.file("gzip_named_nii.nii"),
+                       gzip(bytes));  // content decides, not the name
   const NiftiVolume plain = read_nifti(dir.file("a.nii"));
   for (const char* name : {"a.nii.gz", "two_members.nii.gz", "gzip_named_nii.nii"}) {
     SCOPED_TRACE(name);
@@ -634,7 +601,7 @@ TEST(NiftiWriteTest, LargeDimensionsUseNifti2) {
 
 TEST(NiftiWriteTest, ReplacesAnExistingFile) {
   TempDir dir;
-  write_bytes(dir.file("out.nii"), {1, 2, 3});
+  testing::write_bytes(dir.file("out.nii"), {1, 2, 3});
   write_nifti(dir.file("out.nii"), make_volume({1, 2}, {2, 1, 1, 1}, 3), NiftiDataType::kInt16);
   EXPECT_EQ(read_nifti(dir.file("out.nii")).data, (std::vector<float>{1, 2}));
   EXPECT_EQ(dir.entries(), std::vector<std::string>{"out.nii"});
@@ -744,7 +711,7 @@ TEST(NiftiReadTest, BadFilesAreClientErrorsNamingTheFile) {
   for (const Case& bad : cases) {
     SCOPED_TRACE(bad.name);
     const std::string path = dir.file(bad.name);
-    write_bytes(path, bad.bytes);
+    testing::write_bytes(path, bad.bytes);
     const std::string message = client_error_for(path);
     EXPECT_NE(message.find(path), std::string::npos) << message;
     EXPECT_NE(message.find(bad.expected), std::string::npos) << message;
@@ -758,7 +725,7 @@ TEST(NiftiReadTest, TruncationMessageSaysHowMuchDataThereIs) {
   image.datatype = DT_INT16;
   std::vector<uint8_t> bytes = encode(image);
   bytes.resize(352 + 50000);
-  write_bytes(dir.file("cut.nii"), bytes);
+  testing::write_bytes(dir.file("cut.nii"), bytes);
   const std::string message = client_error_for(dir.file("cut.nii"));
   EXPECT_NE(message.find("header says 100x100x10 int16 = 200 kB but the file holds only 50.0 kB of "
                          "data: truncated?"),
@@ -770,7 +737,7 @@ TEST(NiftiReadTest, MaxBytesIsEnforcedBeforeReading) {
   TempDir dir;
   TestImage image;
   image.dims = {10, 10, 10};
-  write_bytes(dir.file("small.nii"), encode(image));
+  testing::write_bytes(dir.file("small.nii"), encode(image));
   NiftiReadOptions options;
   options.max_bytes = 3999;  // the image needs 4000 bytes as float32
   EXPECT_NE(client_error_for(dir.file("small.nii"), options).find("max_bytes"), std::string::npos);

@@ -62,11 +62,6 @@ std::string read_bytes(const std::string& path) {
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
-void write_bytes(const std::string& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
-
 std::vector<std::string> temporary_files(const std::string& directory) {
   std::vector<std::string> names;
   for (const auto& entry : fs::directory_iterator(directory)) {
@@ -182,7 +177,7 @@ TEST(CheckpointStoreTest, TruncatedCheckpointsAreSkippedAndRefused) {
   for (size_t cut :
        {size_t{0}, size_t{7}, size_t{31}, size_t{32}, size / 2, size - 17, size - 16, size - 1}) {
     SCOPED_TRACE("cut at " + std::to_string(cut) + " of " + std::to_string(size));
-    write_bytes(newest.path, original.substr(0, cut));
+    testing::write_text(newest.path, original.substr(0, cut));
     const std::optional<CheckpointInfo> found = store.newest_complete();
     ASSERT_TRUE(found.has_value());
     EXPECT_EQ(found->global_step, 1);
@@ -191,9 +186,9 @@ TEST(CheckpointStoreTest, TruncatedCheckpointsAreSkippedAndRefused) {
     InputArchive archive;
     EXPECT_THROW(store.load({newest.path, 2, static_cast<int64_t>(cut)}, archive), ClientError);
   }
-  write_bytes(newest.path, original + "extra");
+  testing::write_text(newest.path, original + "extra");
   EXPECT_EQ(store.newest_complete()->global_step, 1);
-  write_bytes(newest.path, original);
+  testing::write_text(newest.path, original);
   EXPECT_EQ(store.newest_complete()->global_step, 2);
 }
 
@@ -210,14 +205,14 @@ TEST(CheckpointStoreTest, FlippedBytesFailTheChecks) {
     SCOPED_TRACE("byte " + std::to_string(offset));
     std::string damaged = original;
     damaged[offset] = static_cast<char>(damaged[offset] ^ 0x10);
-    write_bytes(newest.path, damaged);
+    testing::write_text(newest.path, damaged);
     EXPECT_EQ(store.newest_complete()->global_step, 1);
     InputArchive archive;
     EXPECT_THROW(store.load({newest.path, 2, 0}, archive), ClientError);
   }
   std::string damaged = original;
   damaged[original.size() / 2] ^= 0x01;
-  write_bytes(newest.path, damaged);
+  testing::write_text(newest.path, damaged);
   InputArchive archive;
   try {
     store.load({newest.path, 2, 0}, archive);
@@ -243,7 +238,7 @@ TEST(CheckpointStoreTest, IntactFileWithoutALibTorchArchiveIsAClientError) {
   put(header, 24, 3, 8);
   std::string trailer = "CKPTDONE" + std::string(8, '\0');
   put(trailer, 8, payload.size(), 8);
-  write_bytes(dir.file("checkpoint-0000000003.ckpt"), header + payload + trailer);
+  testing::write_text(dir.file("checkpoint-0000000003.ckpt"), header + payload + trailer);
   const std::optional<CheckpointInfo> found = store.newest_complete();  // the format checks pass
   ASSERT_TRUE(found.has_value());
   InputArchive archive;

@@ -16,20 +16,12 @@
 namespace medseg {
 namespace {
 
-std::vector<std::string> entries(const std::string& directory) {
-  std::vector<std::string> names;
-  for (const auto& entry : std::filesystem::directory_iterator(directory)) {
-    names.push_back(entry.path().filename().string());
-  }
-  return names;
-}
-
 TEST(FileIoTest, AtomicWriteReplacesTheFileAndLeavesNothingElse) {
   testing::TempDir dir;
   write_file_atomically(dir.file("a.json"), std::string("first"));
   write_file_atomically(dir.file("a.json"), std::string("second, longer"));
   EXPECT_EQ(read_text_file(dir.file("a.json")), "second, longer");
-  EXPECT_EQ(entries(dir.path()), std::vector<std::string>{"a.json"});
+  EXPECT_EQ(dir.entries(), std::vector<std::string>{"a.json"});
   EXPECT_EQ(std::filesystem::status(dir.file("a.json")).permissions() & std::filesystem::perms::all,
             std::filesystem::perms(0644));
 }
@@ -42,7 +34,7 @@ TEST(FileIoTest, AFileNeverCommittedLeavesTheOldOneAndNoTemporaryFile) {
     file.write("new", 3);
   }  // e.g. an exception before commit
   EXPECT_EQ(read_text_file(dir.file("model.pth")), "old");
-  EXPECT_EQ(entries(dir.path()), std::vector<std::string>{"model.pth"});
+  EXPECT_EQ(dir.entries(), std::vector<std::string>{"model.pth"});
 }
 
 TEST(FileIoTest, ANamedTemporaryFileWithAHeaderWrittenLast) {
@@ -54,7 +46,7 @@ TEST(FileIoTest, ANamedTemporaryFileWithAHeaderWrittenLast) {
   file.write_at(0, "HEAD", 4);
   file.commit();
   EXPECT_EQ(read_text_file(dir.file("out.bin")), "HEADpayload");
-  EXPECT_EQ(entries(dir.path()), std::vector<std::string>{"out.bin"});
+  EXPECT_EQ(dir.entries(), std::vector<std::string>{"out.bin"});
 }
 
 TEST(FileIoTest, AFullDiskIsAPlatformErrorNamingTheFileAndKeepsTheOldOne) {
@@ -82,7 +74,7 @@ TEST(FileIoTest, AFullDiskIsAPlatformErrorNamingTheFileAndKeepsTheOldOne) {
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0) << "1: no error; 2: an error without the file's name";
   EXPECT_EQ(read_text_file(dir.file("metrics.json")), "old");
-  EXPECT_EQ(entries(dir.path()), std::vector<std::string>{"metrics.json"});
+  EXPECT_EQ(dir.entries(), std::vector<std::string>{"metrics.json"});
 }
 
 TEST(FileIoTest, MissingFolderOrFileIsAPlatformErrorNamingIt) {
