@@ -212,7 +212,7 @@ int bench_train(const BenchCommandOptions& options) {
   }
   const DistEnv dist =
       resolve_dist_env(ResourceConfig(), std::max(1, options.nproc), options.master_port);
-  init_logging(LogOptions{"info", dist.rank, dist.world_size});
+  init_logging(LogOptions{"info", dist.rank, dist.world_size, dist.local_rank});
   // The step and precision `medseg train` would use with this configuration, including loss
   // scaling, clipping and the non-finite check.
   ComputeRequest request;

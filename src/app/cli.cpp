@@ -11,7 +11,10 @@
 #include "app/commands.h"
 #include "config/config_loader.h"
 #include "dist/collectives.h"
+#include "dist/launcher.h"
 #include "sagemaker/failure_file.h"
+#include "sagemaker/hyperparameters.h"
+#include "sagemaker/metrics.h"
 #include "sagemaker/ml_paths.h"
 #include "util/cuda.h"
 #include "util/error.h"
@@ -28,6 +31,14 @@ struct PendingCommand {
 constexpr PendingCommand kPendingCommands[] = {
     {"serve", "Serve the model over HTTP on port 8080 (SageMaker hosting)"},
 };
+
+// The process that starts a job on this host: not one of medseg's launched workers, nor a
+// torchrun worker other than local rank 0.
+bool is_first_process_of_host() {
+  if (is_launched_worker()) return false;
+  const char* local_rank = std::getenv("LOCAL_RANK");
+  return local_rank == nullptr || std::string(local_rank) == "0";
+}
 
 int report_error(const std::string& ml_root, ErrorKind kind, const std::string& message) {
   spdlog::error("{}", failure_reason(kind, message));
@@ -56,15 +67,26 @@ std::string command_from_environment(const std::string& ml_root, std::string* re
     *reason = "MEDSEG_COMMAND=" + std::string(requested);
     return requested;
   }
+  const MlPaths paths{ml_root};
+  const std::string from_hyperparameters =
+      read_command_hyperparameter(paths.hyperparameters_file());
+  if (!from_hyperparameters.empty()) {
+    if (from_hyperparameters != "train" && from_hyperparameters != "preprocess" &&
+        from_hyperparameters != "infer") {
+      throw ClientError(paths.hyperparameters_file() + ": " + kCommandHyperparameter + " = '" +
+                        from_hyperparameters + "': expected train, preprocess or infer");
+    }
+    *reason = "hyperparameter " + std::string(kCommandHyperparameter) + "=" + from_hyperparameters;
+    return from_hyperparameters;
+  }
   std::error_code error;
   const std::string processing_config = ml_root + "/config/processingjobconfig.json";
   if (std::filesystem::exists(processing_config, error)) {
     *reason = processing_config + " exists (a SageMaker Processing job)";
     return "preprocess";
   }
-  const std::string training_config = ml_root + "/input/config";
-  if (std::filesystem::is_directory(training_config, error)) {
-    *reason = training_config + " exists (a SageMaker training job)";
+  if (std::filesystem::is_directory(paths.config_dir(), error)) {
+    *reason = paths.config_dir() + " exists (a SageMaker training job)";
     return "train";
   }
   return "";
@@ -74,11 +96,21 @@ int run_cli(int argc, char** argv) {
   std::vector<std::string> arguments =
       normalize_arguments(std::vector<std::string>(argv, argv + argc));
   init_logging(LogOptions{});
-  if (arguments.size() == 1) {  // started with no argument at all
+  // Started as SageMaker starts every training job (`train`, nothing else) or with no argument at
+  // all (SDK v3, Processing): the platform may ask for another command.
+  const bool bare_train = arguments.size() == 2 && arguments[1] == "train";
+  if (arguments.size() == 1 || bare_train) {
     std::string reason;
-    const std::string command = command_from_environment(resolve_ml_root(""), &reason);
-    if (!command.empty()) {
-      spdlog::info("no command given: running `medseg {}` ({})", command, reason);
+    std::string command;
+    try {
+      command = command_from_environment(resolve_ml_root(""), &reason);
+    } catch (const Error& error) {
+      return report_error(resolve_ml_root(""), error.kind(), error.what());
+    }
+    if (!command.empty() && !(bare_train && command == "train")) {
+      spdlog::info("{}: running `medseg {}` ({})",
+                   bare_train ? "started as `train`" : "no command given", command, reason);
+      arguments.resize(1);
       arguments.push_back(command);
     }
   }
@@ -186,6 +218,11 @@ int run_cli(int argc, char** argv) {
                     "Override a key of the model's configuration, e.g. --set overlap=0.5 "
                     "(repeatable)");
 
+  CLI::App* metric_definitions_command = app.add_subcommand(
+      "metric-definitions",
+      "Print the metric definitions for SageMaker (JSON for metric_definitions= / "
+      "MetricDefinitions)");
+
   std::vector<CLI::App*> pending;
   for (const PendingCommand& command : kPendingCommands) {
     CLI::App* sub = app.add_subcommand(command.name, command.description);
@@ -206,7 +243,14 @@ int run_cli(int argc, char** argv) {
   }
 
   const std::string ml_root = resolve_ml_root(ml_root_flag);
+  const bool runs_a_job = (train->parsed() && !list_config && !train_options.print_config) ||
+                          preprocess->parsed() || infer->parsed();
+  if (runs_a_job && is_first_process_of_host()) clear_stale_failure_files(ml_root);
   try {
+    if (metric_definitions_command->parsed()) {
+      std::cout << metric_definitions().dump(2) << std::endl;
+      return 0;
+    }
     if (train->parsed()) {
       if (list_config) {
         std::cout << config_markdown_table();

@@ -14,10 +14,13 @@ namespace medseg {
 std::vector<std::string> normalize_arguments(const std::vector<std::string>& arguments);
 
 // The command for a start with no argument at all (SageMaker SDK v3's ModelTrainer and
-// Processing jobs start the image that way), chosen in this order: $MEDSEG_COMMAND (any command
-// word, for launchers that cannot pass arguments, e.g. `infer`); `preprocess` when
-// <ml-root>/config/processingjobconfig.json exists (a Processing job); `train` when
-// <ml-root>/input/config exists (a training job). "" when none applies. `reason` says why.
+// Processing jobs start the image that way) or with the bare word `train` (how SageMaker starts
+// every training job), chosen in this order: $MEDSEG_COMMAND (any command word); the
+// hyperparameter `command` in <ml-root>/input/config/hyperparameters.json (train, preprocess or
+// infer: e.g. inference as a training job from a launcher that cannot pass arguments);
+// `preprocess` when <ml-root>/config/processingjobconfig.json exists (a Processing job); `train`
+// when <ml-root>/input/config exists (a training job). "" when none applies. `reason` says why.
+// An invalid `command` hyperparameter is a ClientError naming the file and the key.
 std::string command_from_environment(const std::string& ml_root, std::string* reason);
 
 int run_cli(int argc, char** argv);

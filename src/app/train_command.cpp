@@ -78,7 +78,7 @@ int run_train_command(const std::string& ml_root, const TrainCommandOptions& opt
   }
   const DistEnv dist = resolve_dist_env(resources, nproc, config.dist.master_port);
   if (dist.is_distributed()) {
-    init_logging(LogOptions{config.train.log_level, dist.rank, dist.world_size});
+    init_logging(LogOptions{config.train.log_level, dist.rank, dist.world_size, dist.local_rank});
   }
   Trainer trainer(resolved, environment, signals.flag(), dist);
   const TrainSummary summary = trainer.run();

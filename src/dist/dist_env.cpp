@@ -1,8 +1,10 @@
 #include "dist/dist_env.h"
 
 #include <arpa/inet.h>
+#include <net/if.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <spdlog/spdlog.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 
@@ -185,7 +187,16 @@ std::vector<std::string> apply_network_environment(const ResourceConfig& resourc
       throw_system_error(std::string("setenv ") + name);
     applied.push_back(std::string(name) + "=" + value);
   };
-  set_default("NCCL_SOCKET_IFNAME", resources.network_interface_name);
+  const std::string& interface_name = resources.network_interface_name;
+  if (interface_name.empty() || ::if_nametoindex(interface_name.c_str()) != 0) {
+    set_default("NCCL_SOCKET_IFNAME", interface_name);
+  } else if (std::getenv("NCCL_SOCKET_IFNAME") == nullptr) {
+    // SageMaker local mode names `ethwe`, which its Docker network does not have.
+    spdlog::warn(
+        "resourceconfig.json names network interface {}, which this host does not have (SageMaker "
+        "local mode names ethwe); NCCL_SOCKET_IFNAME is left to NCCL",
+        interface_name);
+  }
   if (has_efa(instance_type)) {
     set_default("FI_PROVIDER", "efa");
     set_default("NCCL_PROTO", "simple");

@@ -59,7 +59,8 @@ int resolve_nproc_per_node(int configured, int gpu_count);
 std::string resolve_host(const std::string& host, int retry_seconds);
 
 // Sets the NCCL / libfabric variables SageMaker's network needs, each only when the user has not
-// already set it: NCCL_SOCKET_IFNAME=<network_interface_name>; on EFA instance types (see
+// already set it: NCCL_SOCKET_IFNAME=<network_interface_name> when this host has that interface
+// (SageMaker local mode names `ethwe`, which its containers lack: then NCCL chooses); on EFA instance types (see
 // has_efa) FI_PROVIDER=efa and NCCL_PROTO=simple; on p4d/p4de also FI_EFA_USE_DEVICE_RDMA=1 and
 // RDMAV_FORK_SAFE=1. Call before any process group or thread is created (setenv is not
 // thread-safe). Returns the "NAME=value" entries it set, for the start-up log.

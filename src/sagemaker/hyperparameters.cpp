@@ -182,6 +182,19 @@ bool is_sagemaker_reserved_key(const std::string& key) {
   return starts_with(key, "sagemaker_") || key == "_tuning_objective_metric";
 }
 
+std::string read_command_hyperparameter(const std::string& path) {
+  const nlohmann::json document = read_json_file(path, /*required=*/false);
+  if (!document.is_object() || !document.contains(kCommandHyperparameter)) return "";
+  const nlohmann::json& value = document[kCommandHyperparameter];
+  const nlohmann::json decoded =
+      value.is_string() ? decode_hyperparameter_value(value.get<std::string>()) : value;
+  if (!decoded.is_string()) {
+    throw ClientError(path + ": " + kCommandHyperparameter + " = " + value.dump() +
+                      ": expected a medseg command name (train, preprocess or infer)");
+  }
+  return trim(decoded.get<std::string>());
+}
+
 std::vector<Hyperparameter> read_hyperparameters(const std::string& path) {
   const nlohmann::json document = read_json_file(path, /*required=*/false);
   std::vector<Hyperparameter> hyperparameters;
@@ -191,7 +204,7 @@ std::vector<Hyperparameter> read_hyperparameters(const std::string& path) {
                       std::string(document.type_name()));
   }
   for (const auto& [key, value] : document.items()) {
-    if (is_sagemaker_reserved_key(key)) continue;
+    if (is_sagemaker_reserved_key(key) || key == kCommandHyperparameter) continue;
     Hyperparameter hyperparameter;
     hyperparameter.key = key;
     if (value.is_string()) {

@@ -5,7 +5,8 @@
 //   Python repr     "True", "None", "[1, 2]", "(1, 2)", "{'a': 1}"
 // Each value is decoded as JSON, else as a Python literal, else kept as the raw string.
 // Keys starting with "sagemaker_" and "_tuning_objective_metric" belong to SageMaker and are
-// dropped.
+// dropped. The key "command" chooses the medseg command (read_command_hyperparameter), not a
+// configuration value.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -20,6 +21,13 @@ nlohmann::json decode_hyperparameter_value(const std::string& text);
 
 // True for keys SageMaker adds for itself (sagemaker_*, _tuning_objective_metric).
 bool is_sagemaker_reserved_key(const std::string& key);
+
+// The hyperparameter that chooses the command where the launcher cannot pass arguments.
+inline constexpr const char* kCommandHyperparameter = "command";
+
+// The decoded value of the "command" hyperparameter in `path`, or "" when the file or the key is
+// missing. A value that is not a string is a ClientError naming the file and the key.
+std::string read_command_hyperparameter(const std::string& path);
 
 struct Hyperparameter {
   std::string key;

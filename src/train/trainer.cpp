@@ -580,6 +580,7 @@ void Trainer::State::report_progress(int64_t epoch, const Batch& batch, double l
                c.train.epochs, batch.step + 1, steps_per_epoch, loss, lr, report.samples_per_second,
                format_duration(report.eta_seconds), sync);
   log_metric("train_loss", loss);
+  log_metric("learning_rate", lr);
   log_metric("samples_per_second", report.samples_per_second);
   record({{"type", "train"},
           {"epoch", epoch + 1},

@@ -2,19 +2,22 @@
 
 #include <spdlog/sinks/stdout_sinks.h>
 
+#include <algorithm>
 #include <cstdio>
 
+#include "sagemaker/metrics.h"
 #include "util/error.h"
 
 namespace medseg {
 namespace {
 
-int g_rank = 0;  // written once per process by init_logging, before any worker thread starts
+// Written by init_logging, before any worker thread starts.
+int g_local_rank = 0;
 
 }  // namespace
 
 void init_logging(const LogOptions& options) {
-  g_rank = options.rank;
+  g_local_rank = options.local_rank;
   auto logger =
       std::make_shared<spdlog::logger>("medseg", std::make_shared<spdlog::sinks::stderr_sink_mt>());
   const std::string rank_tag =
@@ -31,8 +34,13 @@ void init_logging(const LogOptions& options) {
 }
 
 void log_metric(const std::string& name, double value) {
-  if (g_rank != 0) return;
-  std::printf("%s=%.6g\n", name.c_str(), value);
+  const auto& catalog = metric_catalog();
+  if (std::none_of(catalog.begin(), catalog.end(),
+                   [&](const MetricInfo& metric) { return name == metric.name; })) {
+    throw InternalError("metric " + name + " is not in the metric catalogue");
+  }
+  if (g_local_rank != 0) return;
+  std::printf("%s=%s\n", name.c_str(), format_metric_value(value).c_str());
   std::fflush(stdout);
 }
 

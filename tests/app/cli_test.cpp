@@ -4,6 +4,7 @@
 #include <torch/version.h>
 
 #include <filesystem>
+#include <nlohmann/json.hpp>
 
 #include "data/synthetic_cases.h"
 #include "test_support.h"
@@ -140,20 +141,28 @@ TEST(CliTest, NoFailureFileOutsideAnMlRoot) {
 
 // SageMaker SDK v3's ModelTrainer and Processing jobs start the image with no argument at all:
 // medseg then chooses the command from what the platform laid out, and says so.
+// SDK v3's local mode: no argument, and the resource configuration SageMaker's local mode writes
+// (hosts algo-1-<id>, network interface ethwe, which its Docker network does not have).
 TEST(CliTest, NoArgumentInATrainingJobTrains) {
   testing::TempDir root;
   testing::make_training_job(root.path(),
                              std::string(R"({"epochs": "1", "steps_per_epoch": "2",
       "batch_size": "1", "roi_size": "[32, 32, 16]", "val_interval": "0", "num_threads": "1", )") +
                                  testing::kSmallNetwork + "}",
-                             /*cases=*/4, /*seed=*/5);
+                             /*cases=*/4, /*seed=*/5,
+                             R"({"current_host": "algo-1-x7k2p", "hosts": ["algo-1-x7k2p"],
+                                 "network_interface_name": "ethwe"})");
   const CommandResult result = run_medseg({}, {"MEDSEG_ML_ROOT=" + root.path()});
   ASSERT_EQ(result.exit_code, 0) << result.output;
   EXPECT_NE(result.output.find("no command given: running `medseg train` (" + root.path() +
                                "/input/config exists"),
             std::string::npos)
       << result.output;
+  EXPECT_NE(result.output.find("network interface ethwe, which this host does not have"),
+            std::string::npos)
+      << result.output;
   EXPECT_TRUE(testing::file_exists(root.file("model/model.pth")));
+  EXPECT_FALSE(testing::file_exists(root.file("output/failure")));
 }
 
 TEST(CliTest, NoArgumentInAProcessingJobPreprocesses) {
@@ -185,6 +194,51 @@ TEST(CliTest, MedsegCommandSelectsTheCommandWhereArgumentsCannotBePassed) {
             std::string::npos)
       << result.output;
   EXPECT_EQ(result.exit_code, 2) << "no model channel: a ClientError from infer\n" << result.output;
+}
+
+TEST(CliTest, AnUnknownCommandHyperparameterIsAClientErrorNamingTheKey) {
+  testing::TempDir root;
+  testing::make_ml_root(root.path(), R"({"command": "\"evaluate\""})");
+  for (const std::vector<std::string>& arguments :
+       {std::vector<std::string>{}, std::vector<std::string>{"train"}}) {
+    const CommandResult result = run_medseg(arguments, {"MEDSEG_ML_ROOT=" + root.path()});
+    EXPECT_EQ(result.exit_code, 2) << result.output;
+    const std::string failure = testing::read_text(root.file("output/failure"));
+    EXPECT_NE(failure.find("hyperparameters.json: command = 'evaluate': expected train, "
+                           "preprocess or infer"),
+              std::string::npos)
+        << failure;
+  }
+  // An explicit command is not overridden.
+  EXPECT_EQ(run_medseg({"train", "--print-config"}, {"MEDSEG_ML_ROOT=" + root.path()}).exit_code,
+            0);
+}
+
+TEST(CliTest, MetricDefinitionsAreTheLaunchKitsAndCaptureExactValues) {
+  const CommandResult result = run_medseg({"metric-definitions"});
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const nlohmann::json printed = nlohmann::json::parse(result.stdout_text);
+  EXPECT_EQ(printed,
+            nlohmann::json::parse(testing::read_text(std::string(MEDSEG_SOURCE_DIR) +
+                                                     "/scripts/sagemaker/metric_definitions.json")))
+      << "regenerate scripts/sagemaker/metric_definitions.json with `medseg metric-definitions`";
+  EXPECT_LE(printed.size(), 40u);
+}
+
+// A failure file from an earlier local run is removed when a job starts; the first error of a job
+// is kept, in `failure` (training jobs) and `message` (Processing jobs).
+TEST(CliTest, FailureFilesHoldThisRunsFirstError) {
+  testing::TempDir root;
+  testing::make_ml_root(root.path(), R"({"epochs": "-3"})");
+  testing::write_text(root.file("output/failure"), "ClientError: an earlier run\n");
+  testing::write_text(root.file("output/message"), "ClientError: an earlier run\n");
+  const CommandResult result = run_medseg({"train"}, {"MEDSEG_ML_ROOT=" + root.path()});
+  EXPECT_EQ(result.exit_code, 2) << result.output;
+  EXPECT_NE(result.output.find("removed " + root.file("output/failure")), std::string::npos)
+      << result.output;
+  const std::string failure = testing::read_text(root.file("output/failure"));
+  EXPECT_NE(failure.find("epochs"), std::string::npos) << failure;
+  EXPECT_EQ(testing::read_text(root.file("output/message")), failure);
 }
 
 TEST(CliTest, NoArgumentAndNoSageMakerLayoutIsAClientError) {

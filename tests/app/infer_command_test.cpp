@@ -129,24 +129,50 @@ TEST(InferCommandTest, BratsCaseFoldersAndAnEmptyFolder) {
   EXPECT_NE(result.output.find("no cases found"), std::string::npos) << result.output;
 }
 
-TEST(InferCommandTest, SageMakerChannelsWriteToTheModelFolder) {
-  TempDir dir;
+// An ML root laid out as SageMaker does for a training job that infers: the `model` channel holds
+// the training job's model.tar.gz, the `data` channel images. Returns the root.
+std::string make_inference_job(const TempDir& dir, const std::string& hyperparameters) {
   const std::string root = dir.file("ml");
-  testing::make_ml_root(root, "{}");
-  // The `model` channel holds the training job's model.tar.gz, the `data` channel images.
+  testing::make_ml_root(root, hyperparameters);
   testing::write_tiny_model(dir.file("trained"), testing::tiny_model_config());
   fs::create_directories(root + "/input/data/model");
-  ASSERT_EQ(testing::run_shell("tar -czf " + root + "/input/data/model/model.tar.gz -C " +
+  EXPECT_EQ(testing::run_shell("tar -czf " + root + "/input/data/model/model.tar.gz -C " +
                                dir.file("trained") + " .")
                 .exit_code,
             0);
   fs::create_directories(root + "/input/data/data");
   const SyntheticCase generated = make_synthetic_case({32, 28, 24}, 4, 0);
   write_nifti(root + "/input/data/data/patient7.nii.gz", generated.image, NiftiDataType::kFloat32);
+  return root;
+}
+
+TEST(InferCommandTest, SageMakerChannelsWriteToTheModelFolder) {
+  TempDir dir;
+  const std::string root = make_inference_job(dir, "{}");
   const CommandResult result = run_medseg({"infer", "--ml-root", root});
   ASSERT_EQ(result.exit_code, 0) << result.output;
   expect_label_map_of(root + "/model/patient7.nii.gz", root + "/input/data/data/patient7.nii.gz");
   EXPECT_TRUE(testing::file_exists(root + "/model/inference_summary.json"));
+  EXPECT_NE(result.stdout_text.find("infer_seconds_per_case="), std::string::npos);
+}
+
+// Launchers that cannot pass arguments (SDK v3's ModelTrainer starts the image with none; every
+// SageMaker training job with the bare word `train`) choose infer with the hyperparameter
+// `command`, in SDK v2's JSON-encoded form or v3's plain one.
+TEST(InferCommandTest, TheCommandHyperparameterRunsInferenceAsATrainingJob) {
+  for (const auto& [arguments, hyperparameters] :
+       std::vector<std::pair<std::vector<std::string>, std::string>>{
+           {{"train"}, R"({"command": "\"infer\""})"}, {{}, R"({"command": "infer"})"}}) {
+    SCOPED_TRACE(hyperparameters);
+    TempDir dir;
+    const std::string root = make_inference_job(dir, hyperparameters);
+    const CommandResult result = run_medseg(arguments, {"MEDSEG_ML_ROOT=" + root});
+    ASSERT_EQ(result.exit_code, 0) << result.output;
+    EXPECT_NE(result.output.find("running `medseg infer` (hyperparameter command=infer)"),
+              std::string::npos)
+        << result.output;
+    expect_label_map_of(root + "/model/patient7.nii.gz", root + "/input/data/data/patient7.nii.gz");
+  }
 }
 
 TEST(InferCommandTest, BadInputIsAClientErrorWithFailureFile) {

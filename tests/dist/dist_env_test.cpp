@@ -209,19 +209,25 @@ class DistNetworkEnvTest : public ::testing::Test {
 
 TEST_F(DistNetworkEnvTest, P4dGetsEveryVariable) {
   ResourceConfig resources;
-  resources.network_interface_name = "eth1";
+  resources.network_interface_name = "lo";  // an interface every host has
   const auto applied = apply_network_environment(resources, "ml.p4d.24xlarge");
   EXPECT_EQ(applied.size(), 5u);
-  EXPECT_EQ(get("NCCL_SOCKET_IFNAME"), "eth1");
+  EXPECT_EQ(get("NCCL_SOCKET_IFNAME"), "lo");
   EXPECT_EQ(get("FI_PROVIDER"), "efa");
   EXPECT_EQ(get("NCCL_PROTO"), "simple");
   EXPECT_EQ(get("FI_EFA_USE_DEVICE_RDMA"), "1");
   EXPECT_EQ(get("RDMAV_FORK_SAFE"), "1");
 }
 
+ResourceConfig with_interface(const std::string& name) {
+  ResourceConfig resources;
+  resources.network_interface_name = name;
+  return resources;
+}
+
 TEST_F(DistNetworkEnvTest, P5GetsEfaButNotTheP4dExtras) {
-  apply_network_environment(ResourceConfig{}, "ml.p5.48xlarge");
-  EXPECT_EQ(get("NCCL_SOCKET_IFNAME"), "eth0");
+  apply_network_environment(with_interface("lo"), "ml.p5.48xlarge");
+  EXPECT_EQ(get("NCCL_SOCKET_IFNAME"), "lo");
   EXPECT_EQ(get("FI_PROVIDER"), "efa");
   EXPECT_EQ(get("NCCL_PROTO"), "simple");
   EXPECT_EQ(get("FI_EFA_USE_DEVICE_RDMA"), "<unset>");
@@ -229,10 +235,18 @@ TEST_F(DistNetworkEnvTest, P5GetsEfaButNotTheP4dExtras) {
 }
 
 TEST_F(DistNetworkEnvTest, NonEfaGetsOnlyTheInterface) {
-  apply_network_environment(ResourceConfig{}, "ml.g5.12xlarge");
-  EXPECT_EQ(get("NCCL_SOCKET_IFNAME"), "eth0");
+  apply_network_environment(with_interface("lo"), "ml.g5.12xlarge");
+  EXPECT_EQ(get("NCCL_SOCKET_IFNAME"), "lo");
   EXPECT_EQ(get("FI_PROVIDER"), "<unset>");
   EXPECT_EQ(get("NCCL_PROTO"), "<unset>");
+}
+
+// SageMaker local mode (SDK v2 and v3) writes network_interface_name "ethwe", which its Docker
+// network does not create: naming it would make NCCL fail to find any interface.
+TEST_F(DistNetworkEnvTest, AnInterfaceThisHostLacksIsLeftToNccl) {
+  const auto applied = apply_network_environment(with_interface("ethwe"), "ml.g5.12xlarge");
+  EXPECT_EQ(get("NCCL_SOCKET_IFNAME"), "<unset>");
+  EXPECT_TRUE(applied.empty());
 }
 
 TEST_F(DistNetworkEnvTest, UserValuesAreKept) {
