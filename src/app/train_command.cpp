@@ -54,7 +54,17 @@ int run_train_command(const std::string& ml_root, const TrainCommandOptions& opt
   if (!is_launched_worker()) log_job(environment, resolved);  // the launcher speaks for its workers
 
   const Config& config = resolved.config;
-  const ResourceConfig& resources = environment.resources;
+  const std::optional<ResourceConfig> world =
+      training_world(environment.resources, config.dist.instance_group);
+  if (!world) {
+    spdlog::info(
+        "host {} (instance group {}) is not in dist.instance_group {}: it has nothing to train "
+        "and exits",
+        environment.resources.current_host, environment.resources.group_name,
+        config.dist.instance_group);
+    return 0;
+  }
+  const ResourceConfig& resources = *world;
   for (const std::string& variable :
        apply_network_environment(resources, resources.instance_type)) {
     spdlog::info("environment: {}", variable);

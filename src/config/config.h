@@ -94,6 +94,7 @@ struct DistConfig {
   int bucket_mb = 25;
   int timeout_seconds = 1800;
   int dns_retry_seconds = 300;
+  std::string instance_group;
 };
 
 struct PreprocessConfig {

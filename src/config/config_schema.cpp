@@ -259,6 +259,11 @@ std::vector<ConfigField> build_schema() {
   f.emplace_back(FIELD(dist.dns_retry_seconds))
       .range(0, 3600)
       .help("How long to retry resolving host names");
+  f.emplace_back(FIELD(dist.instance_group))
+      .alias("instance_group")
+      .help(
+          "Heterogeneous clusters: the instance group that trains (hosts of other groups exit 0); "
+          "required when the job has several groups");
   // preprocess
   f.emplace_back(FIELD(preprocess.format))
       .choices({"records", "nifti"})

@@ -41,6 +41,36 @@ int ResourceConfig::host_rank() const {
   return it == hosts.end() ? -1 : static_cast<int>(it - hosts.begin());
 }
 
+std::optional<ResourceConfig> training_world(const ResourceConfig& resources,
+                                             const std::string& instance_group) {
+  if (resources.instance_groups.size() <= 1 && instance_group.empty()) return resources;
+  std::vector<std::string> listed;
+  for (const InstanceGroup& group : resources.instance_groups) {
+    if (group.name == instance_group) {
+      if (std::find(group.hosts.begin(), group.hosts.end(), resources.current_host) ==
+          group.hosts.end()) {
+        return std::nullopt;
+      }
+      ResourceConfig world = resources;
+      world.hosts = group.hosts;
+      world.instance_groups = {group};
+      return world;
+    }
+    listed.push_back(group.name + " (" + group.instance_type + ", " +
+                     std::to_string(group.hosts.size()) + " hosts)");
+  }
+  if (instance_group.empty()) {
+    throw ClientError("resourceconfig.json: this is a heterogeneous cluster with instance groups " +
+                      join(listed, ", ") +
+                      "; set dist.instance_group (hyperparameter instance_group) to the group "
+                      "that trains");
+  }
+  throw ClientError("dist.instance_group = '" + instance_group +
+                    "' is not an instance group of this job; expected one of " +
+                    (listed.empty() ? std::string("(none: the job has no instance groups)")
+                                    : join(listed, ", ")));
+}
+
 std::map<std::string, ChannelConfig> read_input_data_config(const std::string& path) {
   const json document = read_json_file(path, /*required=*/false);
   std::map<std::string, ChannelConfig> channels;
@@ -105,6 +135,33 @@ ResourceConfig read_resource_config(const std::string& path) {
       optional_string(document, "network_interface_name", path, "eth0");
   resources.instance_type = optional_string(document, "current_instance_type", path, "");
   resources.group_name = optional_string(document, "current_group_name", path, "");
+  const auto groups = document.find("instance_groups");
+  if (groups != document.end() && !groups->is_null()) {
+    if (!groups->is_array()) {
+      throw ClientError(path + ": 'instance_groups' must be a list, got " + groups->dump());
+    }
+    for (const json& entry : *groups) {
+      InstanceGroup group;
+      group.name = optional_string(entry, "instance_group_name", path, "");
+      group.instance_type = optional_string(entry, "instance_type", path, "");
+      const auto members = entry.find("hosts");
+      if (group.name.empty() || members == entry.end() || !members->is_array()) {
+        throw ClientError(path +
+                          ": each of 'instance_groups' needs 'instance_group_name' and a "
+                          "list 'hosts', got " +
+                          entry.dump());
+      }
+      for (const json& host : *members) {
+        if (!host.is_string() || std::find(resources.hosts.begin(), resources.hosts.end(),
+                                           host.get<std::string>()) == resources.hosts.end()) {
+          throw ClientError(path + ": instance group '" + group.name + "' lists host " +
+                            host.dump() + ", which is not in 'hosts'");
+        }
+        group.hosts.push_back(host.get<std::string>());
+      }
+      resources.instance_groups.push_back(group);
+    }
+  }
   return resources;
 }
 

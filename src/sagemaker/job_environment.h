@@ -6,6 +6,7 @@
 #pragma once
 
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,13 +23,20 @@ struct ChannelConfig {
   std::string content_type;                      // optional
 };
 
+struct InstanceGroup {
+  std::string name;           // instance_group_name
+  std::string instance_type;  // instance_type
+  std::vector<std::string> hosts;
+};
+
 struct ResourceConfig {
   std::string current_host = "algo-1";
   std::vector<std::string> hosts = {"algo-1"};  // rank order, exactly as given
   std::string network_interface_name = "eth0";
-  std::string instance_type;  // current_instance_type, may be empty
-  std::string group_name;     // current_group_name, may be empty
-  bool from_file = false;     // false: single-host default
+  std::string instance_type;                   // current_instance_type, may be empty
+  std::string group_name;                      // current_group_name, may be empty
+  bool from_file = false;                      // false: single-host default
+  std::vector<InstanceGroup> instance_groups;  // heterogeneous clusters; may be empty
 
   // Index of current_host in hosts (the node rank).
   int host_rank() const;
@@ -42,6 +50,13 @@ struct JobEnvironment {
   ResourceConfig resources;
   std::string checkpoint_dir;  // LocalPath of checkpointconfig.json, else empty
 };
+
+// The hosts that train together. One instance group (or none listed): all hosts. Several
+// (a heterogeneous cluster): the group named `instance_group` (dist.instance_group), with hosts in
+// that group's order; nullopt when the current host is not in it (it has nothing to do). Several
+// groups and no name, or a name that is not a group, is a ClientError listing the groups.
+std::optional<ResourceConfig> training_world(const ResourceConfig& resources,
+                                             const std::string& instance_group);
 
 std::map<std::string, ChannelConfig> read_input_data_config(const std::string& path);
 ResourceConfig read_resource_config(const std::string& path);

@@ -241,6 +241,23 @@ TEST(CliTest, FailureFilesHoldThisRunsFirstError) {
   EXPECT_EQ(testing::read_text(root.file("output/message")), failure);
 }
 
+// A heterogeneous cluster: the host outside dist.instance_group exits 0 without training.
+TEST(CliTest, AHostOutsideTheTrainingInstanceGroupExitsCleanly) {
+  testing::TempDir root;
+  testing::make_ml_root(root.path(), R"({"instance_group": "\"gpus\""})",
+                        R"({"train": {"TrainingInputMode": "File"}})",
+                        R"({"current_host": "algo-2", "hosts": ["algo-1", "algo-2"],
+                            "instance_groups": [
+                              {"instance_group_name": "gpus", "hosts": ["algo-1"]},
+                              {"instance_group_name": "cpus", "hosts": ["algo-2"]}]})");
+  const CommandResult result = run_medseg({"train"}, {"MEDSEG_ML_ROOT=" + root.path()});
+  EXPECT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_NE(result.output.find("host algo-2 (instance group ) is not in dist.instance_group gpus"),
+            std::string::npos)
+      << result.output;
+  EXPECT_FALSE(testing::file_exists(root.file("model/model.pth")));
+}
+
 TEST(CliTest, NoArgumentAndNoSageMakerLayoutIsAClientError) {
   testing::TempDir root;
   const CommandResult result = run_medseg({}, {"MEDSEG_ML_ROOT=" + root.path()});

@@ -91,6 +91,41 @@ TEST(ResourceConfigTest, CurrentHostMustBeListed) {
   EXPECT_NE(message.find("current_host 'algo-3' is not in hosts"), std::string::npos) << message;
 }
 
+// A heterogeneous cluster as SageMaker describes it: two GPU hosts and one CPU host.
+ResourceConfig heterogeneous_cluster(const std::string& current_host) {
+  testing::TempDir dir;
+  testing::write_text(dir.file("resourceconfig.json"), R"({
+    "current_host": ")" + current_host + R"(", "current_group_name": "x",
+    "hosts": ["algo-1", "algo-2", "algo-3"],
+    "instance_groups": [
+      {"instance_group_name": "cpus", "instance_type": "ml.c5.18xlarge", "hosts": ["algo-2"]},
+      {"instance_group_name": "gpus", "instance_type": "ml.p4d.24xlarge",
+       "hosts": ["algo-3", "algo-1"]}],
+    "network_interface_name": "eth0"})");
+  return read_resource_config(dir.file("resourceconfig.json"));
+}
+
+TEST(ResourceConfigTest, TheNamedInstanceGroupIsTheTrainingWorld) {
+  const std::optional<ResourceConfig> world =
+      training_world(heterogeneous_cluster("algo-1"), "gpus");
+  ASSERT_TRUE(world.has_value());
+  EXPECT_EQ(world->hosts, (std::vector<std::string>{"algo-3", "algo-1"}));
+  EXPECT_EQ(world->host_rank(), 1);
+  EXPECT_FALSE(training_world(heterogeneous_cluster("algo-2"), "gpus").has_value());
+  // One group (a homogeneous cluster) needs no name.
+  ResourceConfig homogeneous = heterogeneous_cluster("algo-1");
+  homogeneous.instance_groups.resize(1);
+  EXPECT_EQ(training_world(homogeneous, "")->hosts.size(), 3u);
+}
+
+TEST(ResourceConfigTest, SeveralGroupsNeedAValidGroupName) {
+  testing::expect_client_error([] { training_world(heterogeneous_cluster("algo-1"), ""); },
+                               {"heterogeneous cluster", "cpus (ml.c5.18xlarge, 1 hosts)",
+                                "gpus (ml.p4d.24xlarge, 2 hosts)", "dist.instance_group"});
+  testing::expect_client_error([] { training_world(heterogeneous_cluster("algo-1"), "gpu"); },
+                               {"dist.instance_group = 'gpu'", "expected one of cpus"});
+}
+
 TEST(CheckpointConfigTest, ReadsLocalPath) {
   testing::TempDir dir;
   testing::write_text(dir.file("checkpointconfig.json"),
