@@ -95,6 +95,17 @@ struct Trainer::State {
   AutomaticSettings automatic;
   bool resumed = false;
 
+  // The workers that share one set of cases (see agree_on_data): the whole job when every host
+  // holds the same cases, each host's workers when hosts hold different ones.
+  struct DataGroup {
+    int rank = 0;
+    int size = 1;
+    bool per_host = false;
+    int64_t training_cases_in_job = 0;  // each case counted once
+    int64_t validation_cases_in_job = 0;
+  };
+  DataGroup data_group;
+
   // The phases of run(), in order.
   void set_up();
   void resume_and_synchronise();
@@ -106,6 +117,7 @@ struct Trainer::State {
   bool stop();
   void set_up_device();
   void load_data();
+  void agree_on_data();
   void build_model();
   StepResult train_step(const Batch& batch);
   DiceAccumulator validate();
@@ -186,6 +198,61 @@ void Trainer::State::load_data() {
       static_cast<double>(case_bytes(train_cases) + case_bytes(validation_cases)) / (1 << 20));
 }
 
+// A 48-bit digest of the case ids (exact in a double, so it can travel through allreduce_sum).
+double case_fingerprint(const std::vector<CaseData>& train,
+                        const std::vector<CaseData>& validation) {
+  uint64_t hash = 1469598103934665603ull;  // FNV-1a
+  const auto add = [&hash](const std::string& text) {
+    for (const char c : text) hash = (hash ^ static_cast<uint8_t>(c)) * 1099511628211ull;
+    hash = (hash ^ 0xFF) * 1099511628211ull;  // a separator no id contains
+  };
+  for (const CaseData& data : train) add(data.case_id);
+  add("|validation|");
+  for (const CaseData& data : validation) add(data.case_id);
+  return static_cast<double>(hash >> 16);
+}
+
+// Every host must run the same number of steps (each step is a collective) with the same global
+// batch. When every worker loaded the same cases (FullyReplicated channels), the job shares them:
+// one order, worker r takes its slice of each global batch. When hosts hold different cases
+// (ShardedByS3Key, or channels that differ), each host's workers share that host's cases, and the
+// automatic steps per epoch count every host's cases once, so that an epoch still sees the job's
+// data once; a host with fewer cases starts a new pass over its own sooner. Validation Dice is
+// merged over every host's validation cases.
+void Trainer::State::agree_on_data() {
+  const auto training = static_cast<double>(train_cases.size());
+  const auto validation = static_cast<double>(validation_cases.size());
+  data_group = {dist.rank, dist.world_size, false, static_cast<int64_t>(training),
+                static_cast<int64_t>(validation)};
+  // load_data() refuses an empty channel (a host that failed so ends its peers' collectives).
+  if (train_cases.empty()) throw ClientError("no training cases left after the validation split");
+  if (!collectives) return;
+  const double fingerprint = case_fingerprint(train_cases, validation_cases);
+  const double first_of_host = dist.local_rank == 0 ? 1.0 : 0.0;
+  std::vector<double> job = {dist.rank == 0 ? fingerprint : 0.0, first_of_host * training,
+                             first_of_host * validation};
+  collectives->allreduce_sum(job);
+  std::vector<double> differing = {fingerprint == job[0] ? 0.0 : 1.0};
+  collectives->allreduce_sum(differing);
+  if (differing[0] == 0) return;
+  data_group = {dist.local_rank, dist.local_world_size, true, static_cast<int64_t>(job[1]),
+                static_cast<int64_t>(job[2])};
+  spdlog::info(
+      "hosts hold different cases: each host's {} workers train on its own {} cases; steps per "
+      "epoch count all {} training cases of the {} hosts; validation Dice is over all {} "
+      "validation "
+      "cases",
+      dist.local_world_size, train_cases.size(), data_group.training_cases_in_job, dist.num_nodes,
+      data_group.validation_cases_in_job);
+  const auto channel = environment.channels.find("train");
+  if (channel != environment.channels.end() && channel->second.distribution != "ShardedByS3Key") {
+    spdlog::warn(
+        "the train channel is {}, yet hosts loaded different cases: check that every host sees the "
+        "same data",
+        channel->second.distribution);
+  }
+}
+
 void Trainer::State::build_model() {
   model = UNet(unet_options_from_config(config().model));
   model->to(compute.device);
@@ -217,8 +284,8 @@ DiceAccumulator Trainer::State::validate() {
   const SlidingWindowOptions options = sliding_window_options_from_config(config());
   DiceAccumulator dice(config().model.out_channels);
   for (size_t index = 0; index < validation_cases.size(); ++index) {
-    // Each rank validates its share of the cases; the sums are merged below.
-    if (static_cast<int>(index % static_cast<size_t>(dist.world_size)) != dist.rank) continue;
+    // Each worker validates its share of its group's cases; the sums are merged below.
+    if (static_cast<int>(index % static_cast<size_t>(data_group.size)) != data_group.rank) continue;
     const CaseData& data = validation_cases[index];
     heartbeat.beat();
     const std::vector<int64_t> image_shape = {1, data.image_channels, data.spatial_shape[0],
@@ -443,7 +510,7 @@ void Trainer::State::run_validation(int64_t epoch) {
       "epoch {} validation: mean Dice {:.4f} (TC {:.4f}, WT {:.4f}, ET {:.4f}) on {} "
       "cases in {:.1f} s",
       epoch + 1, mean, dice.channel_mean(0), dice.channel_mean(1), dice.channel_mean(2),
-      validation_cases.size(), seconds_since(validation_started));
+      data_group.validation_cases_in_job, seconds_since(validation_started));
   if (std::isfinite(mean) && mean > summary.best_mean_dice) {
     summary.best_mean_dice = mean;
     summary.best_epoch = epoch + 1;
@@ -471,13 +538,13 @@ void Trainer::State::set_up() {
                  dist.master_addr, dist.master_port);
   }
   load_data();
-  if (train_cases.empty()) throw ClientError("no training cases left after the validation split");
+  agree_on_data();
   build_model();
   HostShape host;
   host.cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   host.local_workers = dist.local_world_size;
   host.cuda = compute.device.is_cuda();
-  host.training_cases = static_cast<int64_t>(train_cases.size());
+  host.training_cases = data_group.training_cases_in_job;
   host.world_size = dist.world_size;
   automatic = resolve_automatic_settings(config(), host);
   at::set_num_threads(automatic.compute_threads);
@@ -537,9 +604,12 @@ void Trainer::State::open_outputs_and_loader() {
   BatchLoaderOptions options;
   options.transforms = RandomTransformOptions::from_config(c);
   options.batch_size = c.train.batch_size;
-  options.rank = dist.rank;
-  options.world_size = dist.world_size;
+  options.rank = data_group.rank;
+  options.world_size = data_group.size;
   options.seed = static_cast<uint64_t>(c.train.seed);
+  // Hosts with cases of their own draw their own crops and augmentations.
+  if (data_group.per_host)
+    options.seed += 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(dist.node_rank);
   options.num_workers = automatic.loader_threads;
   options.prefetch_batches = c.data.prefetch_batches;
   loader = std::make_unique<BatchLoader>(&train_cases, options);
@@ -625,7 +695,8 @@ void Trainer::State::train_epochs() {
     log_metric("epoch", static_cast<double>(epoch + 1));
     const bool last_epoch = epoch + 1 == c.train.epochs;
     const int every = c.train.validate_every_epochs;
-    if (!validation_cases.empty() && every > 0 && ((epoch + 1) % every == 0 || last_epoch)) {
+    if (data_group.validation_cases_in_job > 0 && every > 0 &&
+        ((epoch + 1) % every == 0 || last_epoch)) {
       run_validation(epoch);
     }
     save_checkpoint(epoch, steps_per_epoch, "epoch end");

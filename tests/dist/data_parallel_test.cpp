@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -122,6 +123,65 @@ TEST(DataParallelTest, TwoHostsTrainToCompletionAndOnlyTheFirstWritesTheModel) {
   EXPECT_NE(testing::read_text(first.file("train.log")).find("rank 0 of 2 (gloo backend, 2 hosts"),
             std::string::npos)
       << testing::read_text(first.file("train.log"));
+}
+
+// ShardedByS3Key: the hosts hold different cases, and different numbers of them. They agree on
+// the steps per epoch (all training cases once per epoch), finish together, and the validation
+// Dice covers the validation cases of both.
+TEST(DataParallelTest, HostsWithDifferentCasesAgreeOnStepsAndValidateAll) {
+  testing::TempDir first, second;
+  const int port = testing::free_loopback_port();
+  const std::string job = std::string(R"({"epochs": "2", "batch_size": "1",
+    "roi_size": "[32, 32, 16]", "validation_fraction": "0.25", "val_interval": "1",
+    "num_threads": "1", "seed": "3", "dist.timeout_seconds": "30", "dist.master_port": ")") +
+                          std::to_string(port) + "\", " + testing::kSmallNetwork + "}";
+  const std::string sharded = R"({"train": {"TrainingInputMode": "File",
+                                            "S3DistributionType": "ShardedByS3Key"}})";
+  // 6 cases -> 4 training + 2 validation; 3 cases -> 2 + 1.
+  testing::make_training_job(first.path(), job, /*cases=*/6, /*seed=*/1,
+                             resource_config("127.0.0.1"));
+  testing::make_training_job(second.path(), job, /*cases=*/3, /*seed=*/2,
+                             resource_config("localhost"));
+  testing::write_text(first.file("input/config/inputdataconfig.json"), sharded);
+  testing::write_text(second.file("input/config/inputdataconfig.json"), sharded);
+  const pid_t host1 = start_training(first.path());
+  const pid_t host2 = start_training(second.path());
+  ASSERT_EQ(wait_exit_code(host1), 0) << testing::read_text(first.file("train.log"));
+  ASSERT_EQ(wait_exit_code(host2), 0) << testing::read_text(second.file("train.log"));
+  const std::string log = testing::read_text(first.file("train.log"));
+  EXPECT_NE(log.find("hosts hold different cases: each host's 1 workers train on its own 4 cases; "
+                     "steps per epoch count all 6 training cases of the 2 hosts; validation Dice "
+                     "is over all 3 validation cases"),
+            std::string::npos)
+      << log;
+  // 6 training cases / (batch 1 x 2 workers) = 3 steps per epoch.
+  EXPECT_NE(log.find("training: 2 epochs x 3 steps"), std::string::npos) << log;
+  EXPECT_NE(log.find("validation: mean Dice"), std::string::npos) << log;
+  EXPECT_NE(log.find(") on 3 cases"), std::string::npos) << log;
+  EXPECT_TRUE(testing::file_exists(first.file("model/model.pth")));
+}
+
+// A host that got no cases (more hosts than ShardedByS3Key objects): it fails with a ClientError
+// naming its channel, and the other host fails at once instead of waiting for it.
+TEST(DataParallelTest, AHostWithoutCasesFailsAndTheOtherDoesNotWait) {
+  testing::TempDir first, second;
+  const int port = testing::free_loopback_port();
+  const std::string job = hyperparameters(1, 1, port);
+  make_job(first.path(), job, resource_config("127.0.0.1"));
+  testing::make_ml_root(second.path(), job, R"({"train": {"TrainingInputMode": "File"}})",
+                        resource_config("localhost"));
+  std::filesystem::create_directories(second.file("input/data/train"));
+  const auto started = std::chrono::steady_clock::now();
+  const pid_t host1 = start_training(first.path());
+  const pid_t host2 = start_training(second.path());
+  EXPECT_EQ(wait_exit_code(host2), 2) << testing::read_text(second.file("train.log"));
+  EXPECT_NE(wait_exit_code(host1), 0) << testing::read_text(first.file("train.log"));
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  EXPECT_LT(seconds, 60.0);
+  std::printf("[ DDP      ] both hosts ended %.2f s after the start\n", seconds);
+  const std::string failure = testing::read_text(second.file("output/failure"));
+  EXPECT_NE(failure.find(second.file("input/data/train")), std::string::npos) << failure;
 }
 
 TEST(DataParallelTest, AHostThatDiesMakesTheOtherFailCleanly) {
