@@ -8,6 +8,7 @@
 #include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
 #include <torch/utils.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -24,6 +25,7 @@
 #include "dist/launcher.h"
 #include "infer/evaluate.h"
 #include "infer/sliding_window.h"
+#include "io/medseg_record.h"
 #include "model/model_io.h"
 #include "model/unet.h"
 #include "train/automatic_settings.h"
@@ -117,6 +119,7 @@ struct Trainer::State {
   bool stop();
   void set_up_device();
   void load_data();
+  std::vector<CaseData> load_channel(const std::string& channel, bool normalize);
   void agree_on_data();
   void build_model();
   StepResult train_step(const Batch& batch);
@@ -143,12 +146,46 @@ void Trainer::State::set_up_device() {
   spdlog::info("device {}, precision {}", compute.device.str(), compute.precision);
 }
 
+// Pipe mode gives a host one FIFO per channel per epoch, for one reader. With several workers on
+// the host, its first worker reads the FIFO and leaves the cases in a record shard on local disk
+// (float32: bit-exact); the host's other workers read that shard once every worker has passed a
+// barrier, and the first worker removes it after a second one.
+std::vector<CaseData> Trainer::State::load_channel(const std::string& channel, bool normalize) {
+  const auto found = environment.channels.find(channel);
+  const bool pipe = found != environment.channels.end() && found->second.input_mode == "Pipe";
+  if (!pipe || dist.local_world_size == 1) {
+    return load_channel_cases(environment, channel, config(), normalize);
+  }
+  if (!collectives) throw InternalError("Pipe mode with several workers but no collectives");
+  // The launcher's PID names the copy: one per job on this host.
+  const std::string copy =
+      (fs::temp_directory_path() /
+       ("medseg-pipe-" + std::to_string(::getppid()) + "-" + channel + ".medrec"))
+          .string();
+  std::vector<CaseData> cases;
+  if (dist.local_rank == 0) {
+    cases = load_channel_cases(environment, channel, config(), normalize);
+    write_record_file(copy, cases);
+    spdlog::info(
+        "Pipe mode: {} cases of channel '{}' read once and shared with this host's {} "
+        "other workers through {}",
+        cases.size(), channel, dist.local_world_size - 1, copy);
+  }
+  collectives->barrier();
+  if (dist.local_rank != 0) {
+    const MappedRecordReader reader(copy);
+    for (size_t i = 0; i < reader.size(); ++i) cases.push_back(reader.read(i));
+  }
+  collectives->barrier();
+  if (dist.local_rank == 0) fs::remove(copy);
+  return cases;
+}
+
 void Trainer::State::load_data() {
   const DataConfig& data = config().data;
   const auto started = Clock::now();
   const bool normalize_volumes = data.normalize == "volume";
-  std::vector<CaseData> cases =
-      load_channel_cases(environment, data.train_channel, config(), normalize_volumes);
+  std::vector<CaseData> cases = load_channel(data.train_channel, normalize_volumes);
   if (cases.empty()) throw ClientError("channel '" + data.train_channel + "' holds no cases");
 
   // Validation cases: the validation channel, else a seeded share of the training cases.
@@ -156,8 +193,7 @@ void Trainer::State::load_data() {
       environment.channels.count(data.validation_channel) != 0 ||
       fs::exists(environment.paths.channel_dir(data.validation_channel));
   if (has_validation_channel) {
-    validation_cases =
-        load_channel_cases(environment, data.validation_channel, config(), /*normalize=*/true);
+    validation_cases = load_channel(data.validation_channel, /*normalize=*/true);
     train_cases = std::move(cases);
   } else if (data.validation_fraction > 0.0 && cases.size() >= 2) {
     const int64_t total = static_cast<int64_t>(cases.size());

@@ -195,24 +195,58 @@ void serve_pipe(const std::string& fifo, const std::string& payload) {
   ::close(fd);
 }
 
-TEST(TrainerTest, TrainsFromAPipeModeChannelWithRecordIO) {
-  testing::TempDir dir;
+// The records of `dir`'s shards back to back, as Pipe mode streams a channel's S3 objects.
+std::string pipe_payload(const testing::TempDir& dir) {
   const std::string records = make_record_shards(dir);
   std::string shard;
   for (const auto& entry : std::filesystem::directory_iterator(records)) {
     if (entry.path().extension() == ".medrec") shard += testing::read_text(entry.path());
   }
-  ASSERT_FALSE(shard.empty());
-  testing::make_ml_root(dir.file("ml"), kTinyRun,
-                        R"({"train": {"TrainingInputMode": "Pipe", "RecordWrapperType": "RecordIO",
-                                      "S3DistributionType": "FullyReplicated"}})");
-  std::thread writer(serve_pipe, dir.file("ml/input/data/train_0"), shard);
+  EXPECT_FALSE(shard.empty());
+  return shard;
+}
+
+constexpr const char* kPipeChannel =
+    R"({"train": {"TrainingInputMode": "Pipe", "RecordWrapperType": "RecordIO",
+                  "S3DistributionType": "FullyReplicated"}})";
+
+TEST(TrainerTest, TrainsFromAPipeModeChannelWithRecordIO) {
+  testing::TempDir dir;
+  const std::string payload = pipe_payload(dir);
+  testing::make_ml_root(dir.file("ml"), kTinyRun, kPipeChannel);
+  std::thread writer(serve_pipe, dir.file("ml/input/data/train_0"), payload);
   const testing::CommandResult result =
       testing::run_medseg({"train"}, {"MEDSEG_ML_ROOT=" + dir.file("ml")});
   writer.join();
   ASSERT_EQ(result.exit_code, 0) << result.output;
   EXPECT_NE(result.output.find("data: 4 training and 2 validation cases"), std::string::npos)
       << result.output;
+}
+
+// Two workers on one host, one FIFO: exactly one reads it, and both train on all its cases (had
+// they split its bytes, their records would be corrupt or their case lists would differ).
+TEST(TrainerTest, TwoWorkersShareOnePipeModeFifo) {
+  testing::TempDir dir;
+  const std::string payload = pipe_payload(dir);
+  const std::string two_workers =
+      std::string(kTinyRun).substr(0, std::string(kTinyRun).size() - 1) +
+      R"(, "nproc_per_node": "2", "num_threads": "1",
+                                  "dist.master_port": ")" +
+      std::to_string(testing::free_loopback_port()) + R"("})";
+  testing::make_ml_root(dir.file("ml"), two_workers, kPipeChannel);
+  std::thread writer(serve_pipe, dir.file("ml/input/data/train_0"), payload);
+  const testing::CommandResult result =
+      testing::run_medseg({"train"}, {"MEDSEG_ML_ROOT=" + dir.file("ml")});
+  writer.join();
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_NE(result.output.find("Pipe mode: 6 cases of channel 'train' read once and shared with "
+                               "this host's 1 other workers"),
+            std::string::npos)
+      << result.output;
+  EXPECT_NE(result.output.find("data: 4 training and 2 validation cases"), std::string::npos)
+      << result.output;
+  EXPECT_EQ(result.output.find("hosts hold different cases"), std::string::npos) << result.output;
+  EXPECT_TRUE(testing::file_exists(dir.file("ml/model/model.pth")));
 }
 
 // Mixed precision on a GPU learns as well as fp32 does: the demo's recipe (MONAI's default
