@@ -37,7 +37,7 @@ std::vector<int64_t> epoch_case_order(int64_t num_cases, int64_t num_samples, ui
   return order;
 }
 
-BatchLoader::BatchLoader(const std::vector<CaseData>* cases, BatchLoaderOptions options)
+BatchLoader::BatchLoader(const TrainingSet* cases, BatchLoaderOptions options)
     : cases_(cases), options_(std::move(options)) {
   if (cases_->empty()) throw ClientError("no training cases to load");
   options_.num_workers = std::max(1, options_.num_workers);
@@ -101,7 +101,7 @@ void BatchLoader::worker_loop() {
           step * options_.batch_size * options_.world_size + options_.rank * options_.batch_size;
       for (int64_t i = 0; i < options_.batch_size; ++i) {
         const int64_t global_sample = first_sample + i;
-        const CaseData& source = (*cases_)[static_cast<size_t>(order_[global_sample])];
+        const CaseView source = cases_->view(static_cast<size_t>(order_[global_sample]));
         make_random_sample(source, options_.transforms, options_.seed, epoch_,
                            static_cast<uint64_t>(global_sample), slot->sample);
         const Sample& sample = slot->sample;
@@ -113,7 +113,7 @@ void BatchLoader::worker_loop() {
           batch.label.resize(sample.label.size() * static_cast<size_t>(options_.batch_size));
         } else if (sample.image_channels != batch.image_channels ||
                    sample.label_channels != batch.label_channels) {
-          throw ClientError("case " + source.case_id + " has " +
+          throw ClientError("case " + *source.case_id + " has " +
                             std::to_string(sample.image_channels) + " image channels and " +
                             std::to_string(sample.label_channels) +
                             " label channels, unlike the other cases of its batch");

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "data/random_transforms.h"
+#include "data/training_set.h"
 #include "io/case_data.h"
 
 namespace medseg {
@@ -50,7 +51,7 @@ struct BatchLoaderOptions {
 class BatchLoader {
  public:
   // `cases` must outlive the loader.
-  BatchLoader(const std::vector<CaseData>* cases, BatchLoaderOptions options);
+  BatchLoader(const TrainingSet* cases, BatchLoaderOptions options);
   ~BatchLoader();
   BatchLoader(const BatchLoader&) = delete;
   BatchLoader& operator=(const BatchLoader&) = delete;
@@ -70,7 +71,7 @@ class BatchLoader {
   void worker_loop();
   void stop_workers();
 
-  const std::vector<CaseData>* cases_;
+  const TrainingSet* cases_;
   BatchLoaderOptions options_;
   std::vector<int64_t> order_;  // case of each global sample of the current epoch
   uint64_t epoch_ = 0;

@@ -127,4 +127,15 @@ std::vector<CaseData> load_channel_cases(const JobEnvironment& environment,
   return load_cases(index, load_options_from(config, normalize));
 }
 
+std::string record_channel_folder(const JobEnvironment& environment, const std::string& channel,
+                                  const Config& config) {
+  const auto found = environment.channels.find(channel);
+  if (found != environment.channels.end() && found->second.input_mode == "Pipe") return "";
+  const std::string folder = environment.paths.channel_dir(channel);
+  std::error_code error;
+  if (!std::filesystem::is_directory(folder, error)) return "";
+  const DatasetIndex index = discover_dataset(folder, config.data.layout, /*require_labels=*/true);
+  return index.layout == DatasetLayout::kRecords ? folder : "";
+}
+
 }  // namespace medseg

@@ -47,4 +47,9 @@ std::vector<CaseData> load_channel_cases(const JobEnvironment& environment,
                                          const std::string& channel, const Config& config,
                                          bool normalize);
 
+// The folder of a File/FastFile channel that holds medseg record shards (which training maps
+// rather than decodes), or "" for any other channel (Pipe mode, NIfTI, missing).
+std::string record_channel_folder(const JobEnvironment& environment, const std::string& channel,
+                                  const Config& config);
+
 }  // namespace medseg

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "io/medseg_record.h"
 #include "util/error.h"
 #include "util/random.h"
 
@@ -117,11 +118,11 @@ void normalize_nonzero_channelwise(float* values, int64_t channels, int64_t voxe
   }
 }
 
-SampleDraws make_random_sample(const CaseData& source, const RandomTransformOptions& options,
+SampleDraws make_random_sample(const CaseView& source, const RandomTransformOptions& options,
                                uint64_t seed, uint64_t epoch, uint64_t sample_index, Sample& out) {
-  if (source.image.size() !=
-      static_cast<size_t>(source.image_channels * source.voxels_per_channel())) {
-    throw InternalError("case " + source.case_id + ": image buffer does not match its shape");
+  if ((source.image_float32 == nullptr) == (source.image_float16 == nullptr) ||
+      (source.label_channels > 0 && source.label == nullptr)) {
+    throw InternalError("case " + *source.case_id + ": a view without its image or label");
   }
   RandomStream random(seed, epoch, sample_index);
   SampleDraws draws;
@@ -156,20 +157,30 @@ SampleDraws make_random_sample(const CaseData& source, const RandomTransformOpti
   const float scale = static_cast<float>(1.0 + draws.scale);
   const float offset = static_cast<float>(draws.offset);
   const bool intensity = draws.scale != 0.0 || draws.offset != 0.0;
+  // The crop as float32, with the intensity change applied now unless the crop is normalised
+  // first. A float16 source is cropped as it is stored, then widened.
+  const bool affine_in_crop = intensity && !options.normalize_crop;
+  if (source.image_float32 != nullptr) {
+    crop_channels(source.image_float32, source.image_channels, source.spatial_shape, index,
+                  z_contiguous, scale, offset, affine_in_crop, out.image.data());
+  } else {
+    out.image_float16.resize(out.image.size());
+    crop_channels(source.image_float16, source.image_channels, source.spatial_shape, index,
+                  z_contiguous, 1.0f, 0.0f, false, out.image_float16.data());
+    halves_to_floats(out.image_float16.data(), out.image.data(), out.image.size());
+    if (affine_in_crop) {
+      for (float& value : out.image) value = value * scale + offset;
+    }
+  }
   if (options.normalize_crop) {
-    crop_channels(source.image.data(), source.image_channels, source.spatial_shape, index,
-                  z_contiguous, 1.0f, 0.0f, false, out.image.data());
     normalize_nonzero_channelwise(out.image.data(), out.image_channels, roi_voxels);
     if (intensity) {
       for (float& value : out.image) value = value * scale + offset;
     }
-  } else {
-    crop_channels(source.image.data(), source.image_channels, source.spatial_shape, index,
-                  z_contiguous, scale, offset, intensity, out.image.data());
   }
   if (out.label_channels > 0) {
-    crop_channels(source.label.data(), source.label_channels, source.spatial_shape, index,
-                  z_contiguous, 1.0f, 0.0f, false, out.label.data());
+    crop_channels(source.label, source.label_channels, source.spatial_shape, index, z_contiguous,
+                  1.0f, 0.0f, false, out.label.data());
   }
   return draws;
 }

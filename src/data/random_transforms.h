@@ -36,6 +36,7 @@ struct Sample {
   int64_t label_channels = 0;
   std::vector<float> image;
   std::vector<uint8_t> label;
+  std::vector<uint16_t> image_float16;  // scratch for float16 sources
 };
 
 // What a sample's draws were, for tests and debugging.
@@ -48,9 +49,15 @@ struct SampleDraws {
 
 // Crops and augments one sample from `source` into `out` (its buffers are reused, so a loader
 // thread allocates nothing in steady state). A volume smaller than the ROI on an axis is padded
-// with zeros, symmetrically (the extra voxel after), before cropping.
-SampleDraws make_random_sample(const CaseData& source, const RandomTransformOptions& options,
+// with zeros, symmetrically (the extra voxel after), before cropping. A float16 image is widened
+// crop by crop (bit-identical to cropping the widened volume).
+SampleDraws make_random_sample(const CaseView& source, const RandomTransformOptions& options,
                                uint64_t seed, uint64_t epoch, uint64_t sample_index, Sample& out);
+inline SampleDraws make_random_sample(const CaseData& source, const RandomTransformOptions& options,
+                                      uint64_t seed, uint64_t epoch, uint64_t sample_index,
+                                      Sample& out) {
+  return make_random_sample(view_of(source), options, seed, epoch, sample_index, out);
+}
 
 // NormalizeIntensity(nonzero=True, channel_wise=True) over a [C, N] float buffer: per channel,
 // over values != 0, (v - mean) / std with population std (std 0 -> 1); zeros stay 0. Means and

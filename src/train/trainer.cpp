@@ -21,6 +21,7 @@
 #include "config/component_options.h"
 #include "data/batch_loader.h"
 #include "data/case_store.h"
+#include "data/training_set.h"
 #include "dist/collectives.h"
 #include "dist/launcher.h"
 #include "infer/evaluate.h"
@@ -77,7 +78,7 @@ struct Trainer::State {
   std::unique_ptr<torch::optim::Optimizer> optimizer;
   std::unique_ptr<DynamicLossScaler> scaler;
   std::unique_ptr<TrainingStep> step;  // built once the gradient sync exists
-  std::vector<CaseData> train_cases;
+  TrainingSet train_cases;
   std::vector<CaseData> validation_cases;
   std::unique_ptr<BatchLoader> loader;
   int64_t steps_per_epoch = 1;
@@ -181,68 +182,100 @@ std::vector<CaseData> Trainer::State::load_channel(const std::string& channel, b
   return cases;
 }
 
+// Which of `total` cases are held out for validation: a seeded share (data.validation_fraction).
+std::vector<bool> validation_split(int64_t total, double fraction, uint64_t seed) {
+  std::vector<bool> is_validation(static_cast<size_t>(total), false);
+  if (fraction <= 0.0 || total < 2) return is_validation;
+  const int64_t held_out =
+      std::clamp<int64_t>(std::llround(fraction * static_cast<double>(total)), 1, total - 1);
+  const std::vector<int64_t> order = epoch_case_order(total, total, seed, 0xA11DA7E);
+  for (int64_t i = 0; i < held_out; ++i) is_validation[static_cast<size_t>(order[i])] = true;
+  return is_validation;
+}
+
 void Trainer::State::load_data() {
   const DataConfig& data = config().data;
   const auto started = Clock::now();
   const bool normalize_volumes = data.normalize == "volume";
-  std::vector<CaseData> cases = load_channel(data.train_channel, normalize_volumes);
-  if (cases.empty()) throw ClientError("channel '" + data.train_channel + "' holds no cases");
-
   // Validation cases: the validation channel, else a seeded share of the training cases.
   const bool has_validation_channel =
       environment.channels.count(data.validation_channel) != 0 ||
       fs::exists(environment.paths.channel_dir(data.validation_channel));
   if (has_validation_channel) {
     validation_cases = load_channel(data.validation_channel, /*normalize=*/true);
-    train_cases = std::move(cases);
-  } else if (data.validation_fraction > 0.0 && cases.size() >= 2) {
-    const int64_t total = static_cast<int64_t>(cases.size());
-    const int64_t held_out = std::clamp<int64_t>(
-        std::llround(data.validation_fraction * static_cast<double>(total)), 1, total - 1);
-    const std::vector<int64_t> order =
-        epoch_case_order(total, total, static_cast<uint64_t>(config().train.seed), 0xA11DA7E);
-    std::vector<bool> is_validation(static_cast<size_t>(total), false);
-    for (int64_t i = 0; i < held_out; ++i) is_validation[static_cast<size_t>(order[i])] = true;
-    for (int64_t i = 0; i < total; ++i) {
-      (is_validation[static_cast<size_t>(i)] ? validation_cases : train_cases)
-          .push_back(std::move(cases[static_cast<size_t>(i)]));
+  }
+  const auto held_out = [&](int64_t total) {
+    return validation_split(has_validation_channel ? 0 : total, data.validation_fraction,
+                            static_cast<uint64_t>(config().train.seed));
+  };
+  const std::string records = record_channel_folder(environment, data.train_channel, config());
+  if (!records.empty()) {
+    // Record shards are mapped, not decoded: the host's workers share them through the page cache.
+    auto reader = std::make_shared<const MappedRecordReader>(records);
+    const std::vector<bool> is_validation = held_out(static_cast<int64_t>(reader->size()));
+    std::vector<size_t> training;
+    for (size_t i = 0; i < reader->size(); ++i) {
+      if (!is_validation.empty() && is_validation[i]) {
+        validation_cases.push_back(reader->read(i));
+      } else {
+        training.push_back(i);
+      }
     }
+    train_cases = TrainingSet(std::move(reader), std::move(training));
   } else {
-    train_cases = std::move(cases);
+    std::vector<CaseData> cases = load_channel(data.train_channel, normalize_volumes);
+    const std::vector<bool> is_validation = held_out(static_cast<int64_t>(cases.size()));
+    std::vector<CaseData> training;
+    for (size_t i = 0; i < cases.size(); ++i) {
+      (!is_validation.empty() && is_validation[i] ? validation_cases : training)
+          .push_back(std::move(cases[i]));
+    }
+    train_cases = TrainingSet(std::move(training));
+  }
+  if (train_cases.empty() && validation_cases.empty()) {
+    throw ClientError("channel '" + data.train_channel + "' holds no cases");
   }
   // Validation always sees whole normalised volumes, also when training normalises crops.
   if (!normalize_volumes) {
     for (CaseData& validation_case : validation_cases) normalize_intensity_nonzero(validation_case);
   }
-  for (const std::vector<CaseData>* set : {&train_cases, &validation_cases}) {
-    for (const CaseData& loaded : *set) {
-      if (loaded.label_channels != config().model.out_channels ||
-          loaded.image_channels != config().model.in_channels) {
-        throw ClientError(
-            "case " + loaded.case_id + " has " + std::to_string(loaded.image_channels) +
-            " image and " + std::to_string(loaded.label_channels) +
-            " label channels; the model expects model.in_channels = " +
-            std::to_string(config().model.in_channels) +
-            " and model.out_channels = " + std::to_string(config().model.out_channels));
-      }
+  const auto check_channels = [&](const std::string& case_id, int64_t image_channels,
+                                  int64_t label_channels) {
+    if (label_channels != config().model.out_channels ||
+        image_channels != config().model.in_channels) {
+      throw ClientError("case " + case_id + " has " + std::to_string(image_channels) +
+                        " image and " + std::to_string(label_channels) +
+                        " label channels; the model expects model.in_channels = " +
+                        std::to_string(config().model.in_channels) +
+                        " and model.out_channels = " + std::to_string(config().model.out_channels));
     }
+  };
+  for (size_t i = 0; i < train_cases.size(); ++i) {
+    const CaseView view = train_cases.view(i);
+    check_channels(*view.case_id, view.image_channels, view.label_channels);
+  }
+  for (const CaseData& loaded : validation_cases) {
+    check_channels(loaded.case_id, loaded.image_channels, loaded.label_channels);
   }
   spdlog::info(
       "data: {} training and {} validation cases preprocessed in {:.1f} s, {:.0f} MiB in "
-      "memory",
+      "memory{}",
       train_cases.size(), validation_cases.size(), seconds_since(started),
-      static_cast<double>(case_bytes(train_cases) + case_bytes(validation_cases)) / (1 << 20));
+      static_cast<double>(train_cases.private_bytes() + case_bytes(validation_cases)) / (1 << 20),
+      train_cases.mapped_bytes() > 0
+          ? fmt::format(", {:.0f} MiB of record shards mapped (shared by the host's workers)",
+                        static_cast<double>(train_cases.mapped_bytes()) / (1 << 20))
+          : "");
 }
 
 // A 48-bit digest of the case ids (exact in a double, so it can travel through allreduce_sum).
-double case_fingerprint(const std::vector<CaseData>& train,
-                        const std::vector<CaseData>& validation) {
+double case_fingerprint(const TrainingSet& train, const std::vector<CaseData>& validation) {
   uint64_t hash = 1469598103934665603ull;  // FNV-1a
   const auto add = [&hash](const std::string& text) {
     for (const char c : text) hash = (hash ^ static_cast<uint8_t>(c)) * 1099511628211ull;
     hash = (hash ^ 0xFF) * 1099511628211ull;  // a separator no id contains
   };
-  for (const CaseData& data : train) add(data.case_id);
+  for (size_t i = 0; i < train.size(); ++i) add(train.case_id(i));
   add("|validation|");
   for (const CaseData& data : validation) add(data.case_id);
   return static_cast<double>(hash >> 16);

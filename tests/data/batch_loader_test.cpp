@@ -5,6 +5,8 @@
 #include <set>
 #include <string>
 
+#include "io/medseg_record.h"
+#include "test_support.h"
 #include "util/error.h"
 
 namespace medseg {
@@ -56,7 +58,7 @@ TEST(EpochOrderTest, EachEpochIsAPermutationAndEpochsDiffer) {
 }
 
 TEST(BatchLoaderTest, SameBatchesWhateverTheWorkerCount) {
-  const std::vector<CaseData> cases = numbered_cases(5);
+  const TrainingSet cases(numbered_cases(5));
   BatchLoader one(&cases, small_options(1));
   BatchLoader three(&cases, small_options(3));
   const std::vector<Batch> a = whole_epoch(one, 2, 7);
@@ -72,7 +74,7 @@ TEST(BatchLoaderTest, SameBatchesWhateverTheWorkerCount) {
 }
 
 TEST(BatchLoaderTest, ResumingMidEpochReplaysTheRemainingSteps) {
-  const std::vector<CaseData> cases = numbered_cases(4);
+  const TrainingSet cases(numbered_cases(4));
   BatchLoader loader(&cases, small_options(2));
   const std::vector<Batch> full = whole_epoch(loader, 1, 6);
   const std::vector<Batch> resumed = whole_epoch(loader, 1, 6, /*first_step=*/4);
@@ -83,7 +85,7 @@ TEST(BatchLoaderTest, ResumingMidEpochReplaysTheRemainingSteps) {
 
 TEST(BatchLoaderTest, RanksSplitTheGlobalBatch) {
   // Two ranks with batch 1 see, together, exactly the samples one rank with batch 2 sees.
-  const std::vector<CaseData> cases = numbered_cases(6);
+  const TrainingSet cases(numbered_cases(6));
   BatchLoaderOptions single = small_options(2);
   single.batch_size = 2;
   BatchLoader whole(&cases, single);
@@ -107,22 +109,64 @@ TEST(BatchLoaderTest, RanksSplitTheGlobalBatch) {
 
 TEST(BatchLoaderTest, WorkerErrorsReachTheConsumer) {
   std::vector<CaseData> cases = numbered_cases(2);
-  cases[1].image.resize(5);  // corrupt: buffer does not match its shape
+  cases[1].image_channels = 1;  // one channel of 1920 voxels, unlike case0's two of 960
+  cases[1].spatial_shape = {24, 10, 8};
+  cases[1].label.resize(3 * 1920);
+  const TrainingSet set(cases);
   BatchLoaderOptions options = small_options(2);
   options.batch_size = 2;
-  BatchLoader loader(&cases, options);
+  BatchLoader loader(&set, options);
   loader.start_epoch(0, 3);
   Batch batch;
   // The worker's own error, with its type and message, not a generic failure.
   try {
     while (loader.next(batch)) {
     }
-    ADD_FAILURE() << "the corrupt case went unnoticed";
-  } catch (const InternalError& error) {
-    EXPECT_NE(std::string(error.what()).find("image buffer does not match its shape"),
+    ADD_FAILURE() << "the mismatched case went unnoticed";
+  } catch (const ClientError& error) {
+    EXPECT_NE(std::string(error.what()).find("unlike the other cases of its batch"),
               std::string::npos)
         << error.what();
-    EXPECT_NE(std::string(error.what()).find(cases[1].case_id), std::string::npos) << error.what();
+    EXPECT_NE(std::string(error.what()).find("case0"), std::string::npos) << error.what();
+  }
+}
+
+// Mapped record shards give the very batches their decoded cases give, float16 ones included
+// (widened crop by crop instead of whole).
+TEST(BatchLoaderTest, MappedRecordsGiveTheBatchesOfDecodedCases) {
+  for (const ImageDType dtype : {ImageDType::kFloat32, ImageDType::kFloat16}) {
+    SCOPED_TRACE(image_dtype_name(dtype));
+    testing::TempDir dir;
+    std::vector<CaseData> cases = numbered_cases(5);
+    for (CaseData& data : cases) {
+      for (float& value : data.image) value = value / 7000.0f - 0.3f;  // within float16's range
+    }
+    write_record_file(dir.file("cases.medrec"), cases, RecordWriterOptions{dtype});
+    auto reader = std::make_shared<const MappedRecordReader>(dir.file("cases.medrec"));
+    std::vector<CaseData> decoded;
+    for (size_t i = 0; i < reader->size(); ++i) decoded.push_back(reader->read(i));
+    const TrainingSet mapped(reader, {0, 1, 2, 3, 4});
+    const TrainingSet in_memory(decoded);
+    EXPECT_EQ(in_memory.private_bytes(), 5 * (2 * 960 * 4 + 3 * 960));
+    EXPECT_EQ(mapped.private_bytes(), 0);
+    EXPECT_EQ(mapped.mapped_bytes(),
+              5 * (2 * 960 * (dtype == ImageDType::kFloat16 ? 2 : 4) + 3 * 960));
+    BatchLoaderOptions options = small_options(2);
+    options.transforms.roi_size = {8, 12, 8};  // padded on y
+    options.transforms.flip_axes = {0, 1, 2};
+    options.transforms.scale_prob = 1.0;
+    options.transforms.shift_prob = 1.0;
+    for (const bool normalize_crop : {false, true}) {
+      options.transforms.normalize_crop = normalize_crop;
+      BatchLoader from_map(&mapped, options);
+      BatchLoader from_memory(&in_memory, options);
+      const std::vector<Batch> a = whole_epoch(from_map, 3, 6);
+      const std::vector<Batch> b = whole_epoch(from_memory, 3, 6);
+      for (size_t step = 0; step < a.size(); ++step) {
+        EXPECT_EQ(a[step].image, b[step].image) << step;
+        EXPECT_EQ(a[step].label, b[step].label) << step;
+      }
+    }
   }
 }
 
