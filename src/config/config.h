@@ -21,6 +21,7 @@ struct DataConfig {
   int num_workers = 0;
   int prefetch_batches = 4;
   int max_case_mb = 2048;
+  std::string cache_dir;
 };
 
 struct AugmentConfig {

@@ -89,6 +89,13 @@ std::vector<ConfigField> build_schema() {
   f.emplace_back(FIELD(data.max_case_mb))
       .range(1, 1 << 20)
       .help("Refuse cases whose decoded image exceeds this many MiB");
+  f.emplace_back(FIELD(data.cache_dir))
+      .alias("cache_dir")
+      .help(
+          "NIfTI training channels are preprocessed once per host into record shards here and "
+          "mapped by every worker (reused after a restart while the data and the preprocessing "
+          "settings are the same); empty = <ml-root>/cache; `memory` = each worker decodes the "
+          "channel into its own memory");
   // augment
   f.emplace_back(FIELD(augment.roi_size))
       .alias("roi_size")

@@ -111,8 +111,8 @@ NiftiVolume case_label_to_nifti(const CaseData& data) {
 
 PreprocessSummary run_preprocess_job(const PreprocessJobOptions& options) {
   const auto started = std::chrono::steady_clock::now();
-  const DatasetIndex index = discover_dataset(options.input_dir, options.layout,
-                                              /*require_labels=*/false);
+  const DatasetIndex index =
+      discover_dataset(options.input_dir, options.layout, options.require_labels);
   if (index.layout == DatasetLayout::kRecords) {
     throw ClientError(options.input_dir +
                       " already holds medseg records; preprocess reads "

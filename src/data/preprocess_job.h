@@ -25,6 +25,7 @@ struct PreprocessJobOptions {
   int host_count = 1;
   std::string host_name = "algo-1";  // part of the output file names (hosts' outputs are merged)
   int threads = 1;
+  bool require_labels = false;  // training caches refuse unlabelled cases, like training
 };
 
 struct PreprocessSummary {

@@ -21,6 +21,7 @@
 #include "config/component_options.h"
 #include "data/batch_loader.h"
 #include "data/case_store.h"
+#include "data/record_cache.h"
 #include "data/training_set.h"
 #include "dist/collectives.h"
 #include "dist/launcher.h"
@@ -44,6 +45,7 @@
 #include "util/file_io.h"
 #include "util/json_file.h"
 #include "util/log.h"
+#include "util/memory.h"
 #include "util/random.h"
 
 namespace medseg {
@@ -121,6 +123,7 @@ struct Trainer::State {
   void set_up_device();
   void load_data();
   std::vector<CaseData> load_channel(const std::string& channel, bool normalize);
+  std::string training_records_folder(bool normalize);
   void agree_on_data();
   void build_model();
   StepResult train_step(const Batch& batch);
@@ -128,6 +131,7 @@ struct Trainer::State {
   void record(nlohmann::json entry);
   void write_model(const std::string& file_name);
   void write_final_outputs();
+  void report_memory();
 
   std::string compatibility_key() const;
   void open_checkpoints();
@@ -182,6 +186,34 @@ std::vector<CaseData> Trainer::State::load_channel(const std::string& channel, b
   return cases;
 }
 
+// The record shards the training channel is mapped from, "" when it is decoded into memory
+// (Pipe mode, data.cache_dir = memory). A records channel is mapped as it is; a NIfTI channel
+// through the host's record cache, which the host's first worker builds (or finds, after a
+// restart) while the others wait.
+std::string Trainer::State::training_records_folder(bool normalize) {
+  const std::string& channel = config().data.train_channel;
+  const auto found = environment.channels.find(channel);
+  const bool pipe = found != environment.channels.end() && found->second.input_mode == "Pipe";
+  if (pipe || config().data.cache_dir == "memory" ||
+      !fs::is_directory(environment.paths.channel_dir(channel))) {
+    return "";  // load_channel() reads it (or names what is missing)
+  }
+  const std::string records = record_channel_folder(environment, channel, config());
+  if (!records.empty()) return records;
+  const std::string cache_dir =
+      config().data.cache_dir.empty() ? environment.paths.root + "/cache" : config().data.cache_dir;
+  const RecordCache cache = find_record_cache(environment, channel, config(), normalize, cache_dir);
+  if (dist.local_rank == 0) {
+    if (cache.complete) {
+      spdlog::info("record cache: reusing {} (same data and preprocessing settings)", cache.folder);
+    } else {
+      build_record_cache(environment, channel, config(), normalize, cache);
+    }
+  }
+  if (collectives) collectives->barrier();
+  return cache.folder;
+}
+
 // Which of `total` cases are held out for validation: a seeded share (data.validation_fraction).
 std::vector<bool> validation_split(int64_t total, double fraction, uint64_t seed) {
   std::vector<bool> is_validation(static_cast<size_t>(total), false);
@@ -208,7 +240,7 @@ void Trainer::State::load_data() {
     return validation_split(has_validation_channel ? 0 : total, data.validation_fraction,
                             static_cast<uint64_t>(config().train.seed));
   };
-  const std::string records = record_channel_folder(environment, data.train_channel, config());
+  const std::string records = training_records_folder(normalize_volumes);
   if (!records.empty()) {
     // Record shards are mapped, not decoded: the host's workers share them through the page cache.
     auto reader = std::make_shared<const MappedRecordReader>(records);
@@ -390,6 +422,27 @@ void Trainer::State::record(nlohmann::json entry) {
 void Trainer::State::write_model(const std::string& file_name) {
   const std::string path = environment.paths.model_dir() + "/" + file_name;
   save_model_pth(path, *model, config_to_yaml(resolved));
+}
+
+// Peak resident memory of every worker, and of every host (the sum of its workers' peaks, an upper
+// bound: their peaks need not coincide), so that a job's memory can be sized; collective.
+void Trainer::State::report_memory() {
+  const MemoryUsage usage = memory_usage();
+  std::vector<double> per_worker(static_cast<size_t>(dist.world_size), 0.0);
+  per_worker[static_cast<size_t>(dist.rank)] = static_cast<double>(usage.peak_resident_bytes);
+  if (collectives) collectives->allreduce_sum(per_worker);
+  std::vector<double> per_host(static_cast<size_t>(dist.num_nodes), 0.0);
+  for (int rank = 0; rank < dist.world_size; ++rank) {
+    per_host[static_cast<size_t>(rank / dist.local_world_size)] += per_worker[rank];
+  }
+  constexpr double kMiB = 1 << 20;
+  spdlog::info(
+      "memory: peak resident {:.0f} MiB on the largest worker, {:.0f} MiB on the largest host "
+      "({} workers); this worker now holds {:.0f} MiB private and {:.0f} MiB of mapped files",
+      *std::max_element(per_worker.begin(), per_worker.end()) / kMiB,
+      *std::max_element(per_host.begin(), per_host.end()) / kMiB, dist.local_world_size,
+      static_cast<double>(usage.anonymous_bytes) / kMiB,
+      static_cast<double>(usage.file_bytes) / kMiB);
 }
 
 void Trainer::State::write_final_outputs() {
@@ -785,6 +838,7 @@ TrainSummary Trainer::run() {
   s.resume_and_synchronise();
   s.open_outputs_and_loader();
   s.train_epochs();
+  s.report_memory();
   s.write_final_outputs();
   return s.summary;
 }

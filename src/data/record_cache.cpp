@@ -1,0 +1,128 @@
+#include "data/record_cache.h"
+
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <thread>
+#include <vector>
+
+#include "config/config.h"
+#include "data/preprocess_job.h"
+#include "sagemaker/job_environment.h"
+#include "util/error.h"
+#include "util/file_io.h"
+
+namespace medseg {
+namespace fs = std::filesystem;
+namespace {
+
+// Bump when what a cache holds changes meaning (record layout, preprocessing code).
+constexpr const char* kCacheVersion = "medseg-record-cache-1";
+
+class Digest {
+ public:
+  void add(const std::string& text) {
+    for (const char c : text) hash_ = (hash_ ^ static_cast<uint8_t>(c)) * 1099511628211ull;
+    hash_ = (hash_ ^ 0xFF) * 1099511628211ull;  // a separator no text contains
+  }
+  std::string hex() const {
+    char text[17];
+    std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(hash_));
+    return text;
+  }
+
+ private:
+  uint64_t hash_ = 1469598103934665603ull;  // FNV-1a
+};
+
+PreprocessJobOptions preprocess_options(const Config& config, bool normalize) {
+  PreprocessJobOptions job;
+  job.layout = config.data.layout;
+  job.format = "records";
+  job.transforms.pixdim = {config.data.pixdim[0], config.data.pixdim[1], config.data.pixdim[2]};
+  job.transforms.label_scheme = parse_label_scheme(config.data.label_scheme);
+  job.transforms.expected_channels = config.model.in_channels;
+  job.transforms.normalize = normalize;
+  job.read.max_bytes = static_cast<int64_t>(config.data.max_case_mb) << 20;
+  job.image_dtype = ImageDType::kFloat32;  // bit-exact: what decoding in memory gives
+  job.require_labels = true;
+  job.threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  return job;
+}
+
+}  // namespace
+
+RecordCache find_record_cache(const JobEnvironment& environment, const std::string& channel,
+                              const Config& config, bool normalize, const std::string& cache_dir) {
+  const std::string channel_dir = environment.paths.channel_dir(channel);
+  Digest digest;
+  digest.add(kCacheVersion);
+  const PreprocessJobOptions job = preprocess_options(config, normalize);
+  digest.add(job.layout + "|" + config.data.label_scheme + "|" + std::to_string(normalize) + "|" +
+             std::to_string(job.transforms.expected_channels) + "|" +
+             std::to_string(job.read.max_bytes));
+  for (const double spacing : job.transforms.pixdim) digest.add(std::to_string(spacing));
+  std::vector<std::string> files;
+  std::error_code error;
+  for (auto it = fs::recursive_directory_iterator(channel_dir, error);
+       !error && it != fs::recursive_directory_iterator(); it.increment(error)) {
+    if (it->is_regular_file(error)) files.push_back(it->path().string());
+  }
+  if (error)
+    throw PlatformError("cannot list channel folder " + channel_dir + ": " + error.message());
+  std::sort(files.begin(), files.end());
+  for (const std::string& file : files) {
+    const auto modified = fs::last_write_time(file, error).time_since_epoch().count();
+    digest.add(fs::relative(file, channel_dir).string() + "|" +
+               std::to_string(fs::file_size(file, error)) + "|" + std::to_string(modified));
+  }
+  RecordCache cache;
+  cache.folder = (fs::path(cache_dir) / (channel + "-" + digest.hex())).string();
+  cache.complete = fs::is_directory(cache.folder, error);
+  return cache;
+}
+
+void build_record_cache(const JobEnvironment& environment, const std::string& channel,
+                        const Config& config, bool normalize, const RecordCache& cache) {
+  const fs::path folder(cache.folder);
+  std::error_code error;
+  fs::create_directories(folder.parent_path(), error);
+  if (error) {
+    throw PlatformError("cannot create the record cache folder " + folder.parent_path().string() +
+                        ": " + error.message() + " (set data.cache_dir)");
+  }
+  // Older caches of this channel (other data or settings) and unfinished builds go.
+  const std::string prefix = channel + "-";
+  for (const auto& entry : fs::directory_iterator(folder.parent_path(), error)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind(prefix, 0) == 0 || name.rfind("." + prefix, 0) == 0) {
+      fs::remove_all(entry.path(), error);
+      spdlog::info("record cache: removed {}", entry.path().string());
+    }
+  }
+  const auto started = std::chrono::steady_clock::now();
+  PreprocessJobOptions job = preprocess_options(config, normalize);
+  job.input_dir = environment.paths.channel_dir(channel);
+  job.output_dir = (folder.parent_path() /
+                    ("." + folder.filename().string() + ".tmp-" + std::to_string(::getpid())))
+                       .string();
+  const PreprocessSummary summary = run_preprocess_job(job);
+  fs::rename(job.output_dir, folder, error);
+  if (error) {
+    throw PlatformError("cannot rename " + job.output_dir + " to " + cache.folder + ": " +
+                        error.message());
+  }
+  fsync_directory(folder.parent_path().string());
+  spdlog::info(
+      "record cache: channel '{}' preprocessed once for this host: {} cases, {:.0f} MiB "
+      "in {:.1f} s -> {}",
+      channel, summary.cases_written, static_cast<double>(summary.bytes_written) / (1 << 20),
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(),
+      cache.folder);
+}
+
+}  // namespace medseg

@@ -1,0 +1,21 @@
+// This process's memory as Linux accounts it (/proc/self/status), for the logs and benchmarks
+// that show what a worker holds: its peak, and its current private (anonymous) and file-backed
+// resident memory. Mapped record shards are file-backed: shared by the host's workers through the
+// page cache, and evictable under pressure, unlike anonymous memory.
+#pragma once
+
+#include <cstdint>
+
+namespace medseg {
+
+struct MemoryUsage {
+  int64_t peak_resident_bytes = 0;  // VmHWM
+  int64_t resident_bytes = 0;       // VmRSS
+  int64_t anonymous_bytes = 0;      // RssAnon: private to this process
+  int64_t file_bytes = 0;           // RssFile: mapped files (shared with other processes)
+};
+
+// Zeros where the kernel does not say (no /proc).
+MemoryUsage memory_usage();
+
+}  // namespace medseg
