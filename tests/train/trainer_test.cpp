@@ -97,6 +97,63 @@ TEST(TrainerTest, SameSeedSameWeights) {
   }
 }
 
+std::vector<std::string> folder_names(const std::string& folder) {
+  std::vector<std::string> names;
+  for (const auto& entry : std::filesystem::directory_iterator(folder)) {
+    names.push_back(entry.path().filename().string());
+  }
+  return names;
+}
+
+// A NIfTI channel is preprocessed once per host into the record cache, reused by the next run on
+// the same data and settings, rebuilt when a setting changes, built by one of a host's workers;
+// and training from it gives the weights that decoding into memory gives.
+TEST(TrainerTest, TheHostRecordCacheIsBuiltOnceReusedAndTrainsLikeMemory) {
+  const std::string run = R"({"epochs": "2", "steps_per_epoch": "2", "batch_size": "2",
+    "roi_size": "[32, 32, 16]", "channels": "[8, 16, 32, 64]", "strides": "[2, 2, 2]",
+    "num_res_units": "1", "val_interval": "1", "num_threads": "2", "seed": "5",
+    "resume": "false")";
+  testing::TempDir cached, in_memory;
+  make_job(cached.path(), run + "}");
+  make_job(in_memory.path(), run + R"(, "cache_dir": "memory"})");
+  const auto train = [](const testing::TempDir& root) {
+    const testing::CommandResult result =
+        testing::run_medseg({"train"}, {"MEDSEG_ML_ROOT=" + root.path()});
+    EXPECT_EQ(result.exit_code, 0) << result.output;
+    return result.output;
+  };
+  const std::string built = train(cached);
+  EXPECT_EQ(testing::count_occurrences(built,
+                                       "record cache: channel 'train' preprocessed once "
+                                       "for this host: 8 cases"),
+            1u)
+      << built;
+  const std::vector<at::Tensor> from_cache = testing::trained_weights(cached.path());
+  const std::string reused = train(cached);
+  EXPECT_NE(reused.find("record cache: reusing " + cached.path() + "/cache/train-"),
+            std::string::npos)
+      << reused;
+  const std::string decoded = train(in_memory);
+  EXPECT_EQ(decoded.find("record cache"), std::string::npos) << decoded;
+  EXPECT_FALSE(std::filesystem::exists(in_memory.file("cache")));
+  const std::vector<at::Tensor> from_memory = testing::trained_weights(in_memory.path());
+  for (size_t i = 0; i < from_cache.size(); ++i) {
+    EXPECT_TRUE(at::equal(from_cache[i], from_memory[i])) << "parameter " << i;
+  }
+  const std::vector<std::string> first_cache = folder_names(cached.file("cache"));
+  ASSERT_EQ(first_cache.size(), 1u);
+  // Another spacing, and two workers: one new cache, built once, the old one gone.
+  testing::write_text(cached.file("input/config/hyperparameters.json"),
+                      run + R"(, "pixdim": "[2.0, 2.0, 2.0]", "nproc_per_node": "2",
+                            "dist.master_port": ")" +
+                          std::to_string(testing::free_loopback_port()) + "\"}");
+  const std::string rebuilt = train(cached);
+  EXPECT_EQ(testing::count_occurrences(rebuilt, "preprocessed once for this host"), 1u) << rebuilt;
+  const std::vector<std::string> second_cache = folder_names(cached.file("cache"));
+  ASSERT_EQ(second_cache.size(), 1u);
+  EXPECT_NE(second_cache, first_cache);
+}
+
 TEST(TrainerTest, SigtermStopsAtAStepWritesTheModelAndExitsZero) {
   testing::TempDir root;
   make_job(root.path(), R"({"epochs": "1000", "batch_size": "2", "roi_size": "[32, 32, 16]",
