@@ -54,40 +54,43 @@ PreprocessJobOptions preprocess_options(const Config& config, bool normalize) {
   return job;
 }
 
-}  // namespace
-
-RecordCache find_record_cache(const JobEnvironment& environment, const std::string& channel,
-                              const Config& config, bool normalize, const std::string& cache_dir) {
-  const std::string channel_dir = environment.paths.channel_dir(channel);
-  Digest digest;
-  digest.add(kCacheVersion);
-  const PreprocessJobOptions job = preprocess_options(config, normalize);
-  digest.add(job.layout + "|" + config.data.label_scheme + "|" + std::to_string(normalize) + "|" +
-             std::to_string(job.transforms.expected_channels) + "|" +
-             std::to_string(job.read.max_bytes));
-  for (const double spacing : job.transforms.pixdim) digest.add(std::to_string(spacing));
+// Every regular file under the channel folder, sorted.
+std::vector<std::string> channel_files(const std::string& channel_dir) {
   std::vector<std::string> files;
   std::error_code error;
   for (auto it = fs::recursive_directory_iterator(channel_dir, error);
        !error && it != fs::recursive_directory_iterator(); it.increment(error)) {
     if (it->is_regular_file(error)) files.push_back(it->path().string());
   }
-  if (error)
+  if (error) {
     throw PlatformError("cannot list channel folder " + channel_dir + ": " + error.message());
+  }
   std::sort(files.begin(), files.end());
-  for (const std::string& file : files) {
+  return files;
+}
+
+// The files' relative paths, sizes and modification times.
+void add_channel_files(const std::string& channel_dir, Digest& digest) {
+  std::error_code error;
+  for (const std::string& file : channel_files(channel_dir)) {
     const auto modified = fs::last_write_time(file, error).time_since_epoch().count();
     digest.add(fs::relative(file, channel_dir).string() + "|" +
                std::to_string(fs::file_size(file, error)) + "|" + std::to_string(modified));
   }
+}
+
+RecordCache cache_at(const std::string& cache_dir, const std::string& channel,
+                     const Digest& digest) {
   RecordCache cache;
   cache.folder = (fs::path(cache_dir) / (channel + "-" + digest.hex())).string();
+  std::error_code error;
   cache.complete = fs::is_directory(cache.folder, error);
   return cache;
 }
 
-void build_record_cache(const JobEnvironment& environment, const std::string& channel,
-                        const Config& config, bool normalize, const RecordCache& cache) {
+// Creates the cache's parent folder and removes the channel's older caches and unfinished builds.
+// Returns the temporary folder to build in.
+std::string prepare_cache(const RecordCache& cache, const std::string& channel) {
   const fs::path folder(cache.folder);
   std::error_code error;
   fs::create_directories(folder.parent_path(), error);
@@ -95,34 +98,96 @@ void build_record_cache(const JobEnvironment& environment, const std::string& ch
     throw PlatformError("cannot create the record cache folder " + folder.parent_path().string() +
                         ": " + error.message() + " (set data.cache_dir)");
   }
-  // Older caches of this channel (other data or settings) and unfinished builds go.
   const std::string prefix = channel + "-";
   for (const auto& entry : fs::directory_iterator(folder.parent_path(), error)) {
     const std::string name = entry.path().filename().string();
     if (name.rfind(prefix, 0) == 0 || name.rfind("." + prefix, 0) == 0) {
-      fs::remove_all(entry.path(), error);
+      std::error_code ignored;
+      fs::remove_all(entry.path(), ignored);
       spdlog::info("record cache: removed {}", entry.path().string());
     }
   }
+  return (folder.parent_path() /
+          ("." + folder.filename().string() + ".tmp-" + std::to_string(::getpid())))
+      .string();
+}
+
+// Renames the finished temporary folder into place.
+void publish_cache(const std::string& temporary, const RecordCache& cache) {
+  std::error_code error;
+  fs::rename(temporary, cache.folder, error);
+  if (error) {
+    throw PlatformError("cannot rename " + temporary + " to " + cache.folder + ": " +
+                        error.message());
+  }
+  fsync_directory(fs::path(cache.folder).parent_path().string());
+}
+
+double seconds_since(std::chrono::steady_clock::time_point started) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+}
+
+}  // namespace
+
+RecordCache find_record_cache(const JobEnvironment& environment, const std::string& channel,
+                              const Config& config, bool normalize, const std::string& cache_dir) {
+  Digest digest;
+  digest.add(kCacheVersion);
+  const PreprocessJobOptions job = preprocess_options(config, normalize);
+  digest.add(job.layout + "|" + config.data.label_scheme + "|" + std::to_string(normalize) + "|" +
+             std::to_string(job.transforms.expected_channels) + "|" +
+             std::to_string(job.read.max_bytes));
+  for (const double spacing : job.transforms.pixdim) digest.add(std::to_string(spacing));
+  add_channel_files(environment.paths.channel_dir(channel), digest);
+  return cache_at(cache_dir, channel, digest);
+}
+
+void build_record_cache(const JobEnvironment& environment, const std::string& channel,
+                        const Config& config, bool normalize, const RecordCache& cache) {
   const auto started = std::chrono::steady_clock::now();
   PreprocessJobOptions job = preprocess_options(config, normalize);
   job.input_dir = environment.paths.channel_dir(channel);
-  job.output_dir = (folder.parent_path() /
-                    ("." + folder.filename().string() + ".tmp-" + std::to_string(::getpid())))
-                       .string();
+  job.output_dir = prepare_cache(cache, channel);
   const PreprocessSummary summary = run_preprocess_job(job);
-  fs::rename(job.output_dir, folder, error);
-  if (error) {
-    throw PlatformError("cannot rename " + job.output_dir + " to " + cache.folder + ": " +
-                        error.message());
-  }
-  fsync_directory(folder.parent_path().string());
+  publish_cache(job.output_dir, cache);
   spdlog::info(
-      "record cache: channel '{}' preprocessed once for this host: {} cases, {:.0f} MiB "
-      "in {:.1f} s -> {}",
+      "record cache: channel '{}' preprocessed once for this host: {} cases, {:.0f} MiB in "
+      "{:.1f} s -> {}",
       channel, summary.cases_written, static_cast<double>(summary.bytes_written) / (1 << 20),
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(),
-      cache.folder);
+      seconds_since(started), cache.folder);
+}
+
+RecordCache find_record_copy(const JobEnvironment& environment, const std::string& channel,
+                             const std::string& cache_dir) {
+  Digest digest;
+  digest.add(std::string(kCacheVersion) + "|copy");
+  add_channel_files(environment.paths.channel_dir(channel), digest);
+  return cache_at(cache_dir, channel, digest);
+}
+
+void copy_records_to_cache(const JobEnvironment& environment, const std::string& channel,
+                           const RecordCache& cache) {
+  const auto started = std::chrono::steady_clock::now();
+  const std::string temporary = prepare_cache(cache, channel);
+  const std::string channel_dir = environment.paths.channel_dir(channel);
+  int64_t bytes = 0;
+  for (const std::string& file : channel_files(channel_dir)) {
+    const fs::path target = fs::path(temporary) / fs::relative(file, channel_dir);
+    std::error_code error;
+    fs::create_directories(target.parent_path(), error);
+    if (error || !fs::copy_file(file, target, error)) {
+      throw PlatformError("cannot copy " + file + " to the record cache " + target.string() + ": " +
+                          error.message() + " (set data.cache_dir)");
+    }
+    bytes += static_cast<int64_t>(fs::file_size(target, error));
+  }
+  publish_cache(temporary, cache);
+  const double seconds = seconds_since(started);
+  const double mib = static_cast<double>(bytes) / (1 << 20);
+  spdlog::info(
+      "record cache: FastFile channel '{}' copied once for this host, {:.0f} MiB in {:.1f} s "
+      "({:.0f} MiB/s) -> {}",
+      channel, mib, seconds, seconds > 0 ? mib / seconds : 0.0, cache.folder);
 }
 
 }  // namespace medseg

@@ -24,6 +24,14 @@ struct RecordCache {
 RecordCache find_record_cache(const JobEnvironment& environment, const std::string& channel,
                               const Config& config, bool normalize, const std::string& cache_dir);
 
+// FastFile mode streams a channel's S3 objects on first read: training's random access would page
+// them in piece by piece over the network. Record shards of a FastFile channel are therefore
+// copied, each read sequentially once, into the host's cache (same key and naming as above).
+RecordCache find_record_copy(const JobEnvironment& environment, const std::string& channel,
+                             const std::string& cache_dir);
+void copy_records_to_cache(const JobEnvironment& environment, const std::string& channel,
+                           const RecordCache& cache);
+
 // Builds the cache (all cores), removing the channel's older caches. Errors name the channel's
 // files (ClientError) or the cache folder (PlatformError: a full or read-only disk).
 void build_record_cache(const JobEnvironment& environment, const std::string& channel,

@@ -187,27 +187,32 @@ std::vector<CaseData> Trainer::State::load_channel(const std::string& channel, b
 }
 
 // The record shards the training channel is mapped from, "" when it is decoded into memory
-// (Pipe mode, data.cache_dir = memory). A records channel is mapped as it is; a NIfTI channel
-// through the host's record cache, which the host's first worker builds (or finds, after a
-// restart) while the others wait.
+// (Pipe mode, data.cache_dir = memory). A File-mode records channel is mapped as it is; a
+// FastFile one is first copied to the host's record cache (sequential reads instead of random
+// page faults over the network); a NIfTI channel is preprocessed into the cache. The host's
+// first worker builds the cache (or finds it, after a restart) while the others wait.
 std::string Trainer::State::training_records_folder(bool normalize) {
   const std::string& channel = config().data.train_channel;
   const auto found = environment.channels.find(channel);
-  const bool pipe = found != environment.channels.end() && found->second.input_mode == "Pipe";
-  if (pipe || config().data.cache_dir == "memory" ||
+  const std::string mode = found == environment.channels.end() ? "File" : found->second.input_mode;
+  if (mode == "Pipe" || config().data.cache_dir == "memory" ||
       !fs::is_directory(environment.paths.channel_dir(channel))) {
     return "";  // load_channel() reads it (or names what is missing)
   }
   const std::string records = record_channel_folder(environment, channel, config());
-  if (!records.empty()) return records;
+  if (!records.empty() && mode != "FastFile") return records;  // on local disk already
   const std::string cache_dir =
       config().data.cache_dir.empty() ? environment.paths.root + "/cache" : config().data.cache_dir;
-  const RecordCache cache = find_record_cache(environment, channel, config(), normalize, cache_dir);
+  const RecordCache cache =
+      records.empty() ? find_record_cache(environment, channel, config(), normalize, cache_dir)
+                      : find_record_copy(environment, channel, cache_dir);
   if (dist.local_rank == 0) {
     if (cache.complete) {
-      spdlog::info("record cache: reusing {} (same data and preprocessing settings)", cache.folder);
-    } else {
+      spdlog::info("record cache: reusing {} (same data and settings)", cache.folder);
+    } else if (records.empty()) {
       build_record_cache(environment, channel, config(), normalize, cache);
+    } else {
+      copy_records_to_cache(environment, channel, cache);
     }
   }
   if (collectives) collectives->barrier();

@@ -215,17 +215,28 @@ std::string make_record_shards(const testing::TempDir& dir) {
   return dir.file("records");
 }
 
-TEST(TrainerTest, TrainsFromRecordShardsInFileMode) {
-  testing::TempDir dir;
-  const std::string records = make_record_shards(dir);
-  testing::make_ml_root(dir.file("ml"), kTinyRun, R"({"train": {"TrainingInputMode": "File"}})");
-  std::filesystem::rename(records, dir.file("ml/input/data/train"));
-  const testing::CommandResult result =
-      testing::run_medseg({"train"}, {"MEDSEG_ML_ROOT=" + dir.file("ml")});
-  ASSERT_EQ(result.exit_code, 0) << result.output;
-  EXPECT_NE(result.output.find("data: 4 training and 2 validation cases"), std::string::npos)
-      << result.output;
-  EXPECT_TRUE(testing::file_exists(dir.file("ml/model/model.pth")));
+// File mode maps the channel's shards where they are; FastFile mode copies them (sequential
+// reads) into the host's record cache first.
+TEST(TrainerTest, TrainsFromRecordShardsInFileAndFastFileMode) {
+  for (const std::string mode : {"File", "FastFile"}) {
+    SCOPED_TRACE(mode);
+    testing::TempDir dir;
+    const std::string records = make_record_shards(dir);
+    testing::make_ml_root(dir.file("ml"), kTinyRun,
+                          R"({"train": {"TrainingInputMode": ")" + mode + R"("}})");
+    std::filesystem::rename(records, dir.file("ml/input/data/train"));
+    const testing::CommandResult result =
+        testing::run_medseg({"train"}, {"MEDSEG_ML_ROOT=" + dir.file("ml")});
+    ASSERT_EQ(result.exit_code, 0) << result.output;
+    EXPECT_NE(result.output.find("data: 4 training and 2 validation cases"), std::string::npos)
+        << result.output;
+    EXPECT_EQ(result.output.find("FastFile channel 'train' copied once for this host") !=
+                  std::string::npos,
+              mode == "FastFile")
+        << result.output;
+    EXPECT_EQ(std::filesystem::exists(dir.file("ml/cache")), mode == "FastFile");
+    EXPECT_TRUE(testing::file_exists(dir.file("ml/model/model.pth")));
+  }
 }
 
 // Writes `payload` into the FIFO as SageMaker's Pipe mode does: the FIFO appears after a while,
