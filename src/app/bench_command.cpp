@@ -4,21 +4,25 @@
 //   bench crops       random 128x128x64 crops per second per thread
 //   bench records     record shard read throughput (memory-mapped, first and later epochs)
 //   bench train       samples/s of forward + backward + optimiser step, peak memory
+//   bench loader      the training input pipeline at scale: N GB of mapped records, 1..n workers
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "app/commands.h"
 #include "config/component_options.h"
 #include "config/config_loader.h"
+#include "data/batch_loader.h"
 #include "data/case_store.h"
 #include "data/random_transforms.h"
 #include "data/synthetic_cases.h"
@@ -36,6 +40,7 @@
 #include "util/cuda.h"
 #include "util/error.h"
 #include "util/log.h"
+#include "util/memory.h"
 
 namespace medseg {
 namespace fs = std::filesystem;
@@ -299,6 +304,156 @@ int bench_train(const BenchCommandOptions& options) {
   return 0;
 }
 
+// What one loader worker measured, written to its result file as "samples seconds peak private
+// read_bytes".
+struct LoaderWorkerResult {
+  double samples = 0, seconds = 0, peak_bytes = 0, private_bytes = 0, read_bytes = 0;
+};
+
+// Bytes this process made the kernel fetch from storage (page faults on mapped files included).
+double storage_read_bytes() {
+  std::ifstream io("/proc/self/io");
+  std::string key;
+  double value = 0;
+  while (io >> key >> value) {
+    if (key == "read_bytes:") return value;
+  }
+  return 0;
+}
+
+// Training-size crops from `folder` through the training loader, as worker `rank` of `workers`.
+LoaderWorkerResult run_loader_worker(const std::string& folder, const BenchCommandOptions& options,
+                                     int rank, int workers) {
+  auto reader = std::make_shared<const MappedRecordReader>(folder);
+  std::vector<size_t> all(reader->size());
+  for (size_t i = 0; i < all.size(); ++i) all[i] = i;
+  const TrainingSet cases(reader, all);
+  BatchLoaderOptions loader_options;
+  loader_options.transforms = RandomTransformOptions::from_config(bench_config(options));
+  loader_options.transforms.roi_size = {options.roi[0], options.roi[1], options.roi[2]};
+  loader_options.batch_size = options.batch;
+  loader_options.rank = rank;
+  loader_options.world_size = workers;
+  loader_options.num_workers = options.threads > 0 ? options.threads : 1;
+  BatchLoader loader(&cases, loader_options);
+  // One epoch that visits every case once across the workers.
+  const int64_t steps =
+      std::max<int64_t>(1, static_cast<int64_t>(all.size()) / (options.batch * workers));
+  const auto started = Clock::now();
+  loader.start_epoch(0, steps);
+  Batch batch;
+  int64_t samples = 0;
+  while (loader.next(batch)) samples += batch.batch_size;
+  const MemoryUsage memory = memory_usage();
+  return {static_cast<double>(samples), seconds_since(started),
+          static_cast<double>(memory.peak_resident_bytes),
+          static_cast<double>(memory.anonymous_bytes), storage_read_bytes()};
+}
+
+int bench_loader(const BenchCommandOptions& options) {
+  // Task01-size preprocessed cases (160x160x78, 4 float16 + 3 label channels, 22 MB each), as
+  // `medseg preprocess` writes them, up to --gb gigabytes. Written by a child process, so that the
+  // workers forked below start as lean as a training job's freshly started workers.
+  const std::string dir = fs::temp_directory_path() / ("medseg-bench-" + std::to_string(getpid()));
+  const int64_t voxels = 160 * 160 * 78;
+  const int64_t case_bytes = 4 * 2 * voxels + 3 * voxels;
+  const int cases = std::max(1, static_cast<int>(options.gigabytes * 1e9 / case_bytes));
+  fs::create_directories(dir);
+  const auto write_cases = [&] {
+    CaseData data;
+    data.spatial_shape = {160, 160, 78};
+    data.image_channels = 4;
+    data.label_channels = 3;
+    data.image.resize(static_cast<size_t>(4 * voxels));
+    for (size_t i = 0; i < data.image.size(); ++i) data.image[i] = std::sin(i * 1e-3f) * 3.0f;
+    data.label.assign(static_cast<size_t>(3 * voxels), 0);
+    for (int shard = 0; shard * 16 < cases; ++shard) {
+      RecordWriter writer(dir + "/cases-" + std::to_string(shard) + kShardFileSuffix,
+                          {ImageDType::kFloat16});
+      for (int i = shard * 16; i < std::min(cases, shard * 16 + 16); ++i) {
+        data.case_id = "bench_" + std::to_string(i);
+        writer.append(data);
+      }
+      writer.finish();
+    }
+  };
+  const pid_t writer = ::fork();
+  if (writer == 0) {
+    try {
+      write_cases();
+    } catch (const std::exception& error) {
+      std::fprintf(stderr, "bench loader: %s\n", error.what());
+      ::_exit(1);
+    }
+    ::_exit(0);
+  }
+  int writer_status = 0;
+  ::waitpid(writer, &writer_status, 0);
+  if (!WIFEXITED(writer_status) || WEXITSTATUS(writer_status) != 0) {
+    throw PlatformError("bench loader: cannot write the record set in " + dir);
+  }
+  const double data_gb = cases * static_cast<double>(case_bytes) / 1e9;
+  for (const int workers : {1, 2, 4}) {
+    if (workers > options.nproc_max) break;
+    // Cold page cache, as on a fresh instance (root only; otherwise the data may be cached).
+    ::sync();
+    const bool cold = static_cast<bool>(std::ofstream("/proc/sys/vm/drop_caches") << "1\n");
+    std::vector<pid_t> children;
+    for (int rank = 0; rank < workers; ++rank) {
+      const pid_t child = ::fork();
+      if (child == 0) {
+        int code = 0;
+        try {
+          const LoaderWorkerResult r = run_loader_worker(dir, options, rank, workers);
+          std::ofstream(dir + "/result-" + std::to_string(rank))
+              << r.samples << ' ' << r.seconds << ' ' << r.peak_bytes << ' ' << r.private_bytes
+              << ' ' << r.read_bytes << '\n';
+        } catch (const std::exception& error) {
+          std::fprintf(stderr, "bench loader worker %d: %s\n", rank, error.what());
+          code = 1;
+        }
+        ::_exit(code);
+      }
+      children.push_back(child);
+    }
+    bool failed = false;
+    for (const pid_t child : children) {
+      int status = 0;
+      ::waitpid(child, &status, 0);
+      failed |= !WIFEXITED(status) || WEXITSTATUS(status) != 0;
+    }
+    if (failed) throw PlatformError("bench loader: a worker failed (see above)");
+    double samples = 0, slowest = 0, peak = 0, host_private = 0, largest_private = 0, read = 0;
+    for (int rank = 0; rank < workers; ++rank) {
+      LoaderWorkerResult r;
+      std::ifstream(dir + "/result-" + std::to_string(rank)) >> r.samples >> r.seconds >>
+          r.peak_bytes >> r.private_bytes >> r.read_bytes;
+      samples += r.samples;
+      slowest = std::max(slowest, r.seconds);
+      peak = std::max(peak, r.peak_bytes);
+      host_private += r.private_bytes;
+      largest_private = std::max(largest_private, r.private_bytes);
+      read += r.read_bytes;
+    }
+    const std::string prefix = "loader_" + std::to_string(workers) + "_workers_";
+    spdlog::info(
+        "bench loader: {:.2f} GB of records ({} cases), {} workers x {} threads, {}x{}x{} crops: "
+        "{:.1f} samples/s, {:.2f} GB read from storage ({} page cache); peak resident {:.0f} MiB "
+        "per worker (mapped records included: shared through the page cache), private {:.0f} MiB "
+        "per worker and {:.0f} MiB per host",
+        data_gb, cases, workers, std::max(1, options.threads), options.roi[0], options.roi[1],
+        options.roi[2], samples / slowest, read / 1e9, cold ? "cold" : "possibly warm",
+        peak / (1 << 20), largest_private / (1 << 20), host_private / (1 << 20));
+    print_result(prefix + "samples_per_second", samples / slowest);
+    print_result(prefix + "read_gb", read / 1e9);
+    print_result(prefix + "peak_mib_per_worker", peak / (1 << 20));
+    print_result(prefix + "private_mib_per_worker", largest_private / (1 << 20));
+    print_result(prefix + "private_mib_per_host", host_private / (1 << 20));
+  }
+  fs::remove_all(dir);
+  return 0;
+}
+
 }  // namespace
 
 int run_bench_command(const BenchCommandOptions& options) {
@@ -306,8 +461,9 @@ int run_bench_command(const BenchCommandOptions& options) {
   if (options.what == "crops") return bench_crops(options);
   if (options.what == "train") return bench_train(options);
   if (options.what == "records") return bench_records(options);
+  if (options.what == "loader") return bench_loader(options);
   throw ClientError("bench: unknown benchmark '" + options.what +
-                    "' (expected preprocess, crops, records or train)");
+                    "' (expected preprocess, crops, records, loader or train)");
 }
 
 }  // namespace medseg

@@ -170,9 +170,13 @@ int run_cli(int argc, char** argv) {
   std::vector<int> bench_shape(bench_options.shape.begin(), bench_options.shape.end());
   std::vector<int64_t> bench_roi(bench_options.roi.begin(), bench_options.roi.end());
   CLI::App* bench = app.add_subcommand("bench", "Throughput benchmarks (print numbers)");
-  bench->add_option("what", bench_options.what, "preprocess, crops, records or train")
+  bench->add_option("what", bench_options.what, "preprocess, crops, records, loader or train")
       ->required()
-      ->check(CLI::IsMember({"preprocess", "crops", "records", "train"}));
+      ->check(CLI::IsMember({"preprocess", "crops", "records", "loader", "train"}));
+  bench->add_option("--gb", bench_options.gigabytes, "loader: gigabytes of records")
+      ->check(CLI::Range(0.01, 10000.0));
+  bench->add_option("--max-workers", bench_options.nproc_max, "loader: 1, 2, 4 ... up to this")
+      ->check(CLI::Range(1, 64));
   bench->add_option("--cases", bench_options.cases, "preprocess, records: cases")
       ->check(CLI::Range(1, 64));
   bench->add_option("--shape", bench_shape, "preprocess: case size X Y Z")->expected(3);
