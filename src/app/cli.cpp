@@ -23,15 +23,6 @@
 namespace medseg {
 namespace {
 
-// Commands SPEC §1 names that later issues build. Running one says so and fails.
-struct PendingCommand {
-  const char* name;
-  const char* description;
-};
-constexpr PendingCommand kPendingCommands[] = {
-    {"serve", "Serve the model over HTTP on port 8080 (SageMaker hosting)"},
-};
-
 // The process that starts a job on this host: not one of medseg's launched workers, nor a
 // torchrun worker other than local rank 0.
 bool is_first_process_of_host() {
@@ -222,17 +213,22 @@ int run_cli(int argc, char** argv) {
                     "Override a key of the model's configuration, e.g. --set overlap=0.5 "
                     "(repeatable)");
 
+  ServeCommandOptions serve_options;
+  CLI::App* serve_command = app.add_subcommand(
+      "serve",
+      "Serve the model over HTTP (SageMaker hosting: real-time, asynchronous, Batch "
+      "Transform): GET /ping, POST /invocations");
+  serve_command->add_option("--model", serve_options.model_path,
+                            "Model folder or model.tar.gz (default <ml-root>/model)");
+  serve_command->add_option("--port", serve_options.port, "Port (SAGEMAKER_BIND_TO_PORT wins)")
+      ->check(CLI::Range(1, 65535));
+  serve_command->add_option("--device", serve_options.device, "auto, cpu or cuda")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+
   CLI::App* metric_definitions_command = app.add_subcommand(
       "metric-definitions",
       "Print the metric definitions for SageMaker (JSON for metric_definitions= / "
       "MetricDefinitions)");
-
-  std::vector<CLI::App*> pending;
-  for (const PendingCommand& command : kPendingCommands) {
-    CLI::App* sub = app.add_subcommand(command.name, command.description);
-    sub->allow_extras();
-    pending.push_back(sub);
-  }
 
   std::vector<const char*> raw_arguments;
   for (const std::string& argument : arguments) raw_arguments.push_back(argument.c_str());
@@ -264,6 +260,7 @@ int run_cli(int argc, char** argv) {
     }
     if (preprocess->parsed()) return run_preprocess_command(ml_root, preprocess_options);
     if (infer->parsed()) return run_infer_command(ml_root, infer_options);
+    if (serve_command->parsed()) return run_serve_command(ml_root, serve_options);
     if (bench->parsed()) {
       std::copy(bench_shape.begin(), bench_shape.end(), bench_options.shape.begin());
       std::copy(bench_roi.begin(), bench_roi.end(), bench_options.roi.begin());
@@ -272,12 +269,6 @@ int run_cli(int argc, char** argv) {
     if (synth->parsed()) {
       std::copy(shape.begin(), shape.end(), synth_options.shape.begin());
       return run_synth_command(synth_options);
-    }
-    for (CLI::App* sub : pending) {
-      if (sub->parsed()) {
-        throw InternalError("`medseg " + sub->get_name() + "` is not built yet in medseg " +
-                            MEDSEG_VERSION + "; nothing was done");
-      }
     }
     throw InternalError("no command was dispatched");
   } catch (const Error& error) {

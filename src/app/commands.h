@@ -68,6 +68,14 @@ struct InferCommandOptions {
   std::vector<std::string> overrides;  // --set key=value on top of the model's configuration
 };
 
+struct ServeCommandOptions {
+  std::string model_path;  // default <ml-root>/model
+  int port = 8080;
+  std::string device = "auto";
+};
+
+int run_serve_command(const std::string& ml_root, const ServeCommandOptions& options);
+
 int run_infer_command(const std::string& ml_root, const InferCommandOptions& options);
 
 }  // namespace medseg

@@ -114,16 +114,6 @@ TEST(CliTest, BadInputDataConfigIsAClientError) {
       << failure;
 }
 
-TEST(CliTest, CommandsNotBuiltYetSaySoAndFail) {
-  testing::TempDir root;
-  testing::make_ml_root(root.path(), "{}");
-  for (const char* command : {"serve"}) {
-    const CommandResult result = run_medseg({command, "--ml-root", root.path()});
-    EXPECT_NE(result.exit_code, 0) << command;
-    EXPECT_NE(result.output.find("is not built yet"), std::string::npos) << result.output;
-  }
-}
-
 TEST(CliTest, UnknownCommandLineOptionIsAClientError) {
   const CommandResult result = run_medseg({"synth", "--cases", "3"});
   EXPECT_EQ(result.exit_code, 2) << result.output;

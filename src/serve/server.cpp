@@ -1,0 +1,236 @@
+#include "serve/server.h"
+
+#include <httplib.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "infer/predictor.h"
+#include "io/nifti_volume.h"
+#include "sagemaker/failure_file.h"
+#include "util/error.h"
+#include "util/file_io.h"
+
+namespace medseg {
+namespace fs = std::filesystem;
+namespace {
+
+int env_int(const char* name, int fallback) {
+  const char* value = std::getenv(name);
+  if (value == nullptr || *value == '\0') return fallback;
+  try {
+    return std::stoi(value);
+  } catch (const std::exception&) {
+    throw ClientError(std::string("environment variable ") + name + "='" + value +
+                      "': expected an integer");
+  }
+}
+
+void send_error(httplib::Response& response, int status, const std::string& message) {
+  response.status = status;
+  response.set_content(nlohmann::json{{"error", message}}.dump() + "\n", "application/json");
+}
+
+// The model, loaded in the background; null until ready (or when loading failed).
+class ModelSlot {
+ public:
+  void set(std::unique_ptr<CasePredictor> predictor) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    predictor_ = std::move(predictor);
+  }
+  void fail(const std::string& reason) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    failure_ = reason;
+  }
+  bool ready() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return predictor_ != nullptr;
+  }
+  std::string failure() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return failure_;
+  }
+  CasePredictor* get() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return predictor_.get();
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::unique_ptr<CasePredictor> predictor_;
+  std::string failure_;
+};
+
+// A request body on local disk, so that the NIfTI reader (and its checks) sees a file; removed at
+// the end of the request.
+class BodyFile {
+ public:
+  explicit BodyFile(const std::string& body) {
+    std::string pattern = (fs::temp_directory_path() / "medseg-serve-XXXXXX").string();
+    const int fd = ::mkstemp(pattern.data());
+    if (fd < 0) throw_system_error("cannot create a temporary file for a request");
+    path_ = pattern;
+    try {
+      write_all(fd, body.data(), body.size(), path_);
+    } catch (...) {
+      ::close(fd);
+      ::unlink(path_.c_str());
+      throw;
+    }
+    ::close(fd);
+  }
+  ~BodyFile() { ::unlink(path_.c_str()); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// Voxels and volumes per label value of `label_map`.
+nlohmann::json summary_of(const NiftiVolume& label_map) {
+  std::map<int, int64_t> counts;
+  for (const float value : label_map.data) ++counts[static_cast<int>(value)];
+  const double voxel_ml = label_map.pixdim[0] * label_map.pixdim[1] * label_map.pixdim[2] / 1000.0;
+  nlohmann::json labels = nlohmann::json::object();
+  for (const auto& [value, count] : counts) {
+    labels[std::to_string(value)] = {{"voxels", count}, {"volume_ml", count * voxel_ml}};
+  }
+  return {{"shape", {label_map.dim[0], label_map.dim[1], label_map.dim[2]}},
+          {"spacing_mm", {label_map.pixdim[0], label_map.pixdim[1], label_map.pixdim[2]}},
+          {"labels", labels}};
+}
+
+std::string read_file(const std::string& path) { return read_text_file(path); }
+
+}  // namespace
+
+int serve(const ServeOptions& options, const std::atomic<bool>* stop) {
+  const int port = env_int("SAGEMAKER_BIND_TO_PORT", options.port);
+  const int64_t max_payload_mb =
+      env_int("SAGEMAKER_MAX_PAYLOAD_IN_MB", static_cast<int>(options.max_payload_mb));
+  ModelSlot model;
+  std::thread loader([&] {
+    try {
+      PredictorOptions predictor_options;
+      predictor_options.device = options.device;
+      auto predictor = std::make_unique<CasePredictor>(options.model_path, predictor_options);
+      spdlog::info("serve: model {} loaded on {} ({})", predictor->weights_file(),
+                   predictor->device_name(), predictor->precision());
+      model.set(std::move(predictor));
+    } catch (const Error& error) {
+      spdlog::error("serve: the model cannot be loaded: {}", error.what());
+      write_failure_file(options.ml_root, error.kind(), error.what());
+      model.fail(error.what());
+    } catch (const std::exception& error) {
+      spdlog::error("serve: the model cannot be loaded: {}", error.what());
+      write_failure_file(options.ml_root, ErrorKind::kInternal, error.what());
+      model.fail(error.what());
+    }
+  });
+
+  httplib::Server server;
+  server.set_payload_max_length(static_cast<size_t>(max_payload_mb) << 20);
+  std::mutex predict_mutex;  // one prediction at a time
+
+  server.Get("/ping", [&](const httplib::Request&, httplib::Response& response) {
+    if (model.ready()) {
+      response.set_content("{\"status\": \"ok\"}\n", "application/json");
+    } else {
+      const std::string failure = model.failure();
+      send_error(response, 503, failure.empty() ? "the model is loading" : failure);
+    }
+  });
+  server.Get("/execution-parameters", [&](const httplib::Request&, httplib::Response& response) {
+    response.set_content(nlohmann::json{{"MaxConcurrentTransforms", 1},
+                                        {"BatchStrategy", "SINGLE_RECORD"},
+                                        {"MaxPayloadInMB", max_payload_mb}}
+                                 .dump() +
+                             "\n",
+                         "application/json");
+  });
+  server.Post("/invocations", [&](const httplib::Request& request, httplib::Response& response) {
+    CasePredictor* predictor = model.get();
+    if (predictor == nullptr) return send_error(response, 503, "the model is not loaded");
+    const std::string accept = request.get_header_value("Accept");
+    const bool json = accept.find("application/json") != std::string::npos;
+    if (!json && !accept.empty() && accept.find("*/*") == std::string::npos &&
+        accept.find("application/x-nifti") == std::string::npos &&
+        accept.find("application/octet-stream") == std::string::npos &&
+        accept.find("application/gzip") == std::string::npos) {
+      return send_error(response, 406,
+                        "Accept '" + accept +
+                            "' is not served: expected application/x-nifti (the label map as "
+                            ".nii.gz) or application/json (a summary)");
+    }
+    if (request.body.empty()) {
+      return send_error(response, 400,
+                        "empty request body: expected a 4-D NIfTI (.nii or .nii.gz)");
+    }
+    std::string temporary;
+    try {
+      const BodyFile input(request.body);
+      temporary = input.path();
+      NiftiReadOptions read_options;
+      read_options.max_bytes = static_cast<int64_t>(predictor->config().config.data.max_case_mb)
+                               << 20;
+      const NiftiVolume image = read_nifti(input.path(), read_options);
+      const auto started = std::chrono::steady_clock::now();
+      std::lock_guard<std::mutex> lock(predict_mutex);
+      const Prediction prediction = predictor->predict(image, "request");
+      const double seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+      spdlog::info("serve: {} bytes -> {}x{}x{} label map in {:.2f} s", request.body.size(),
+                   prediction.label_map.dim[0], prediction.label_map.dim[1],
+                   prediction.label_map.dim[2], seconds);
+      if (json) {
+        response.set_content(summary_of(prediction.label_map).dump() + "\n", "application/json");
+        return;
+      }
+      const std::string output = input.path() + ".label.nii.gz";
+      write_nifti(output, prediction.label_map, NiftiDataType::kUint8);
+      std::string bytes = read_file(output);
+      ::unlink(output.c_str());
+      response.set_content(std::move(bytes), "application/x-nifti");
+    } catch (const ClientError& error) {
+      // The temporary file's name means nothing to the client: it is "the request body".
+      std::string message = error.what();
+      const std::string named = "NIfTI file " + temporary;
+      if (message.rfind(named, 0) == 0) message.replace(0, named.size(), "the request body");
+      for (size_t at = message.find(temporary); !temporary.empty() && at != std::string::npos;
+           at = message.find(temporary)) {
+        message.replace(at, temporary.size(), "the request body");
+      }
+      send_error(
+          response, 400,
+          message.rfind("the request body", 0) == 0 ? message : "the request body: " + message);
+    } catch (const std::exception& error) {
+      spdlog::error("serve: request failed: {}", error.what());
+      send_error(response, 500, error.what());
+    }
+  });
+
+  if (!server.bind_to_port(options.host.c_str(), port)) {
+    loader.join();
+    throw PlatformError("serve: cannot listen on " + options.host + ":" + std::to_string(port) +
+                        " (in use? set SAGEMAKER_BIND_TO_PORT)");
+  }
+  spdlog::info("serve: listening on {}:{} (payloads up to {} MB)", options.host, port,
+               max_payload_mb);
+  std::thread listener([&] { server.listen_after_bind(); });
+  while (!stop->load()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  spdlog::info("serve: stop requested: finishing the running request and exiting");
+  server.stop();  // stops accepting; in-flight handlers complete
+  listener.join();
+  loader.join();
+  return 0;
+}
+
+}  // namespace medseg

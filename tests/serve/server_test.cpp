@@ -1,0 +1,181 @@
+// `medseg serve` as SageMaker hosting drives it: the real binary on loopback, a real HTTP client.
+#include "serve/server.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "infer/infer_fixtures.h"
+#include "test_support.h"
+
+namespace medseg {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// A `medseg serve` child on a free loopback port, stopped with SIGTERM at the end.
+class ServerProcess {
+ public:
+  ServerProcess(const std::string& ml_root, const std::vector<std::string>& env = {})
+      : port_(testing::free_loopback_port()), log_(ml_root + "/serve.log") {
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      for (const std::string& entry : env) ::putenv(const_cast<char*>(entry.c_str()));
+      const int fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      ::dup2(fd, 1);
+      ::dup2(fd, 2);
+      const std::string port = std::to_string(port_);
+      ::execl(MEDSEG_BINARY, MEDSEG_BINARY, "serve", "--ml-root", ml_root.c_str(), "--port",
+              port.c_str(), "--device", "cpu", static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+  }
+  ~ServerProcess() {
+    if (pid_ > 0) stop();
+  }
+
+  // SIGTERM; the exit code.
+  int stop() {
+    ::kill(pid_, SIGTERM);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+
+  httplib::Client client() const {
+    httplib::Client client("127.0.0.1", port_);
+    client.set_read_timeout(120, 0);
+    return client;
+  }
+
+  // Polls /ping until it answers `status` (or 60 s pass); returns the last status seen.
+  int wait_for_ping(int status) const {
+    const auto deadline = Clock::now() + std::chrono::seconds(60);
+    int last = -1;
+    while (Clock::now() < deadline) {
+      if (auto response = client().Get("/ping")) {
+        last = response->status;
+        if (last == status) break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return last;
+  }
+
+  std::string log() const { return testing::read_text(log_); }
+
+ private:
+  int port_;
+  std::string log_;
+  pid_t pid_ = -1;
+};
+
+// An ML root whose model folder holds a tiny trained-shape model, and a 4-modality case.
+struct Endpoint {
+  testing::TempDir dir;
+  std::string root = dir.file("ml");
+  std::string image = dir.file("BRATS_900.nii.gz");
+  Endpoint() {
+    testing::make_ml_root(root, "{}");
+    testing::write_tiny_model(root + "/model", testing::tiny_model_config());
+    const SyntheticCase generated = testing::oblique_case({30, 26, 20}, 2, 0);
+    write_nifti(image, generated.image, NiftiDataType::kFloat32);
+  }
+};
+
+TEST(ServeTest, InvocationsAnswerWhatInferWrites) {
+  Endpoint endpoint;
+  const testing::CommandResult infer =
+      testing::run_medseg({"infer", "--model", endpoint.root + "/model", "--input", endpoint.image,
+                           "--output", endpoint.dir.file("infer"), "--device", "cpu"});
+  ASSERT_EQ(infer.exit_code, 0) << infer.output;
+  const std::string expected = testing::read_text(endpoint.dir.file("infer/BRATS_900.nii.gz"));
+
+  ServerProcess server(endpoint.root);
+  ASSERT_EQ(server.wait_for_ping(200), 200) << server.log();
+  const std::string body = testing::read_text(endpoint.image);
+  auto response = server.client().Post("/invocations", body, "application/x-nifti");
+  ASSERT_TRUE(response);
+  ASSERT_EQ(response->status, 200) << response->body;
+  EXPECT_EQ(response->get_header_value("Content-Type"), "application/x-nifti");
+  EXPECT_TRUE(response->body == expected) << "serve's label map differs from infer's";
+
+  // The same image uncompressed (told apart by content), summarised as JSON.
+  const NiftiVolume image = read_nifti(endpoint.image);
+  write_nifti(endpoint.dir.file("plain.nii"), image, NiftiDataType::kFloat32);
+  httplib::Headers accept_json = {{"Accept", "application/json"}};
+  response = server.client().Post("/invocations", accept_json,
+                                  testing::read_text(endpoint.dir.file("plain.nii")),
+                                  "application/octet-stream");
+  ASSERT_TRUE(response);
+  ASSERT_EQ(response->status, 200) << response->body;
+  const nlohmann::json summary = nlohmann::json::parse(response->body);
+  EXPECT_EQ(summary["shape"], nlohmann::json({30, 26, 20}));
+  int64_t voxels = 0;
+  for (const auto& [value, entry] : summary["labels"].items())
+    voxels += entry["voxels"].get<int64_t>();
+  EXPECT_EQ(voxels, 30 * 26 * 20);
+
+  auto parameters = server.client().Get("/execution-parameters");
+  ASSERT_TRUE(parameters);
+  EXPECT_EQ(nlohmann::json::parse(parameters->body)["BatchStrategy"], "SINGLE_RECORD");
+  EXPECT_EQ(server.stop(), 0) << server.log();
+}
+
+TEST(ServeTest, BadRequestsGetA4xxNamingTheProblemAndTheServerStaysUp) {
+  Endpoint endpoint;
+  ServerProcess server(endpoint.root, {"SAGEMAKER_MAX_PAYLOAD_IN_MB=1"});
+  ASSERT_EQ(server.wait_for_ping(200), 200) << server.log();
+  struct BadRequest {
+    std::string body;
+    std::string accept;
+    int status;
+    std::string says;
+  };
+  const std::string image = testing::read_text(endpoint.image);
+  const std::vector<BadRequest> requests = {
+      {"", "", 400, "empty request body"},
+      {"not a nifti file at all, just some text", "", 400, "the request body"},
+      {image.substr(0, image.size() / 2), "", 400, "the request body"},
+      {image, "text/csv", 406, "Accept 'text/csv' is not served"},
+      {std::string(2 << 20, 'x'), "", 413, ""},
+  };
+  for (const BadRequest& bad : requests) {
+    SCOPED_TRACE(bad.says + " " + std::to_string(bad.body.size()) + " bytes");
+    httplib::Headers headers;
+    if (!bad.accept.empty()) headers.emplace("Accept", bad.accept);
+    const auto response =
+        server.client().Post("/invocations", headers, bad.body, "application/octet-stream");
+    ASSERT_TRUE(response);
+    EXPECT_EQ(response->status, bad.status) << response->body;
+    EXPECT_NE(response->body.find(bad.says), std::string::npos) << response->body;
+    EXPECT_EQ(server.wait_for_ping(200), 200);
+  }
+  EXPECT_EQ(server.stop(), 0) << server.log();
+}
+
+TEST(ServeTest, AModelThatCannotLoadKeepsPingAt503AndSaysWhy) {
+  testing::TempDir dir;
+  testing::make_ml_root(dir.file("ml"), "{}");
+  testing::write_text(dir.file("ml/model/model.pth"), "not a model");
+  ServerProcess server(dir.file("ml"));
+  const auto deadline = Clock::now() + std::chrono::seconds(30);
+  while (!testing::file_exists(dir.file("ml/output/failure")) && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(server.wait_for_ping(503), 503);
+  EXPECT_NE(testing::read_text(dir.file("ml/output/failure")).find("ClientError"),
+            std::string::npos);
+  EXPECT_EQ(server.stop(), 0) << server.log();
+}
+
+}  // namespace
+}  // namespace medseg
