@@ -18,8 +18,8 @@ namespace medseg {
 struct ServeOptions {
   std::string model_path;  // a model folder or model.tar.gz
   std::string host = "0.0.0.0";
-  int port = 8080;               // SAGEMAKER_BIND_TO_PORT wins when set
-  int64_t max_payload_mb = 100;  // SAGEMAKER_MAX_PAYLOAD_IN_MB wins when set
+  int port = 8080;             // SAGEMAKER_BIND_TO_PORT wins when set
+  int64_t max_payload_mb = 6;  // real-time endpoints; SAGEMAKER_MAX_PAYLOAD_IN_MB wins when set
   std::string device = "auto";
   std::string ml_root;  // where a model that fails to load is reported (failure file)
 };
