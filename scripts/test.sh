@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# README command 2: install what is missing, build, and run every test (ctest).
+# README command 2: install what is missing, build, and run every test (ctest), then the SageMaker
+# launch kit's tests against the real SageMaker SDK v2 and v3 (scripts/sagemaker/test_kit.sh).
 #
 # Builds the CPU binary (build/) and runs the whole suite with it. Where the CUDA toolkit is
 # installed (CI's machines have it; no GPU is needed) it also builds the CUDA binary (build-cuda/,
@@ -24,3 +25,4 @@ if ((cuda_build)); then
   ctest --test-dir build-cuda --output-on-failure -j "$(nproc)" --timeout 600 -R '^(CliTest|Gpu)'
 fi
 ctest --test-dir "${MEDSEG_BUILD_DIR:-build}" --output-on-failure -j "$(nproc)" --timeout 600
+MEDSEG_BINARY="${MEDSEG_BUILD_DIR:-build}/medseg" scripts/sagemaker/test_kit.sh
