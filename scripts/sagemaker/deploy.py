@@ -25,6 +25,12 @@ import sys
 import kit
 
 NIFTI_CONTENT_TYPE = "application/octet-stream"  # a .nii or .nii.gz body
+ASYNC_MAX_PAYLOAD_MB = 1024  # asynchronous inference's limit; medseg serve defaults to 6 MB
+
+
+def model_environment(args):
+    """medseg serve's payload limit: Batch Transform sets it itself; asynchronous endpoints need it."""
+    return {"SAGEMAKER_MAX_PAYLOAD_IN_MB": str(ASYNC_MAX_PAYLOAD_MB)} if args.mode == "async" else {}
 DEFAULT_HOSTING_INSTANCE_TYPE = "ml.g5.xlarge"
 
 
@@ -33,7 +39,7 @@ def deploy_v2(args, session):
     from sagemaker.model import Model
 
     model = Model(image_uri=args.image, model_data=args.model_data, role=args.role,
-                  name=args.name, sagemaker_session=session)
+                  name=args.name, env=model_environment(args), sagemaker_session=session)
     if args.mode == "batch":
         transformer = model.transformer(
             instance_count=args.instance_count, instance_type=args.instance_type,
@@ -60,7 +66,8 @@ def deploy_v3(args, session):
     where = dict(session=session.boto_session, region=session.boto_region_name)
     Model.create(model_name=args.name, execution_role_arn=args.role,
                  primary_container=ContainerDefinition(image=args.image,
-                                                       model_data_url=args.model_data),
+                                                       model_data_url=args.model_data,
+                                                       environment=model_environment(args)),
                  **where)
     if args.mode == "batch":
         from sagemaker.core.transformer import Transformer

@@ -65,6 +65,12 @@ class AsyncEndpoint(ModelChecks, unittest.TestCase):
         self.assertTrue(config["OutputConfig"]["S3FailurePath"].startswith("s3://"))
         self.assertEqual(config["ClientConfig"]["MaxConcurrentInvocationsPerInstance"], 2)
 
+    def test_serve_accepts_asynchronous_payloads(self):
+        # medseg serve refuses bodies over SAGEMAKER_MAX_PAYLOAD_IN_MB (default 6, real-time's).
+        model = support.only_call(self.calls, "CreateModel")
+        self.assertEqual(model["PrimaryContainer"]["Environment"]["SAGEMAKER_MAX_PAYLOAD_IN_MB"],
+                         "1024")
+
 
 class BatchTransform(ModelChecks, unittest.TestCase):
     @classmethod
