@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "data/synthetic_cases.h"
 #include "infer/predictor.h"
 #include "io/nifti_volume.h"
 #include "sagemaker/failure_file.h"
@@ -110,6 +111,36 @@ nlohmann::json summary_of(const NiftiVolume& label_map) {
 
 std::string read_file(const std::string& path) { return read_text_file(path); }
 
+// The label map as a NumPy .npy (version 1.0): uint8, shape (X, Y, Z), Fortran order (NIfTI's
+// x-fastest order), so that numpy.load gives label[x, y, z] as nibabel's get_fdata() would.
+std::string label_map_npy(const NiftiVolume& label_map) {
+  std::string header = "{'descr': '|u1', 'fortran_order': True, 'shape': (" +
+                       std::to_string(label_map.dim[0]) + ", " + std::to_string(label_map.dim[1]) +
+                       ", " + std::to_string(label_map.dim[2]) + "), }";
+  const size_t unpadded = 10 + header.size() + 1;  // magic, version, length, header, newline
+  header.append((64 - unpadded % 64) % 64, ' ');
+  header += '\n';
+  std::string npy = std::string("\x93NUMPY\x01\x00", 8);
+  npy += static_cast<char>(header.size() & 0xff);
+  npy += static_cast<char>(header.size() >> 8);
+  npy += header;
+  npy.reserve(npy.size() + label_map.data.size());
+  for (const float value : label_map.data) npy += static_cast<char>(static_cast<uint8_t>(value));
+  return npy;
+}
+
+// Counts the /invocations requests past their body (waiting for the model or predicting).
+class Admission {
+ public:
+  Admission(std::atomic<int>& count, int limit) : count_(count), admitted_(++count_ <= limit) {}
+  ~Admission() { --count_; }
+  bool admitted() const { return admitted_; }
+
+ private:
+  std::atomic<int>& count_;
+  bool admitted_;
+};
+
 }  // namespace
 
 int serve(const ServeOptions& options, const std::atomic<bool>* stop) {
@@ -121,9 +152,17 @@ int serve(const ServeOptions& options, const std::atomic<bool>* stop) {
     try {
       PredictorOptions predictor_options;
       predictor_options.device = options.device;
+      predictor_options.keep_probabilities = true;  // for requests that ask for them
       auto predictor = std::make_unique<CasePredictor>(options.model_path, predictor_options);
-      spdlog::info("serve: model {} loaded on {} ({})", predictor->weights_file(),
-                   predictor->device_name(), predictor->precision());
+      // One prediction before /ping says 200, so that the first request does not pay for the
+      // allocations and kernel choices of the first forward pass.
+      const auto started = std::chrono::steady_clock::now();
+      const auto& roi = predictor->config().config.augment.roi_size;
+      predictor->predict(make_synthetic_case({roi[0], roi[1], roi[2]}, 0, 0).image, "warm-up");
+      spdlog::info(
+          "serve: model {} loaded on {} ({}), warmed up in {:.2f} s", predictor->weights_file(),
+          predictor->device_name(), predictor->precision(),
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
       model.set(std::move(predictor));
     } catch (const Error& error) {
       spdlog::error("serve: the model cannot be loaded: {}", error.what());
@@ -139,6 +178,9 @@ int serve(const ServeOptions& options, const std::atomic<bool>* stop) {
   httplib::Server server;
   server.set_payload_max_length(static_cast<size_t>(max_payload_mb) << 20);
   std::mutex predict_mutex;  // one prediction at a time
+  // One request predicting and at most this many waiting; more get 503 and Retry-After.
+  const int max_waiting = env_int("MEDSEG_SERVE_MAX_WAITING", 4);
+  std::atomic<int> in_flight{0};
 
   server.Get("/ping", [&](const httplib::Request&, httplib::Response& response) {
     if (model.ready()) {
@@ -161,14 +203,26 @@ int serve(const ServeOptions& options, const std::atomic<bool>* stop) {
     if (predictor == nullptr) return send_error(response, 503, "the model is not loaded");
     const std::string accept = request.get_header_value("Accept");
     const bool json = accept.find("application/json") != std::string::npos;
-    if (!json && !accept.empty() && accept.find("*/*") == std::string::npos &&
+    const bool npy = accept.find("application/x-npy") != std::string::npos;
+    if (!json && !npy && !accept.empty() && accept.find("*/*") == std::string::npos &&
         accept.find("application/x-nifti") == std::string::npos &&
         accept.find("application/octet-stream") == std::string::npos &&
         accept.find("application/gzip") == std::string::npos) {
       return send_error(response, 406,
                         "Accept '" + accept +
                             "' is not served: expected application/x-nifti (the label map as "
-                            ".nii.gz) or application/json (a summary)");
+                            ".nii.gz), application/x-npy (the label map as a NumPy array) or "
+                            "application/json (a summary)");
+    }
+    const bool probabilities =
+        request.get_header_value("X-Amzn-SageMaker-Custom-Attributes").find("probabilities") !=
+        std::string::npos;
+    const Admission admission(in_flight, 1 + max_waiting);
+    if (!admission.admitted()) {
+      response.set_header("Retry-After", "5");
+      return send_error(response, 503,
+                        "busy: one request is being predicted and " + std::to_string(max_waiting) +
+                            " are waiting; retry later");
     }
     if (request.body.empty()) {
       return send_error(response, 400,
@@ -194,8 +248,17 @@ int serve(const ServeOptions& options, const std::atomic<bool>* stop) {
         response.set_content(summary_of(prediction.label_map).dump() + "\n", "application/json");
         return;
       }
-      const std::string output = input.path() + ".label.nii.gz";
-      write_nifti(output, prediction.label_map, NiftiDataType::kUint8);
+      if (npy) {
+        response.set_content(label_map_npy(prediction.label_map), "application/x-npy");
+        return;
+      }
+      // The label map, or on request the sigmoid probabilities, as `infer` writes them.
+      const std::string output = input.path() + ".out.nii.gz";
+      if (probabilities) {
+        write_nifti(output, prediction.probabilities, NiftiDataType::kFloat32);
+      } else {
+        write_nifti(output, prediction.label_map, NiftiDataType::kUint8);
+      }
       std::string bytes = read_file(output);
       ::unlink(output.c_str());
       response.set_content(std::move(bytes), "application/x-nifti");

@@ -1,13 +1,17 @@
 // `medseg serve`: SageMaker hosting's contract (real-time endpoints, asynchronous inference, Batch
-// Transform) on cpp-httplib. The model is loaded once, in the background; meanwhile GET /ping
-// answers 503, then 200. POST /invocations takes one 4-D NIfTI (.nii or .nii.gz, told apart by
-// content) and answers with the label map exactly as `medseg infer` writes it (Accept
-// application/x-nifti, the default: .nii.gz in the input's grid and header) or a JSON summary
-// (Accept application/json: voxels and millilitres per label value, shape and spacing). One
-// prediction runs at a time (CasePredictor is not thread-safe); other requests wait for it while
-// /ping keeps answering from the other connection threads. Bodies beyond the payload limit get 413
-// before they are read. Bad input gets 400 with {"error": "..."} naming the problem; the server
-// stays up. SIGTERM stops accepting, lets the running request finish and exits 0.
+// Transform) on cpp-httplib. The model is loaded once, in the background, and warmed up with one
+// prediction; meanwhile GET /ping answers 503, then 200. POST /invocations takes one 4-D NIfTI
+// (.nii or .nii.gz, told apart by content) and answers, by Accept, with the label map exactly as
+// `medseg infer` writes it (application/x-nifti, the default), as a NumPy array
+// (application/x-npy: uint8, shape (X, Y, Z), Fortran order) or a JSON summary (application/json:
+// voxels and millilitres per label value, shape and spacing); the custom attribute
+// `probabilities` (X-Amzn-SageMaker-Custom-Attributes) returns the sigmoid probabilities as
+// `infer --probabilities` writes them. One prediction runs at a time (CasePredictor is not
+// thread-safe) and at most MEDSEG_SERVE_MAX_WAITING (default 4) requests wait for it; more get 503
+// with Retry-After. /ping answers from the other connection threads meanwhile. Bodies beyond the
+// payload limit get 413 before they are read. Bad input gets 400 with {"error": "..."} naming the
+// problem; the server stays up. SIGTERM stops accepting, lets the running request finish and
+// exits 0.
 #pragma once
 
 #include <atomic>

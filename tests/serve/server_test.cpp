@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -98,6 +99,12 @@ TEST(ServeTest, InvocationsAnswerWhatInferWrites) {
                            "--output", endpoint.dir.file("infer"), "--device", "cpu"});
   ASSERT_EQ(infer.exit_code, 0) << infer.output;
   const std::string expected = testing::read_text(endpoint.dir.file("infer/BRATS_900.nii.gz"));
+  ASSERT_EQ(
+      testing::run_medseg({"infer", "--model", endpoint.root + "/model", "--input", endpoint.image,
+                           "--output", endpoint.dir.file("infer-probabilities"), "--probabilities",
+                           "--device", "cpu"})
+          .exit_code,
+      0);
 
   ServerProcess server(endpoint.root);
   ASSERT_EQ(server.wait_for_ping(200), 200) << server.log();
@@ -123,6 +130,31 @@ TEST(ServeTest, InvocationsAnswerWhatInferWrites) {
   for (const auto& [value, entry] : summary["labels"].items())
     voxels += entry["voxels"].get<int64_t>();
   EXPECT_EQ(voxels, 30 * 26 * 20);
+
+  // The same label map as a NumPy array (uint8, Fortran order).
+  httplib::Headers accept_npy = {{"Accept", "application/x-npy"}};
+  response = server.client().Post("/invocations", accept_npy, body, "application/x-nifti");
+  ASSERT_TRUE(response);
+  ASSERT_EQ(response->status, 200) << response->body;
+  const std::string& npy = response->body;
+  ASSERT_EQ(npy.compare(0, 6, "\x93NUMPY"), 0);
+  const size_t header_size = static_cast<uint8_t>(npy[8]) | static_cast<uint8_t>(npy[9]) << 8;
+  EXPECT_NE(npy.find("'descr': '|u1', 'fortran_order': True, 'shape': (30, 26, 20)"),
+            std::string::npos);
+  const NiftiVolume label_map = read_nifti(endpoint.dir.file("infer/BRATS_900.nii.gz"));
+  ASSERT_EQ(npy.size(), 10 + header_size + label_map.data.size());
+  for (size_t i = 0; i < label_map.data.size(); ++i) {
+    ASSERT_EQ(static_cast<uint8_t>(npy[10 + header_size + i]), label_map.data[i]) << i;
+  }
+
+  // Probabilities on request, as `infer --probabilities` writes them.
+  httplib::Headers probabilities = {{"X-Amzn-SageMaker-Custom-Attributes", "probabilities"}};
+  response = server.client().Post("/invocations", probabilities, body, "application/x-nifti");
+  ASSERT_TRUE(response);
+  ASSERT_EQ(response->status, 200) << response->body;
+  EXPECT_TRUE(response->body == testing::read_text(endpoint.dir.file(
+                                    "infer-probabilities/BRATS_900_probabilities.nii.gz")))
+      << "serve's probabilities differ from infer's";
 
   auto parameters = server.client().Get("/execution-parameters");
   ASSERT_TRUE(parameters);
@@ -159,6 +191,56 @@ TEST(ServeTest, BadRequestsGetA4xxNamingTheProblemAndTheServerStaysUp) {
     EXPECT_NE(response->body.find(bad.says), std::string::npos) << response->body;
     EXPECT_EQ(server.wait_for_ping(200), 200);
   }
+  EXPECT_EQ(server.stop(), 0) << server.log();
+}
+
+// While a long prediction runs, /ping answers at once and a request beyond the waiting limit gets
+// 503 with Retry-After instead of piling up.
+TEST(ServeTest, PingStaysFastDuringAPredictionAndABusyServerSays503) {
+  testing::TempDir dir;
+  const std::string root = dir.file("ml");
+  testing::make_ml_root(root, "{}");
+  // MONAI's default UNet on 64^3 windows: a prediction of a 208x208x128 case takes seconds here.
+  testing::write_tiny_model(
+      root + "/model",
+      testing::tiny_model_config({"model.channels=[16, 32, 64, 128, 256]",
+                                  "model.strides=[2, 2, 2, 2]", "model.num_res_units=2",
+                                  "augment.roi_size=[64, 64, 64]", "sliding_window.batch_size=1"}));
+  write_nifti(dir.file("large.nii.gz"), make_synthetic_case({208, 208, 128}, 1, 0).image,
+              NiftiDataType::kFloat32);
+  const std::string large = testing::read_text(dir.file("large.nii.gz"));
+  ServerProcess server(root, {"SAGEMAKER_MAX_PAYLOAD_IN_MB=64", "MEDSEG_SERVE_MAX_WAITING=0"});
+  ASSERT_EQ(server.wait_for_ping(200), 200) << server.log();
+
+  int long_status = 0;
+  double long_seconds = 0;
+  std::thread long_request([&] {
+    const auto started = Clock::now();
+    const auto response = server.client().Post("/invocations", large, "application/x-nifti");
+    long_seconds = std::chrono::duration<double>(Clock::now() - started).count();
+    long_status = response ? response->status : -1;
+  });
+  // Wait until the prediction runs (the server logs nothing before; the body takes ~0.1 s).
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  double slowest_ping = 0;
+  for (int i = 0; i < 20; ++i) {
+    const auto started = Clock::now();
+    const auto ping = server.client().Get("/ping");
+    slowest_ping =
+        std::max(slowest_ping, std::chrono::duration<double>(Clock::now() - started).count());
+    ASSERT_TRUE(ping);
+    EXPECT_EQ(ping->status, 200);
+  }
+  const auto busy =
+      server.client().Post("/invocations", large.substr(0, 1000), "application/x-nifti");
+  long_request.join();
+  std::printf("[ SERVE    ] prediction %.2f s; slowest of 20 pings during it %.4f s\n",
+              long_seconds, slowest_ping);
+  EXPECT_EQ(long_status, 200);
+  EXPECT_LT(slowest_ping, 0.5);
+  ASSERT_TRUE(busy);
+  EXPECT_EQ(busy->status, 503) << busy->body << " (the prediction took " << long_seconds << " s)";
+  EXPECT_EQ(busy->get_header_value("Retry-After"), "5");
   EXPECT_EQ(server.stop(), 0) << server.log();
 }
 
