@@ -2,7 +2,6 @@
 
 #include <ATen/ATen.h>
 #include <fcntl.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <torch/cuda.h>
 #include <torch/utils.h>
@@ -23,12 +22,11 @@
 #include "model/model_io.h"
 #include "model/unet.h"
 #include "train/compute.h"
+#include "util/archive.h"
 #include "util/error.h"
 #include "util/file_io.h"
 #include "util/json_file.h"
 #include "util/strings.h"
-
-extern char** environ;
 
 namespace medseg {
 namespace fs = std::filesystem;
@@ -38,7 +36,6 @@ constexpr const char* kConfigFileName = "medseg_config.yaml";
 constexpr const char* kBestWeights = "best_model.pth";
 constexpr const char* kFinalWeights = "model.pth";
 constexpr const char* kArchiveName = "model.tar.gz";
-constexpr const char* kTar = "/bin/tar";
 
 int resolve_threads(int threads) {
   if (threads > 0) return threads;
@@ -98,71 +95,6 @@ Affine multiply(const Affine& a, const Affine& b) {
     }
   }
   return out;
-}
-
-// A temporary folder removed with its contents on destruction.
-class TemporaryFolder {
- public:
-  TemporaryFolder() {
-    const char* base = std::getenv("TMPDIR");
-    std::string pattern = std::string(base && *base ? base : "/tmp") + "/medseg-model.XXXXXX";
-    if (::mkdtemp(&pattern[0]) == nullptr) {
-      throw_system_error("cannot create a temporary folder to extract the model archive in");
-    }
-    path_ = pattern;
-  }
-  ~TemporaryFolder() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  TemporaryFolder(const TemporaryFolder&) = delete;
-  TemporaryFolder& operator=(const TemporaryFolder&) = delete;
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
-// Extracts a gzip tar archive into `folder` with /bin/tar (no shell; tar's own protections
-// against absolute and ".." member names apply). ClientError naming the archive when tar fails.
-void extract_archive(const std::string& archive, const std::string& folder) {
-  const std::string log_path = folder + "/.tar-messages";
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log_path.c_str(),
-                                   O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
-  std::vector<std::string> arguments = {
-      kTar, "-xzf", archive, "-C", folder, "--no-same-owner", "--no-same-permissions"};
-  std::vector<char*> argv;
-  for (std::string& argument : arguments) argv.push_back(argument.data());
-  argv.push_back(nullptr);
-  pid_t pid = 0;
-  const int spawn_error = ::posix_spawn(&pid, kTar, &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  if (spawn_error != 0) {
-    errno = spawn_error;
-    throw_system_error(std::string("cannot run ") + kTar + " to extract model archive " + archive);
-  }
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) throw_system_error("waiting for tar extracting " + archive);
-  }
-  std::string messages;
-  try {
-    messages = trim(read_text_file(log_path));
-  } catch (const Error&) {
-  }
-  std::error_code ignored;
-  fs::remove(log_path, ignored);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    throw ClientError(
-        "model archive " + archive + ": cannot extract it as a gzip-compressed tar file (tar " +
-        (WIFEXITED(status) ? "exited with " + std::to_string(WEXITSTATUS(status))
-                           : std::string("was killed")) +
-        (messages.empty() ? "" : ": " + truncate_text(messages, 300)) +
-        "); expected SageMaker's model.tar.gz holding model.pth and " + kConfigFileName);
-  }
 }
 
 bool is_file(const fs::path& path) {
@@ -226,8 +158,11 @@ void CasePredictor::State::load(const std::string& model_path) {
                       kConfigFileName + "), a model.tar.gz or a .pth file");
   }
   auto from_archive = [&](const std::string& archive) {
-    TemporaryFolder temporary;  // removed once the weights are in memory
-    extract_archive(archive, temporary.path());
+    // Removed once the weights are in memory.
+    const TemporaryFolder temporary("to extract the model archive in");
+    extract_tar(
+        archive, temporary.path(), "model archive",
+        std::string("expected SageMaker's model.tar.gz holding model.pth and ") + kConfigFileName);
     load_folder(model_folder_in_archive(temporary.path(), archive), "");
     weights_file = archive + ":" + fs::path(weights_file).filename().string();
   };

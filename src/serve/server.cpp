@@ -13,10 +13,12 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "data/case_discovery.h"
 #include "data/synthetic_cases.h"
 #include "infer/predictor.h"
 #include "io/nifti_volume.h"
 #include "sagemaker/failure_file.h"
+#include "util/archive.h"
 #include "util/error.h"
 #include "util/file_io.h"
 
@@ -129,6 +131,25 @@ std::string label_map_npy(const NiftiVolume& label_map) {
   return npy;
 }
 
+// A tar of one BraTS case folder (<case>_flair, _t1, _t1ce, _t2 NIfTI files; or those files at
+// the tar's root) as one 4-D image, modalities stacked as training stacks them.
+NiftiVolume read_brats_tar(const std::string& tar, const std::string& folder,
+                           const NiftiReadOptions& options) {
+  const std::string root = folder + "/case";
+  fs::create_directories(root);
+  extract_tar(tar, root, "the request body", "expected a tar of one BraTS case folder");
+  // A tar of the case folder itself, or of its files.
+  std::vector<fs::path> entries;
+  for (const auto& entry : fs::directory_iterator(root)) entries.push_back(entry.path());
+  const bool one_folder = entries.size() == 1 && fs::is_directory(entries[0]);
+  const DatasetIndex index = discover_dataset(one_folder ? root : folder, "brats", false);
+  if (index.cases.size() != 1) {
+    throw ClientError("the request's tar holds " + std::to_string(index.cases.size()) +
+                      " cases; expected one BraTS case folder");
+  }
+  return load_case_image(index.cases[0], options);
+}
+
 // Counts the /invocations requests past their body (waiting for the model or predicting).
 class Admission {
  public:
@@ -229,13 +250,22 @@ int serve(const ServeOptions& options, const std::atomic<bool>* stop) {
                         "empty request body: expected a 4-D NIfTI (.nii or .nii.gz)");
     }
     std::string temporary;
+    std::string extracted;
     try {
       const BodyFile input(request.body);
       temporary = input.path();
       NiftiReadOptions read_options;
       read_options.max_bytes = static_cast<int64_t>(predictor->config().config.data.max_case_mb)
                                << 20;
-      const NiftiVolume image = read_nifti(input.path(), read_options);
+      const bool tar = request.get_header_value("Content-Type") == "application/x-tar" ||
+                       (request.body.size() > 262 && request.body.compare(257, 5, "ustar") == 0);
+      std::unique_ptr<TemporaryFolder> folder;
+      if (tar) {
+        folder = std::make_unique<TemporaryFolder>("to extract a request in");
+        extracted = folder->path();
+      }
+      const NiftiVolume image = tar ? read_brats_tar(input.path(), folder->path(), read_options)
+                                    : read_nifti(input.path(), read_options);
       const auto started = std::chrono::steady_clock::now();
       std::lock_guard<std::mutex> lock(predict_mutex);
       const Prediction prediction = predictor->predict(image, "request");
@@ -263,8 +293,12 @@ int serve(const ServeOptions& options, const std::atomic<bool>* stop) {
       ::unlink(output.c_str());
       response.set_content(std::move(bytes), "application/x-nifti");
     } catch (const ClientError& error) {
-      // The temporary file's name means nothing to the client: it is "the request body".
+      // The temporary names mean nothing to the client: "the request body", "the tar".
       std::string message = error.what();
+      for (size_t at = message.find(extracted); !extracted.empty() && at != std::string::npos;
+           at = message.find(extracted)) {
+        message.replace(at, extracted.size(), "<tar>");
+      }
       const std::string named = "NIfTI file " + temporary;
       if (message.rfind(named, 0) == 0) message.replace(0, named.size(), "the request body");
       for (size_t at = message.find(temporary); !temporary.empty() && at != std::string::npos;

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -191,6 +192,64 @@ TEST(ServeTest, BadRequestsGetA4xxNamingTheProblemAndTheServerStaysUp) {
     EXPECT_NE(response->body.find(bad.says), std::string::npos) << response->body;
     EXPECT_EQ(server.wait_for_ping(200), 200);
   }
+  EXPECT_EQ(server.stop(), 0) << server.log();
+}
+
+// A BraTS case folder: one 3-D file per modality, split from a synthetic 4-D image.
+void write_brats_case(const std::string& folder, const std::string& id, bool with_t2 = true) {
+  const SyntheticCase generated = testing::oblique_case({28, 24, 20}, 6, 0);
+  const char* modalities[] = {"flair", "t1", "t1ce", "t2"};
+  const int64_t voxels = 28 * 24 * 20;
+  std::filesystem::create_directories(folder);
+  for (int m = 0; m < (with_t2 ? 4 : 3); ++m) {
+    NiftiVolume modality = generated.image;
+    modality.ndim = 3;
+    modality.dim[3] = 1;
+    modality.data.assign(generated.image.data.begin() + m * voxels,
+                         generated.image.data.begin() + (m + 1) * voxels);
+    write_nifti(folder + "/" + id + "_" + modalities[m] + ".nii.gz", modality,
+                NiftiDataType::kFloat32);
+  }
+}
+
+// A tar of a BraTS case folder (or of its files) answers what `infer` writes for that folder.
+TEST(ServeTest, ATarOfABratsCaseFolder) {
+  Endpoint endpoint;
+  write_brats_case(endpoint.dir.file("brats/case7"), "case7");
+  const testing::CommandResult infer = testing::run_medseg(
+      {"infer", "--model", endpoint.root + "/model", "--input", endpoint.dir.file("brats"),
+       "--output", endpoint.dir.file("infer"), "--device", "cpu"});
+  ASSERT_EQ(infer.exit_code, 0) << infer.output;
+  const std::string expected = testing::read_text(endpoint.dir.file("infer/case7.nii.gz"));
+  ASSERT_EQ(testing::run_shell("tar -cf " + endpoint.dir.file("folder.tar") + " -C " +
+                               endpoint.dir.file("brats") + " case7 && tar -cf " +
+                               endpoint.dir.file("files.tar") + " -C " +
+                               endpoint.dir.file("brats/case7") + " .")
+                .exit_code,
+            0);
+  write_brats_case(endpoint.dir.file("three/case8"), "case8", /*with_t2=*/false);
+  ASSERT_EQ(testing::run_shell("tar -cf " + endpoint.dir.file("three.tar") + " -C " +
+                               endpoint.dir.file("three") + " case8")
+                .exit_code,
+            0);
+
+  ServerProcess server(endpoint.root);
+  ASSERT_EQ(server.wait_for_ping(200), 200) << server.log();
+  for (const char* tar : {"folder.tar", "files.tar"}) {
+    SCOPED_TRACE(tar);
+    const auto response = server.client().Post(
+        "/invocations", testing::read_text(endpoint.dir.file(tar)), "application/x-tar");
+    ASSERT_TRUE(response);
+    ASSERT_EQ(response->status, 200) << response->body;
+    EXPECT_TRUE(response->body == expected) << "serve's label map differs from infer's";
+  }
+  const auto missing = server.client().Post(
+      "/invocations", testing::read_text(endpoint.dir.file("three.tar")), "application/x-tar");
+  ASSERT_TRUE(missing);
+  EXPECT_EQ(missing->status, 400) << missing->body;
+  EXPECT_NE(missing->body.find("t2"), std::string::npos) << missing->body;
+  EXPECT_EQ(missing->body.find("/tmp"), std::string::npos) << missing->body;
+  EXPECT_EQ(server.wait_for_ping(200), 200);
   EXPECT_EQ(server.stop(), 0) << server.log();
 }
 

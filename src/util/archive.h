@@ -1,0 +1,29 @@
+// Tar archives, extracted by the system's /bin/tar (GNU tar: compression detected from the
+// content; absolute member names are made relative and members with ".." are refused), into a
+// temporary folder that is removed with everything in it.
+#pragma once
+
+#include <string>
+
+namespace medseg {
+
+// A fresh folder under $TMPDIR (or /tmp), removed with its contents on destruction.
+class TemporaryFolder {
+ public:
+  // `purpose` names it in errors ("to extract the model archive in").
+  explicit TemporaryFolder(const std::string& purpose);
+  ~TemporaryFolder();
+  TemporaryFolder(const TemporaryFolder&) = delete;
+  TemporaryFolder& operator=(const TemporaryFolder&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// Extracts `archive` (a tar file, plain or compressed) into `folder`. When tar fails: a
+// ClientError "<what> <archive>: cannot extract it as a tar file (tar's messages); <expected>".
+void extract_tar(const std::string& archive, const std::string& folder, const std::string& what,
+                 const std::string& expected);
+
+}  // namespace medseg
