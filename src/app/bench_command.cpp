@@ -5,9 +5,12 @@
 //   bench records     record shard read throughput (memory-mapped, first and later epochs)
 //   bench train       samples/s of forward + backward + optimiser step, peak memory
 //   bench loader      the training input pipeline at scale: N GB of mapped records, 1..n workers
+//   bench serve       medseg serve: request latency and throughput at concurrency 1 and 4
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <httplib.h>
 #include <libdeflate.h>
+#include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -19,6 +22,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <thread>
 
 #include "app/commands.h"
@@ -32,12 +36,14 @@
 #include "dist/dist_env.h"
 #include "dist/launcher.h"
 #include "io/medseg_record.h"
+#include "model/model_io.h"
 #include "model/unet.h"
 #include "train/automatic_settings.h"
 #include "train/compute.h"
 #include "train/loss_scaler.h"
 #include "train/optimizer.h"
 #include "train/training_step.h"
+#include "util/archive.h"
 #include "util/clock.h"
 #include "util/cuda.h"
 #include "util/error.h"
@@ -71,13 +77,17 @@ double run_parallel(int threads, const std::function<void(int)>& work) {
   return seconds_since(started);
 }
 
-Config bench_config(const BenchCommandOptions& options) {
+ResolvedConfig bench_resolved_config(const BenchCommandOptions& options) {
   JobEnvironment environment;
   environment.paths = MlPaths{"/nonexistent-ml-root"};
   ConfigRequest request;
   request.shipped_config = find_shipped_config();
   request.overrides = options.overrides;
-  return resolve_config(environment, request).config;
+  return resolve_config(environment, request);
+}
+
+Config bench_config(const BenchCommandOptions& options) {
+  return bench_resolved_config(options).config;
 }
 
 // The floor of preprocessing a .nii.gz case: reading its files and gunzipping them with
@@ -491,6 +501,112 @@ int bench_loader(const BenchCommandOptions& options) {
   return 0;
 }
 
+double percentile(std::vector<double> values, double fraction) {
+  if (values.empty()) return 0.0;
+  std::sort(values.begin(), values.end());
+  const size_t index = std::min(values.size() - 1,
+                                static_cast<size_t>(fraction * static_cast<double>(values.size())));
+  return values[index];
+}
+
+// `medseg serve` as a client sees it: a model of the configured architecture (random weights: the
+// time does not depend on them) and a synthetic case of --shape, POSTed by 1 and 4 concurrent
+// clients (--steps requests each), with /ping polled meanwhile.
+int bench_serve(const BenchCommandOptions& options) {
+  const ResolvedConfig resolved = bench_resolved_config(options);
+  const TemporaryFolder folder("for the serve benchmark");
+  UNet unet(unet_options_from_config(resolved.config.model));
+  fs::create_directories(folder.path() + "/model");
+  save_model_pth(folder.path() + "/model/model.pth", *unet, config_to_yaml(resolved));
+  const std::string image_path = folder.path() + "/case.nii.gz";
+  write_nifti(image_path, make_synthetic_case(options.shape, 0, 0).image, NiftiDataType::kFloat32);
+  const std::string body = read_text_file(image_path);
+  const int port = options.master_port;
+  const pid_t server = ::fork();
+  if (server == 0) {
+    ::setenv("SAGEMAKER_MAX_PAYLOAD_IN_MB", "1024", 1);
+    ::setenv("MEDSEG_SERVE_MAX_WAITING", "64", 1);
+    const std::string model = folder.path() + "/model";
+    const std::string port_text = std::to_string(port);
+    ::execl("/proc/self/exe", "medseg", "serve", "--model", model.c_str(), "--port",
+            port_text.c_str(), "--device", options.device.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  const auto stop_server = [server] {
+    ::kill(server, SIGTERM);
+    int status = 0;
+    ::waitpid(server, &status, 0);
+  };
+  const auto client = [port] {
+    httplib::Client http("127.0.0.1", port);
+    http.set_read_timeout(3600, 0);
+    return http;
+  };
+  const auto started_waiting = Clock::now();
+  while (true) {
+    const auto ping = client().Get("/ping");
+    if (ping && ping->status == 200) break;
+    if (seconds_since(started_waiting) > 600) {
+      stop_server();
+      throw PlatformError("bench serve: the server did not become ready in 600 s");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  for (const int concurrency : {1, 4}) {
+    std::vector<double> latencies, pings;
+    std::mutex mutex;
+    std::atomic<bool> done{false};
+    std::atomic<int> failures{0};
+    std::thread pinger([&] {
+      while (!done) {
+        const auto started = Clock::now();
+        client().Get("/ping");
+        const double seconds = seconds_since(started);
+        {
+          std::lock_guard<std::mutex> lock(mutex);
+          pings.push_back(seconds);
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+    });
+    const auto started = Clock::now();
+    std::vector<std::thread> clients;
+    for (int c = 0; c < concurrency; ++c) {
+      clients.emplace_back([&] {
+        for (int i = 0; i < options.steps; ++i) {
+          const auto request_started = Clock::now();
+          const auto response = client().Post("/invocations", body, "application/x-nifti");
+          const double seconds = seconds_since(request_started);
+          if (!response || response->status != 200) ++failures;
+          std::lock_guard<std::mutex> lock(mutex);
+          latencies.push_back(seconds);
+        }
+      });
+    }
+    for (std::thread& thread : clients) thread.join();
+    const double wall = seconds_since(started);
+    done = true;
+    pinger.join();
+    if (failures > 0) {
+      stop_server();
+      throw PlatformError("bench serve: " + std::to_string(failures.load()) + " requests failed");
+    }
+    const std::string prefix = "serve_concurrency_" + std::to_string(concurrency) + "_";
+    spdlog::info(
+        "bench serve: {}x{}x{}x4 case ({:.1f} MB), {} clients x {} requests: latency p50 {:.2f} s, "
+        "p99 {:.2f} s, {:.3f} requests/s; /ping during it p50 {:.4f} s, max {:.4f} s",
+        options.shape[0], options.shape[1], options.shape[2], body.size() / 1e6, concurrency,
+        options.steps, percentile(latencies, 0.5), percentile(latencies, 0.99),
+        latencies.size() / wall, percentile(pings, 0.5), percentile(pings, 1.0));
+    print_result(prefix + "latency_p50_seconds", percentile(latencies, 0.5));
+    print_result(prefix + "latency_p99_seconds", percentile(latencies, 0.99));
+    print_result(prefix + "requests_per_second", latencies.size() / wall);
+    print_result(prefix + "ping_max_seconds", percentile(pings, 1.0));
+  }
+  stop_server();
+  return 0;
+}
+
 }  // namespace
 
 int run_bench_command(const BenchCommandOptions& options) {
@@ -499,8 +615,9 @@ int run_bench_command(const BenchCommandOptions& options) {
   if (options.what == "train") return bench_train(options);
   if (options.what == "records") return bench_records(options);
   if (options.what == "loader") return bench_loader(options);
+  if (options.what == "serve") return bench_serve(options);
   throw ClientError("bench: unknown benchmark '" + options.what +
-                    "' (expected preprocess, crops, records, loader or train)");
+                    "' (expected preprocess, crops, records, loader, serve or train)");
 }
 
 }  // namespace medseg

@@ -161,9 +161,10 @@ int run_cli(int argc, char** argv) {
   std::vector<int> bench_shape(bench_options.shape.begin(), bench_options.shape.end());
   std::vector<int64_t> bench_roi(bench_options.roi.begin(), bench_options.roi.end());
   CLI::App* bench = app.add_subcommand("bench", "Throughput benchmarks (print numbers)");
-  bench->add_option("what", bench_options.what, "preprocess, crops, records, loader or train")
+  bench
+      ->add_option("what", bench_options.what, "preprocess, crops, records, loader, serve or train")
       ->required()
-      ->check(CLI::IsMember({"preprocess", "crops", "records", "loader", "train"}));
+      ->check(CLI::IsMember({"preprocess", "crops", "records", "loader", "serve", "train"}));
   bench->add_option("--gb", bench_options.gigabytes, "loader: gigabytes of records")
       ->check(CLI::Range(0.01, 10000.0));
   bench->add_option("--max-workers", bench_options.nproc_max, "loader: 1, 2, 4 ... up to this")
@@ -175,11 +176,13 @@ int run_cli(int argc, char** argv) {
   bench->add_option("--batch", bench_options.batch, "train: batch size")->check(CLI::Range(1, 512));
   bench->add_option("--amp", bench_options.amp, "train: off, bf16 or fp16")
       ->check(CLI::IsMember({"off", "bf16", "fp16"}));
-  bench->add_option("--device", bench_options.device, "train: auto, cpu or cuda")
+  bench->add_option("--device", bench_options.device, "train, serve: auto, cpu or cuda")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   bench->add_option("--warmup", bench_options.warmup, "train: untimed steps")
       ->check(CLI::Range(0, 1000));
-  bench->add_option("--steps", bench_options.steps, "train: timed steps; crops: crops per thread")
+  bench
+      ->add_option("--steps", bench_options.steps,
+                   "train: timed steps; crops: crops per thread; serve: requests per client")
       ->check(CLI::Range(1, 100000));
   bench->add_option("--threads", bench_options.threads, "Threads (0 = all cores)")
       ->check(CLI::Range(0, 1024));
@@ -189,7 +192,9 @@ int run_cli(int argc, char** argv) {
       ->check(CLI::Range(1, 64));
   bench->add_flag("--sync", bench_options.sync,
                   "train: sync gradients through a real process group even with one worker");
-  bench->add_option("--master-port", bench_options.master_port, "train: rendezvous port")
+  bench
+      ->add_option("--master-port", bench_options.master_port,
+                   "train: rendezvous port; serve: the server's port")
       ->check(CLI::Range(1, 65535));
   bench->add_option("--set", bench_options.overrides, "Override a configuration key");
 
