@@ -36,6 +36,21 @@ TEST(BenchCommandTest, EveryBenchmarkPrintsItsNumbers) {
       {"bench", "preprocess", "--cases", "1", "--shape", "48", "40", "32", "--threads", "2"});
   ASSERT_EQ(preprocess.exit_code, 0) << preprocess.output;
   EXPECT_GT(printed_value(preprocess.stdout_text, "preprocess_seconds_per_case_1_thread"), 0.0);
+  EXPECT_GT(printed_value(preprocess.stdout_text, "preprocess_decode_floor_seconds_per_case"), 0.0);
+
+  const testing::CommandResult loader = testing::run_medseg(
+      {"bench", "loader", "--gb", "0.05", "--max-workers", "2", "--roi", "32", "32", "16"});
+  ASSERT_EQ(loader.exit_code, 0) << loader.output;
+  EXPECT_GT(printed_value(loader.stdout_text, "loader_2_workers_samples_per_second"), 0.0);
+  EXPECT_GT(printed_value(loader.stdout_text, "loader_2_workers_private_mib_per_host"), 0.0);
+
+  const testing::CommandResult serve = testing::run_medseg(
+      {"bench", "serve", "--shape", "48", "40", "32", "--steps", "1", "--device", "cpu",
+       "--master-port", std::to_string(testing::free_loopback_port()), "--roi", "16", "16", "16",
+       "--set", "channels=[4,8,16]", "--set", "strides=[2,2]", "--set", "roi_size=[16,16,16]"});
+  ASSERT_EQ(serve.exit_code, 0) << serve.output;
+  EXPECT_GT(printed_value(serve.stdout_text, "serve_concurrency_4_requests_per_second"), 0.0);
+  EXPECT_GT(printed_value(serve.stdout_text, "serve_concurrency_4_latency_p99_seconds"), 0.0);
 }
 
 TEST(BenchCommandTest, TrainWithSeveralWorkersMeasuresTheGradientSync) {
