@@ -161,7 +161,7 @@ void CasePredictor::State::load(const std::string& model_path) {
     // Removed once the weights are in memory.
     const TemporaryFolder temporary("to extract the model archive in");
     extract_tar(
-        archive, temporary.path(), "model archive",
+        archive, temporary.path(), "model archive " + archive,
         std::string("expected SageMaker's model.tar.gz holding model.pth and ") + kConfigFileName);
     load_folder(model_folder_in_archive(temporary.path(), archive), "");
     weights_file = archive + ":" + fs::path(weights_file).filename().string();

@@ -38,7 +38,7 @@ TemporaryFolder::~TemporaryFolder() {
   fs::remove_all(path_, ignored);
 }
 
-void extract_tar(const std::string& archive, const std::string& folder, const std::string& what,
+void extract_tar(const std::string& archive, const std::string& folder, const std::string& name,
                  const std::string& expected) {
   const std::string log_path = folder + "/.tar-messages";
   posix_spawn_file_actions_t actions;
@@ -56,7 +56,7 @@ void extract_tar(const std::string& archive, const std::string& folder, const st
   posix_spawn_file_actions_destroy(&actions);
   if (spawn_error != 0) {
     errno = spawn_error;
-    throw_system_error(std::string("cannot run ") + kTar + " to extract " + what + " " + archive);
+    throw_system_error(std::string("cannot run ") + kTar + " to extract " + name);
   }
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0) {
@@ -70,7 +70,7 @@ void extract_tar(const std::string& archive, const std::string& folder, const st
   std::error_code ignored;
   fs::remove(log_path, ignored);
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    throw ClientError(what + " " + archive + ": cannot extract it as a tar file (tar " +
+    throw ClientError(name + ": cannot extract it as a tar file (tar " +
                       (WIFEXITED(status) ? "exited with " + std::to_string(WEXITSTATUS(status))
                                          : std::string("was killed")) +
                       (messages.empty() ? "" : ": " + truncate_text(messages, 300)) + "); " +

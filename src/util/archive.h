@@ -22,8 +22,9 @@ class TemporaryFolder {
 };
 
 // Extracts `archive` (a tar file, plain or compressed) into `folder`. When tar fails: a
-// ClientError "<what> <archive>: cannot extract it as a tar file (tar's messages); <expected>".
-void extract_tar(const std::string& archive, const std::string& folder, const std::string& what,
+// ClientError "<name>: cannot extract it as a tar file (tar's messages); <expected>", `name`
+// being how the caller names the archive ("model archive /opt/ml/model/model.tar.gz").
+void extract_tar(const std::string& archive, const std::string& folder, const std::string& name,
                  const std::string& expected);
 
 }  // namespace medseg

@@ -174,7 +174,35 @@ TEST(ServeTest, BadRequestsGetA4xxNamingTheProblemAndTheServerStaysUp) {
     std::string says;
   };
   const std::string image = testing::read_text(endpoint.image);
+  // A 3-D image (one modality), three modalities, and a header claiming 30000^3 voxels.
+  NiftiVolume volume = read_nifti(endpoint.image);
+  const int64_t voxels = volume.dim[0] * volume.dim[1] * volume.dim[2];
+  NiftiVolume three = volume;
+  three.dim[3] = 3;
+  three.data.resize(static_cast<size_t>(3 * voxels));
+  write_nifti(endpoint.dir.file("three.nii.gz"), three, NiftiDataType::kFloat32);
+  NiftiVolume one = volume;
+  one.ndim = 3;
+  one.dim[3] = 1;
+  one.data.resize(static_cast<size_t>(voxels));
+  write_nifti(endpoint.dir.file("one.nii"), one, NiftiDataType::kFloat32);
+  std::string absurd = testing::read_text(endpoint.dir.file("one.nii"));
+  for (int axis = 0; axis < 3; ++axis) {  // dim[1..3], int16, at byte 42 + 2 * axis (nifti1.h)
+    absurd[42 + 2 * axis] = static_cast<char>(30000 & 0xff);
+    absurd[43 + 2 * axis] = static_cast<char>(30000 >> 8);
+  }
+  // A tar whose member climbs out of the extraction folder.
+  ASSERT_EQ(testing::run_shell("cd " + endpoint.dir.path() +
+                               " && mkdir -p a/b && echo x > a/evil && "
+                               "tar -cPf traversal.tar a/b/../evil")
+                .exit_code,
+            0);
   const std::vector<BadRequest> requests = {
+      {testing::read_text(endpoint.dir.file("three.nii.gz")), "", 400, "4"},
+      {testing::read_text(endpoint.dir.file("one.nii")), "", 400, "the request body"},
+      {absurd, "", 400, "the request body"},
+      {testing::read_text(endpoint.dir.file("traversal.tar")), "", 400,
+       "the request body: cannot extract it as a tar file"},
       {"", "", 400, "empty request body"},
       {"not a nifti file at all, just some text", "", 400, "the request body"},
       {image.substr(0, image.size() / 2), "", 400, "the request body"},
