@@ -3,6 +3,7 @@
 #include <cctype>
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <optional>
 
 #include "util/error.h"
@@ -168,8 +169,14 @@ class PythonLiteralParser {
 
 nlohmann::json decode_hyperparameter_value(const std::string& text) {
   const std::string trimmed = trim(text);
-  if (!trimmed.empty()) {
-    nlohmann::json as_json = nlohmann::json::parse(trimmed, nullptr, /*allow_exceptions=*/false);
+  // Nested deeper than any configuration value: kept as text (the key's type check names it).
+  if (!trimmed.empty() && nesting_depth(trimmed) <= kMaxJsonDepth) {
+    nlohmann::json as_json;
+    try {
+      as_json = nlohmann::json::parse(trimmed, nullptr, /*allow_exceptions=*/false);
+    } catch (const nlohmann::json::exception&) {
+      as_json = nlohmann::json(nlohmann::json::value_t::discarded);
+    }
     if (!as_json.is_discarded()) return as_json;
     if (std::optional<nlohmann::json> literal = PythonLiteralParser(trimmed).parse()) {
       return *literal;
@@ -198,7 +205,8 @@ std::string read_command_hyperparameter(const std::string& path) {
 std::vector<Hyperparameter> read_hyperparameters(const std::string& path) {
   const nlohmann::json document = read_json_file(path, /*required=*/false);
   std::vector<Hyperparameter> hyperparameters;
-  if (document.is_null()) return hyperparameters;
+  std::error_code error;
+  if (document.is_null() && !std::filesystem::exists(path, error)) return hyperparameters;
   if (!document.is_object()) {
     throw ClientError(path + ": expected a JSON object of hyperparameter names to values, got " +
                       std::string(document.type_name()));

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include "test_support.h"
 #include "util/error.h"
 
@@ -92,6 +94,32 @@ TEST(HyperparametersTest, NonObjectIsRejected) {
   const std::string path = dir.file("hyperparameters.json");
   testing::write_text(path, "[\"epochs\", 10]");
   EXPECT_THROW(read_hyperparameters(path), ClientError);
+}
+
+// Hostile files: each a ClientError naming the file, never a crash or an exit 4 (issue 14).
+TEST(HyperparametersTest, HostileFilesAreClientErrorsNamingTheFile) {
+  testing::TempDir dir;
+  const std::string path = dir.file("hyperparameters.json");
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {std::string(30000, '[') + std::string(30000, ']'), "nested 30000 levels deep"},
+      {R"({"learning_rate": 1e400})", "number overflow"},
+      {"null", "expected a JSON object of hyperparameter names to values, got null"},
+  };
+  for (const auto& [text, says] : cases) {
+    SCOPED_TRACE(says);
+    testing::write_text(path, text);
+    testing::expect_client_error([&] { read_hyperparameters(path); }, {path, says});
+  }
+  std::filesystem::create_directories(dir.file("folder.json"));
+  testing::expect_client_error([&] { read_hyperparameters(dir.file("folder.json")); },
+                               {"folder.json: is a folder"});
+}
+
+TEST(HyperparametersTest, AValueNestedThousandsDeepStaysText) {
+  const std::string deep = std::string(20000, '[') + std::string(20000, ']');
+  EXPECT_EQ(decode_hyperparameter_value(deep), nlohmann::json(deep));
+  const std::string python = std::string(20000, '(') + std::string(20000, ')');
+  EXPECT_EQ(decode_hyperparameter_value(python), nlohmann::json(python));
 }
 
 }  // namespace
