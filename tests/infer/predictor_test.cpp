@@ -3,8 +3,10 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <limits>
 #include <set>
 
 #include "data/static_transforms.h"
@@ -156,6 +158,21 @@ TEST(PredictorTest, PredictsInTheSourceGridWithTheSourceHeader) {
   for (float value : probabilities.data) {
     ASSERT_GE(value, 0.0f);
     ASSERT_LE(value, 1.0f);
+  }
+}
+
+// Training refuses NaN/Inf voxels; inference must too, instead of an all-0 or NaN map (issue 14).
+TEST(PredictorTest, NonFiniteVoxelsAreAClientErrorNamingTheCase) {
+  TempDir dir;
+  testing::write_tiny_model(dir.file("model"), testing::tiny_model_config());
+  PredictorOptions options;
+  options.device = "cpu";
+  CasePredictor predictor(dir.file("model"), options);
+  NiftiVolume image = testing::oblique_case({20, 18, 16}, 5, 0).image;
+  for (const float bad : {std::nanf(""), std::numeric_limits<float>::infinity()}) {
+    image.data[20 * 18 * 16 * 2 + 7] = bad;
+    testing::expect_client_error([&] { predictor.predict(image, "BRATS_666"); },
+                                 {"case BRATS_666", "non-finite voxel", "in volume 2"});
   }
 }
 
