@@ -164,6 +164,26 @@ TEST(ConfigValidationTest, CrossFieldRulesNameBothKeys) {
             std::string::npos);
 }
 
+// Sizes that would allocate terabytes (a batch, an epoch's sample order, the network) are refused
+// before anything is allocated, naming the keys (issue 14: they were bad_allocs and exit 4).
+TEST(ConfigValidationTest, ResourceBoundsNameTheKeys) {
+  Config config;
+  config.augment.roi_size = {4096, 4096, 4096};
+  testing::expect_client_error([&] { validate_config(config); },
+                               {"augment.roi_size [4096, 4096, 4096]", "train.batch_size",
+                                "at most 16 GiB"});
+  config = Config();
+  config.train.steps_per_epoch = 2147483647;
+  testing::expect_client_error([&] { validate_config(config); },
+                               {"train.steps_per_epoch 2147483647", "use more epochs"});
+  config = Config();
+  config.model.channels = {4096, 4096, 4096, 4096, 4096, 4096, 4096, 4096};
+  config.model.strides = {1, 1, 1, 1, 1, 1, 1};
+  testing::expect_client_error([&] { validate_config(config); },
+                               {"model.channels [4096", "over 256 GiB"});
+  EXPECT_NO_THROW(validate_config(Config()));
+}
+
 TEST(ConfigValidationTest, MalformedYamlNamesFileAndLine) {
   ResolvedConfig resolved;
   const std::string message = testing::client_error_message(
