@@ -122,13 +122,25 @@ std::string find_shipped_config() {
 }
 
 void apply_yaml_text(ResolvedConfig& resolved, const std::string& text, const std::string& source) {
-  YAML::Node document;
+  // yaml-cpp parses recursively: refuse nesting deeper than any configuration has before it can
+  // overflow the stack.
+  const int depth = nesting_depth(text);
+  if (depth > kMaxJsonDepth) {
+    throw ClientError(source + ": nested " + std::to_string(depth) + " levels deep; at most " +
+                      std::to_string(kMaxJsonDepth) + " are accepted");
+  }
+  std::vector<YAML::Node> documents;
   try {
-    document = YAML::Load(text);
+    documents = YAML::LoadAll(text);
   } catch (const YAML::Exception& parse_error) {
     throw ClientError(source + ": malformed YAML at line " +
                       std::to_string(parse_error.mark.line + 1) + ": " + parse_error.msg);
   }
+  if (documents.size() > 1) {
+    throw ClientError(source + ": holds " + std::to_string(documents.size()) +
+                      " YAML documents; expected one mapping of configuration keys");
+  }
+  const YAML::Node document = documents.empty() ? YAML::Node() : documents.front();
   if (document.IsNull()) return;
   if (!document.IsMap()) {
     throw ClientError(source + ": expected a YAML mapping of configuration keys");
@@ -140,6 +152,15 @@ void apply_yaml_text(ResolvedConfig& resolved, const std::string& text, const st
 void apply_yaml_file(ResolvedConfig& resolved, const std::string& path) {
   std::error_code error;
   if (!fs::exists(path, error)) throw ClientError(path + ": configuration file not found");
+  // A folder, a device (/dev/zero) or a huge file is not a configuration: refuse it unread.
+  constexpr uintmax_t kMaxConfigBytes = 1 << 20;
+  if (!fs::is_regular_file(path, error)) {
+    throw ClientError(path + ": is not a regular file; expected a YAML configuration file");
+  }
+  if (fs::file_size(path, error) > kMaxConfigBytes) {
+    throw ClientError(path + ": " + std::to_string(fs::file_size(path, error)) +
+                      " bytes; a configuration file holds at most 1 MiB");
+  }
   apply_yaml_text(resolved, read_text_file(path), path);
 }
 

@@ -184,6 +184,29 @@ TEST(ConfigValidationTest, ResourceBoundsNameTheKeys) {
   EXPECT_NO_THROW(validate_config(Config()));
 }
 
+// Hostile configuration files (issue 14): each a ClientError naming the file, read or not.
+TEST(ConfigValidationTest, HostileYamlFilesAreClientErrors) {
+  testing::TempDir dir;
+  const std::vector<std::pair<std::string, std::string>> texts = {
+      {"epochs: 2\n---\nepochs: 3\n", "holds 2 YAML documents"},
+      {"epochs: " + std::string(5000, '[') + std::string(5000, ']') + "\n",
+       "nested 5000 levels deep"},
+      {std::string(2 << 20, '#'), "at most 1 MiB"},
+  };
+  for (size_t i = 0; i < texts.size(); ++i) {
+    const std::string path = dir.file("c" + std::to_string(i) + ".yaml");
+    testing::write_text(path, texts[i].first);
+    ResolvedConfig resolved;
+    testing::expect_client_error([&] { apply_yaml_file(resolved, path); },
+                                 {path, texts[i].second});
+  }
+  ResolvedConfig resolved;
+  testing::expect_client_error([&] { apply_yaml_file(resolved, dir.path()); },
+                               {"is not a regular file"});
+  testing::expect_client_error([&] { apply_yaml_file(resolved, "/dev/zero"); },
+                               {"/dev/zero: is not a regular file"});
+}
+
 TEST(ConfigValidationTest, MalformedYamlNamesFileAndLine) {
   ResolvedConfig resolved;
   const std::string message = testing::client_error_message(
