@@ -88,7 +88,9 @@ std::vector<ConfigField> build_schema() {
       .help("Batches prepared ahead of the training step");
   f.emplace_back(FIELD(data.max_case_mb))
       .range(1, 1 << 20)
-      .help("Refuse cases whose decoded image exceeds this many MiB");
+      .help(
+          "Refuse cases whose decoded image, or the case resampled to pixdim, exceeds this many "
+          "MiB");
   f.emplace_back(FIELD(data.cache_dir))
       .alias("cache_dir")
       .help(

@@ -80,6 +80,7 @@ namespace {
 CaseLoadOptions load_options_from(const Config& config, bool normalize) {
   CaseLoadOptions options;
   options.transforms.pixdim = {config.data.pixdim[0], config.data.pixdim[1], config.data.pixdim[2]};
+  options.transforms.max_output_bytes = static_cast<int64_t>(config.data.max_case_mb) << 20;
   options.transforms.label_scheme = parse_label_scheme(config.data.label_scheme);
   options.transforms.expected_channels = config.model.in_channels;
   options.transforms.normalize = normalize;

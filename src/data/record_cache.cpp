@@ -44,6 +44,7 @@ PreprocessJobOptions preprocess_options(const Config& config, bool normalize) {
   job.layout = config.data.layout;
   job.format = "records";
   job.transforms.pixdim = {config.data.pixdim[0], config.data.pixdim[1], config.data.pixdim[2]};
+  job.transforms.max_output_bytes = static_cast<int64_t>(config.data.max_case_mb) << 20;
   job.transforms.label_scheme = parse_label_scheme(config.data.label_scheme);
   job.transforms.expected_channels = config.model.in_channels;
   job.transforms.normalize = normalize;

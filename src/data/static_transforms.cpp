@@ -205,6 +205,16 @@ SpacingGeometry spacing_geometry(const Mat4& affine, const std::array<int64_t, 3
                                  const std::array<double, 3>& pixdim, const std::string& case_id) {
   SpacingGeometry g;
   const std::array<double, 3> current = column_norms(affine);
+  // An MRI voxel is micrometres to centimetres: a spacing of 1e-30 or 1e30 mm is a broken header,
+  // which would resample the case to 1x1x1 or to terabytes.
+  for (int a = 0; a < 3; ++a) {
+    if (!(current[a] >= kMinSpacingMm && current[a] <= kMaxSpacingMm)) {
+      throw ClientError("case '" + case_id + "': voxel spacing " + std::to_string(current[a]) +
+                        " mm along axis " + std::to_string(a) + " (from the affine " +
+                        affine_text(affine) + "); expected " + std::to_string(kMinSpacingMm) +
+                        " to " + std::to_string(kMaxSpacingMm) + " mm");
+    }
+  }
   for (int a = 0; a < 3; ++a) {
     if (!(pixdim[a] > 0.0) || !std::isfinite(pixdim[a])) {
       throw ClientError("case '" + case_id + "': pixdim must be positive, got " +
@@ -641,8 +651,19 @@ CaseData to_channel_first(const NiftiVolume& image, const NiftiVolume* label,
   return data;
 }
 
-SpacingResult spacing(CaseData& data, const std::array<double, 3>& pixdim, int threads) {
+SpacingResult spacing(CaseData& data, const std::array<double, 3>& pixdim, int threads,
+                      int64_t max_output_bytes) {
   const SpacingGeometry g = spacing_geometry(data.affine, data.spatial_shape, pixdim, data.case_id);
+  const double output_bytes = static_cast<double>(g.output_shape[0]) * g.output_shape[1] *
+                              g.output_shape[2] * (4.0 * data.image_channels + data.label_channels);
+  if (output_bytes > static_cast<double>(max_output_bytes)) {
+    throw ClientError("case '" + data.case_id + "': resampling " + shape_text(data.spatial_shape) +
+                      " voxels to pixdim (" + std::to_string(pixdim[0]) + ", " +
+                      std::to_string(pixdim[1]) + ", " + std::to_string(pixdim[2]) + ") gives " +
+                      shape_text(g.output_shape) + ", " +
+                      std::to_string(static_cast<int64_t>(output_bytes / (1 << 20))) +
+                      " MiB, more than data.max_case_mb allows");
+  }
   SpacingResult result;
   result.output_spacing = g.output_spacing;
   result.resampled = g.resample;
@@ -723,7 +744,7 @@ void normalize_intensity_nonzero(CaseData& data) {
 CaseData preprocess_case(const NiftiVolume& image, const NiftiVolume* label,
                          const StaticTransformOptions& options, const std::string& case_id) {
   CaseData data = to_channel_first(image, label, options, case_id);
-  spacing(data, options.pixdim, options.threads);
+  spacing(data, options.pixdim, options.threads, options.max_output_bytes);
   orient_ras(data, options.threads);
   if (options.normalize) normalize_intensity_nonzero(data);
   return data;

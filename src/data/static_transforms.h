@@ -43,6 +43,9 @@ struct StaticTransformOptions {
   bool normalize = true;
   // Worker threads inside one case (1 = the calling thread only).
   int threads = 1;
+  // The largest preprocessed case (image float32 + labels) accepted, in bytes: data.max_case_mb
+  // bounds the decoded file and, through this, what Spacing makes of it.
+  int64_t max_output_bytes = int64_t{8} << 30;
 };
 
 // Loading + EnsureChannelFirst + labels to channels. `image` is 3-D (one channel) or 4-D with the
@@ -65,7 +68,13 @@ struct SpacingResult {
 // = round-half-even(extent of the corner voxel centres in the new grid) + 1, the first input
 // corner that is minimal in the new grid keeps its world position (voxel 0 in the usual case),
 // images trilinear, label channels nearest. REQUIRES: a non-singular affine (else ClientError).
-SpacingResult spacing(CaseData& data, const std::array<double, 3>& pixdim, int threads = 1);
+// Voxel spacings outside [kMinSpacingMm, kMaxSpacingMm] are broken headers (ClientError).
+inline constexpr double kMinSpacingMm = 1e-3;
+inline constexpr double kMaxSpacingMm = 1e3;
+
+// Refuses (ClientError naming the case) a resampled case larger than `max_output_bytes`.
+SpacingResult spacing(CaseData& data, const std::array<double, 3>& pixdim, int threads = 1,
+                      int64_t max_output_bytes = int64_t{8} << 30);
 
 // MONAI Orientation("RAS"): nibabel's io_orientation picks, per voxel axis, the closest world
 // axis and its sign; voxel axes are flipped, then transposed, and the affine follows.

@@ -231,6 +231,7 @@ void CasePredictor::State::load_folder(const std::string& folder, const std::str
   window = sliding_window_options_from_config(config);
 
   transforms.pixdim = {config.data.pixdim[0], config.data.pixdim[1], config.data.pixdim[2]};
+  transforms.max_output_bytes = static_cast<int64_t>(config.data.max_case_mb) << 20;
   transforms.label_scheme = scheme;
   transforms.expected_channels = config.model.in_channels;
   transforms.normalize = true;  // whole-volume statistics, as validation and MONAI's tutorial

@@ -323,6 +323,24 @@ TEST(StaticTransforms, AxisAlignedDownsamplingShapeAndAffine) {
   EXPECT_DOUBLE_EQ(data.affine[1][3], -1.5 * 159);
 }
 
+// Broken headers and settings that would resample a small file into gigabytes (issue 14).
+TEST(StaticTransforms, NonPhysicalSpacingAndHugeResamplingAreClientErrors) {
+  StaticTransformOptions options;
+  options.expected_channels = 4;
+  for (const double zoom : {1e-30, 1e30}) {
+    NiftiVolume image = volume({8, 8, 6}, 4, 1.0f);
+    image.affine[0][0] = zoom;
+    testing::expect_client_error([&] { preprocess_case(image, nullptr, options, "tiny"); },
+                                 {"case 'tiny'", "voxel spacing", "expected 0.001000 to 1000"});
+  }
+  // 1 mm voxels resampled to 0.01 mm: 1,000,000 times the voxels.
+  const NiftiVolume image = volume({40, 40, 30}, 4, 1.0f);
+  options.pixdim = {0.01, 0.01, 0.01};
+  options.max_output_bytes = int64_t{512} << 20;
+  testing::expect_client_error([&] { preprocess_case(image, nullptr, options, "zoomed"); },
+                               {"case 'zoomed'", "3901x3901x2901", "data.max_case_mb"});
+}
+
 TEST(StaticTransforms, NormalizeKeepsZerosAndUsesPopulationStd) {
   CaseData data;
   data.spatial_shape = {1, 1, 4};
