@@ -602,6 +602,7 @@ bool Trainer::State::resume_from_checkpoint() {
                       "order and batches depend on it), or start fresh with checkpoint.resume = "
                       "false");
   }
+  check_position(meta, steps_per_epoch, newest->path);
   read_training_state(archive, newest->path, *model, *optimizer);
   start_epoch = meta.epoch;
   start_step = meta.next_step;

@@ -189,4 +189,17 @@ void read_training_state(torch::serialize::InputArchive& archive, const std::str
   }
 }
 
+void check_position(const CheckpointMeta& meta, int64_t steps_per_epoch, const std::string& path) {
+  constexpr int64_t kMaxEpochs = 1'000'000'000;  // keeps the product below from overflowing
+  if (meta.epoch > kMaxEpochs || meta.next_step > steps_per_epoch ||
+      meta.global_step != meta.epoch * steps_per_epoch + meta.next_step) {
+    throw ClientError("checkpoint " + path + ": epoch " + std::to_string(meta.epoch) +
+                      ", next_step " + std::to_string(meta.next_step) + " and global_step " +
+                      std::to_string(meta.global_step) + " disagree with " +
+                      std::to_string(steps_per_epoch) +
+                      " steps per epoch; expected global_step = epoch x steps per epoch + "
+                      "next_step (a damaged or hand-edited checkpoint)");
+  }
+}
+
 }  // namespace medseg

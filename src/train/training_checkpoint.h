@@ -56,4 +56,9 @@ CheckpointMeta read_checkpoint_meta(torch::serialize::InputArchive& archive,
 void read_training_state(torch::serialize::InputArchive& archive, const std::string& path,
                          torch::nn::Module& model, torch::optim::Optimizer& optimizer);
 
+// Refuses (ClientError naming the file) a position this job cannot reach: a CRC-valid file can
+// still carry a hand-edited or damaged epoch (10^18) or step. Requires global_step = epoch x
+// steps_per_epoch + next_step and next_step <= steps_per_epoch.
+void check_position(const CheckpointMeta& meta, int64_t steps_per_epoch, const std::string& path);
+
 }  // namespace medseg

@@ -125,5 +125,25 @@ TEST(TrainingCheckpointTest, ParameterOfAnotherShapeOrMissingIsRefusedBeforeAnyt
                                {"has no parameter '0.weight'"});
 }
 
+TEST(TrainingCheckpointTest, APositionTheJobCannotReachIsAClientError) {
+  CheckpointMeta meta;
+  meta.epoch = 3;
+  meta.next_step = 2;
+  meta.global_step = 3 * 5 + 2;
+  EXPECT_NO_THROW(check_position(meta, 5, "ckpt-17"));
+  meta.next_step = 5;  // an epoch-end checkpoint
+  meta.global_step = 20;
+  EXPECT_NO_THROW(check_position(meta, 5, "ckpt-20"));
+  meta.epoch = 1'000'000'000'000'000'000;
+  testing::expect_client_error([&] { check_position(meta, 5, "ckpt-x"); },
+                               {"checkpoint ckpt-x", "epoch 1000000000000000000", "disagree"});
+  meta.epoch = 3;
+  meta.global_step = 99;
+  testing::expect_client_error([&] { check_position(meta, 5, "ckpt-y"); }, {"global_step 99"});
+  meta.next_step = 7;
+  meta.global_step = 22;
+  testing::expect_client_error([&] { check_position(meta, 5, "ckpt-z"); }, {"next_step 7"});
+}
+
 }  // namespace
 }  // namespace medseg
