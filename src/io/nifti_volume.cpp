@@ -196,8 +196,8 @@ bool is_gzip(const uint8_t* bytes, int64_t count) {
   return count >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b;
 }
 
-InflateResult inflate_gzip_zlib(const uint8_t* in, int64_t in_size, uint8_t* out,
-                                int64_t out_size) {
+InflateResult inflate_gzip_zlib(const uint8_t* in, int64_t in_size, uint8_t* out, int64_t out_size,
+                                bool check_trailer) {
   InflateResult result;
   z_stream stream;
   std::memset(&stream, 0, sizeof(stream));
@@ -244,15 +244,22 @@ InflateResult inflate_gzip_zlib(const uint8_t* in, int64_t in_size, uint8_t* out
   }
   if (result.produced < out_size) {
     result.status = InflateResult::kTruncated;
-  } else {
-    // Output is full; let zlib reach the member's trailer so a CRC mismatch is still noticed.
-    uint8_t scratch[1];
-    stream.next_out = scratch;
-    stream.avail_out = 1;
-    feed();
-    if (inflate(&stream, Z_NO_FLUSH) == Z_DATA_ERROR) {
+  } else if (check_trailer) {
+    // Output is full; inflate the rest of the member (discarded) up to its trailer, so that a CRC
+    // or length mismatch, or a stream cut before its trailer, is noticed.
+    uint8_t scratch[4096];
+    while (true) {
+      stream.next_out = scratch;
+      stream.avail_out = sizeof scratch;
+      feed();
+      const int status = inflate(&stream, Z_NO_FLUSH);
+      if (status == Z_STREAM_END) break;
+      if (status == Z_OK && (input_left() || stream.avail_out < sizeof scratch)) continue;
       result.status = InflateResult::kCorrupt;
-      result.detail = stream.msg != nullptr ? stream.msg : "invalid compressed data";
+      result.detail = status == Z_DATA_ERROR && stream.msg != nullptr
+                          ? stream.msg
+                          : "the gzip stream ends before its trailer (CRC and length): truncated";
+      break;
     }
   }
   inflateEnd(&stream);
@@ -275,7 +282,7 @@ InflateResult inflate_gzip_libdeflate(const uint8_t* in, int64_t in_size, uint8_
     if (status != LIBDEFLATE_SUCCESS) {
       // Bad data (corrupt or truncated: libdeflate cannot tell which), or a member longer than the
       // space left (trailing data after the image). Rare: let zlib redo it, stream-wise.
-      return inflate_gzip_zlib(in, in_size, out, out_size);
+      return inflate_gzip_zlib(in, in_size, out, out_size, /*check_trailer=*/true);
     }
     in_pos += static_cast<int64_t>(in_used);
     out_pos += static_cast<int64_t>(out_used);
@@ -292,7 +299,8 @@ InflateResult inflate_gzip_libdeflate(const uint8_t* in, int64_t in_size, uint8_
 std::vector<uint8_t> inflate_head(const uint8_t* head, int64_t head_size, int64_t want,
                                   const std::string& path) {
   std::vector<uint8_t> out(static_cast<size_t>(want));
-  const InflateResult result = inflate_gzip_zlib(head, head_size, out.data(), want);
+  const InflateResult result =
+      inflate_gzip_zlib(head, head_size, out.data(), want, /*check_trailer=*/false);
   if (result.status == InflateResult::kCorrupt) {
     throw bad_file(path, "corrupt gzip stream at its start (" + result.detail + ")");
   }

@@ -733,6 +733,25 @@ TEST(NiftiReadTest, TruncationMessageSaysHowMuchDataThereIs) {
       << message;
 }
 
+// A .nii.gz whose gzip trailer (CRC-32 and length) is cut off, or whose CRC is wrong, holds all
+// the image's bytes and was accepted (issue 14); it is a corrupt file.
+TEST(NiftiReadTest, AGzipWithoutItsTrailerOrWithABadCrcIsRefused) {
+  TempDir dir;
+  TestImage image;
+  image.dims = {20, 20, 10};
+  const std::vector<uint8_t> whole = gzip(encode(image));
+  std::vector<uint8_t> cut(whole.begin(), whole.end() - 8);
+  testing::write_bytes(dir.file("no_trailer.nii.gz"), cut);
+  const std::string message = client_error_for(dir.file("no_trailer.nii.gz"));
+  EXPECT_NE(message.find("before its trailer"), std::string::npos) << message;
+  std::vector<uint8_t> bad_crc = whole;
+  bad_crc[bad_crc.size() - 8] ^= 0xff;
+  testing::write_bytes(dir.file("bad_crc.nii.gz"), bad_crc);
+  EXPECT_NE(client_error_for(dir.file("bad_crc.nii.gz")), "") << "a wrong CRC went unnoticed";
+  testing::write_bytes(dir.file("whole.nii.gz"), whole);
+  EXPECT_EQ(read_nifti(dir.file("whole.nii.gz")).voxel_count(), 4000);
+}
+
 TEST(NiftiReadTest, MaxBytesIsEnforcedBeforeReading) {
   TempDir dir;
   TestImage image;
