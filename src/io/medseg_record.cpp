@@ -233,6 +233,18 @@ void check_payload_crc(uint32_t computed, const uint8_t* trailer, const RecordHe
   }
 }
 
+// Labels are 0/1 masks: a CRC-valid record with other values was not written by medseg.
+void check_label_values(const uint8_t* label, uint64_t bytes, const RecordHeader& header,
+                        const std::string& context) {
+  for (uint64_t i = 0; i < bytes; ++i) {
+    if (label[i] > 1) {
+      throw ClientError(context + " (case '" + header.case_id + "'): label value " +
+                        std::to_string(label[i]) + " at voxel " + std::to_string(i) +
+                        "; expected 0 or 1 ([TC, WT, ET] masks)");
+    }
+  }
+}
+
 void check_case(const CaseData& case_data) {
   const std::string context = "record for case '" + case_data.case_id + "'";
   if (case_data.case_id.empty() || case_data.case_id.size() > kMaxCaseIdBytes) {
@@ -619,8 +631,10 @@ void MappedRecordReader::verify_payload(size_t index) const {
   const uint64_t payload_bytes =
       e.header.record_bytes - kRecordTrailerBytes - e.header.header_bytes;
   const uint32_t crc = crc32_of(0, record + e.header.header_bytes, payload_bytes);
-  check_payload_crc(crc, record + e.header.record_bytes - kRecordTrailerBytes, e.header,
-                    where(files_[e.file].path, static_cast<int64_t>(e.index_in_file), e.offset));
+  const std::string context =
+      where(files_[e.file].path, static_cast<int64_t>(e.index_in_file), e.offset);
+  check_payload_crc(crc, record + e.header.record_bytes - kRecordTrailerBytes, e.header, context);
+  check_label_values(record + e.header.label_offset, e.header.label_bytes, e.header, context);
   verified_[index].store(true, std::memory_order_release);
 }
 
@@ -723,7 +737,10 @@ bool RecordStreamReader::next(CaseData* out) {
   crc = crc32_of(crc, padding, label_padding);
   const uint8_t* trailer = padding + label_padding;
   check_trailer(trailer, header, context);
-  if (options_.verify_payload_checksum) check_payload_crc(crc, trailer, header, context);
+  if (options_.verify_payload_checksum) {
+    check_payload_crc(crc, trailer, header, context);
+    check_label_values(case_data.label.data(), header.label_bytes, header, context);
+  }
 
   ++records_read_;
   return true;

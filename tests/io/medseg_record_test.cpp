@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <libdeflate.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -382,6 +383,28 @@ TEST_F(MedsegRecordBadInput, FlippedPayloadByteFailsTheChecksumOnRead) {
   lax.verify_payload_checksum = false;
   MappedRecordReader lax_reader(path, lax);
   EXPECT_NO_THROW(lax_reader.read(1));
+}
+
+// A CRC-valid record whose labels are not 0/1 masks was not written by medseg (issue 14: labels
+// 7 or 255 trained normally): both readers refuse it, naming the case.
+TEST_F(MedsegRecordBadInput, LabelValuesOtherThanZeroOrOneAreRefused) {
+  std::vector<uint8_t> bytes = first_;
+  const std::string path = write_shard(bytes);
+  RecordHeader header;
+  {
+    MappedRecordReader reader(path);
+    header = reader.header(0);
+  }
+  bytes[header.label_offset + 5] = 7;
+  const size_t payload_end = header.record_bytes - kRecordTrailerBytes;
+  const uint32_t crc =
+      libdeflate_crc32(0, bytes.data() + header.header_bytes, payload_end - header.header_bytes);
+  std::memcpy(bytes.data() + payload_end + 8, &crc, 4);  // a valid checksum for the new payload
+  const std::string forged = write_shard(bytes);
+  MappedRecordReader reader(forged);
+  testing::expect_client_error([&] { reader.read(0); },
+                               {"good", "label value 7 at voxel 5", "expected 0 or 1"});
+  testing::expect_client_error([&] { read_as_stream(bytes); }, {"good", "label value 7"});
 }
 
 TEST_F(MedsegRecordBadInput, FlippedHeaderBytesAreCaughtAtIndexing) {
