@@ -124,6 +124,14 @@ void load_model_pth(const std::string& model_path, UNetImpl& unet) {
     throw ClientError(message);
   }
 
+  // NaN or infinite weights predict an all-0 or NaN map without a word: refuse them.
+  for (const auto& [name, tensor] : loaded) {
+    if (tensor.is_floating_point() && !tensor.isfinite().all().item<bool>()) {
+      throw ClientError("model file " + model_path + ": " + name +
+                        " holds NaN or infinite values; expected finite weights (a diverged or "
+                        "damaged model)");
+    }
+  }
   torch::NoGradGuard no_grad;
   for (auto& [name, tensor] : expected) tensor.copy_(loaded.at(name));
 }

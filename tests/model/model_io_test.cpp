@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
@@ -99,6 +100,23 @@ TEST(ModelIoTest, RejectsMissingAndCorruptFiles) {
   testing::write_text(dir.file("garbage.pth"), "not a zip file");
   EXPECT_NE(error_of_load(dir.file("garbage.pth"), *unet).find("garbage.pth is not a PyTorch"),
             std::string::npos);
+}
+
+// A diverged or damaged model (NaN weights) predicted an all-0 map with exit 0 (issue 14).
+TEST(ModelIoTest, NonFiniteWeightsAreAClientErrorNamingTheKey) {
+  TempDir dir;
+  UNet diverged(fixture_options("small_res0"));
+  {
+    torch::NoGradGuard no_grad;
+    diverged->parameters()[0].view({-1})[0] = std::nanf("");
+  }
+  save_model_pth(dir.file("model.pth"), *diverged);
+  UNet unet(fixture_options("small_res0"));
+  const std::string message = error_of_load(dir.file("model.pth"), *unet);
+  EXPECT_NE(
+      message.find(diverged->named_parameters().begin()->key() + " holds NaN or infinite values"),
+      std::string::npos)
+      << message;
 }
 
 // Python's torch.load + MONAI's UNet.load_state_dict(strict=True) accept C++-written model.pth
