@@ -163,7 +163,25 @@ void CasePredictor::State::load(const std::string& model_path) {
     extract_tar(
         archive, temporary.path(), "model archive " + archive,
         std::string("expected SageMaker's model.tar.gz holding model.pth and ") + kConfigFileName);
-    load_folder(model_folder_in_archive(temporary.path(), archive), "");
+    const std::string folder = model_folder_in_archive(temporary.path(), archive);
+    // A member that links elsewhere (a symlink model.pth -> /etc/...) is not the archive's.
+    for (const auto& entry : fs::recursive_directory_iterator(temporary.path(), error)) {
+      if (entry.is_symlink(error)) {
+        throw ClientError("model archive " + archive + ": member " +
+                          entry.path().lexically_relative(temporary.path()).string() +
+                          " is a symbolic link; expected regular files only");
+      }
+    }
+    try {
+      load_folder(folder, "");
+    } catch (const ClientError& failure) {
+      // Name the archive, not the temporary folder it was extracted to (gone by now).
+      std::string message = failure.what();
+      for (size_t at = message.find(folder); at != std::string::npos; at = message.find(folder)) {
+        message.replace(at, folder.size(), archive + ":");
+      }
+      throw ClientError(message);
+    }
     weights_file = archive + ":" + fs::path(weights_file).filename().string();
   };
   if (fs::is_directory(path, error)) {

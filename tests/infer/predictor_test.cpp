@@ -291,6 +291,27 @@ TEST(PredictorTest, BadModelsAreClientErrorsNamingTheFile) {
   const std::string archive = client_error_of(dir.file("model.tar.gz"), options);
   EXPECT_NE(archive.find(dir.file("model.tar.gz")), std::string::npos) << archive;
 
+  // Inside an archive: errors name the archive, not the temporary folder (issue 14), and a
+  // member that is a symbolic link out of the archive is refused.
+  testing::write_tiny_model(dir.file("packed"), config);
+  fs::remove(dir.file("packed/medseg_config.yaml"));
+  ASSERT_EQ(testing::run_shell("tar -czf " + dir.file("packed.tar.gz") + " -C " +
+                               dir.file("packed") + " .")
+                .exit_code,
+            0);
+  const std::string packed = client_error_of(dir.file("packed.tar.gz"), options);
+  EXPECT_NE(packed.find(dir.file("packed.tar.gz") + ":"), std::string::npos) << packed;
+  EXPECT_EQ(packed.find("medseg-tmp"), std::string::npos) << packed;
+  testing::write_tiny_model(dir.file("linked"), config);
+  fs::remove(dir.file("linked/model.pth"));
+  fs::create_symlink(dir.file("good/model.pth"), dir.file("linked/model.pth"));
+  ASSERT_EQ(testing::run_shell("tar -czf " + dir.file("linked.tar.gz") + " -C " +
+                               dir.file("linked") + " .")
+                .exit_code,
+            0);
+  const std::string linked = client_error_of(dir.file("linked.tar.gz"), options);
+  EXPECT_NE(linked.find("member model.pth is a symbolic link"), std::string::npos) << linked;
+
   // A model with 4 input channels refuses a 3-D image (ClientError from the transforms).
   CasePredictor predictor(dir.file("good"), options);
   NiftiVolume single = make_synthetic_case({24, 24, 16}, 0, 0).label;
