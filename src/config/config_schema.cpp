@@ -467,14 +467,15 @@ const ConfigField& require_config_field(const std::string& key, const std::strin
     // Let "epochs" also match the leaf of "train.epochs" when a user drops the section.
     names.push_back(field.name.substr(field.name.find('.') + 1));
   }
-  std::string closest = closest_match(key, names);
+  // No key is longer than 64 characters: a longer one gets no suggestion (and is shortened below).
+  std::string closest = key.size() <= 64 ? closest_match(key, names) : "";
   if (!closest.empty() && !find_config_field(closest)) {
     // A bare leaf name: suggest the full dotted name.
     for (const ConfigField& field : config_schema()) {
       if (ends_with(field.name, "." + closest)) closest = field.name;
     }
   }
-  std::string message = source + ": unknown key '" + key + "'";
+  std::string message = source + ": unknown key '" + truncate_text(key, 80) + "'";
   message += closest.empty() ? " (run `medseg train --list-config` for the valid keys)"
                              : " (did you mean '" + closest + "'?)";
   throw ClientError(message);

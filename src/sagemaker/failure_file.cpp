@@ -39,9 +39,15 @@ std::string message_file(const MlPaths& paths) { return paths.output_dir() + "/m
 }  // namespace
 
 std::string failure_reason(ErrorKind kind, const std::string& message) {
-  std::string reason = std::string(error_kind_name(kind)) + ": " + message;
-  for (char& c : reason) {
-    if (c == '\n' || c == '\r') c = ' ';
+  std::string reason = std::string(error_kind_name(kind)) + ": ";
+  for (const char c : message) {
+    if (c == '\n' || c == '\r') {
+      reason += ' ';
+    } else if (c == '\0') {
+      reason += "\\0";  // a NUL would cut the message wherever it is read as a C string
+    } else {
+      reason += c;
+    }
   }
   return reason;
 }

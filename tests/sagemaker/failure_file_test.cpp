@@ -18,6 +18,9 @@ TEST(FailureFileTest, TheFirstErrorWinsInBothFiles) {
 
 TEST(FailureFileTest, OneParagraph) {
   EXPECT_EQ(failure_reason(ErrorKind::kInternal, "a\nb\r\nc"), "InternalError: a b  c");
+  // A NUL (from a hostile key) must not cut the message short.
+  EXPECT_EQ(failure_reason(ErrorKind::kClient, std::string("key 'a\0b' is unknown", 20)),
+            "ClientError: key 'a\\0b' is unknown");
 }
 
 TEST(FailureFileTest, StaleFilesAreClearedAndNothingOutsideAnMlRoot) {
