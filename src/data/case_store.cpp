@@ -104,7 +104,11 @@ std::vector<CaseData> load_channel_cases(const JobEnvironment& environment,
     options.record_io = found->second.record_wrapper == "RecordIO";
     PipeChannel pipe_channel(options);
     std::unique_ptr<ByteSource> stream = pipe_channel.open_next_epoch();
-    RecordStreamReader reader(*stream);
+    // A record header is believed only up to data.max_case_mb: buffers are sized from it before
+    // the payload arrives.
+    RecordReadOptions read_options;
+    read_options.max_record_bytes = static_cast<uint64_t>(config.data.max_case_mb) << 20;
+    RecordStreamReader reader(*stream, read_options);
     CaseData data;
     while (reader.next(&data)) cases.push_back(data);
     if (cases.empty()) {
