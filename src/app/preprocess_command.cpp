@@ -5,6 +5,7 @@
 
 #include "app/commands.h"
 #include "config/config_loader.h"
+#include "data/case_store.h"
 #include "data/preprocess_job.h"
 #include "sagemaker/job_environment.h"
 #include "sagemaker/processing_job.h"
@@ -37,11 +38,7 @@ int run_preprocess_command(const std::string& ml_root, const PreprocessCommandOp
                                                : ml_root + "/processing/output/data";
   job.layout = config.data.layout;
   job.format = options.format.empty() ? config.preprocess.format : options.format;
-  job.transforms.pixdim = {config.data.pixdim[0], config.data.pixdim[1], config.data.pixdim[2]};
-  job.transforms.max_output_bytes = static_cast<int64_t>(config.data.max_case_mb) << 20;
-  job.transforms.label_scheme = parse_label_scheme(config.data.label_scheme);
-  job.transforms.expected_channels = config.model.in_channels;
-  job.transforms.normalize = config.data.normalize == "volume";
+  job.transforms = static_transform_options_from_config(config, config.data.normalize == "volume");
   job.read.max_bytes = static_cast<int64_t>(config.data.max_case_mb) << 20;
   job.image_dtype = parse_image_dtype(config.preprocess.image_dtype, "preprocess.image_dtype");
   job.shard_bytes = static_cast<int64_t>(config.preprocess.shard_mb) << 20;

@@ -79,11 +79,7 @@ namespace {
 
 CaseLoadOptions load_options_from(const Config& config, bool normalize) {
   CaseLoadOptions options;
-  options.transforms.pixdim = {config.data.pixdim[0], config.data.pixdim[1], config.data.pixdim[2]};
-  options.transforms.max_output_bytes = static_cast<int64_t>(config.data.max_case_mb) << 20;
-  options.transforms.label_scheme = parse_label_scheme(config.data.label_scheme);
-  options.transforms.expected_channels = config.model.in_channels;
-  options.transforms.normalize = normalize;
+  options.transforms = static_transform_options_from_config(config, normalize);
   options.read.max_bytes = static_cast<int64_t>(config.data.max_case_mb) << 20;
   options.threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   return options;
@@ -130,6 +126,16 @@ std::vector<CaseData> load_channel_cases(const JobEnvironment& environment,
     return cases;
   }
   return load_cases(index, load_options_from(config, normalize));
+}
+
+StaticTransformOptions static_transform_options_from_config(const Config& config, bool normalize) {
+  StaticTransformOptions options;
+  options.pixdim = {config.data.pixdim[0], config.data.pixdim[1], config.data.pixdim[2]};
+  options.label_scheme = parse_label_scheme(config.data.label_scheme);
+  options.expected_channels = config.model.in_channels;
+  options.normalize = normalize;
+  options.max_output_bytes = static_cast<int64_t>(config.data.max_case_mb) << 20;
+  return options;
 }
 
 std::string record_channel_folder(const JobEnvironment& environment, const std::string& channel,

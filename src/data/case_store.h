@@ -47,6 +47,10 @@ std::vector<CaseData> load_channel_cases(const JobEnvironment& environment,
                                          const std::string& channel, const Config& config,
                                          bool normalize);
 
+// The static transforms of data.* (pixdim, label scheme, in_channels, data.max_case_mb for the
+// resampled case); `normalize` says whether NormalizeIntensity runs on the whole volume.
+StaticTransformOptions static_transform_options_from_config(const Config& config, bool normalize);
+
 // The folder of a File/FastFile channel that holds medseg record shards (which training maps
 // rather than decodes), or "" for any other channel (Pipe mode, NIfTI, missing).
 std::string record_channel_folder(const JobEnvironment& environment, const std::string& channel,

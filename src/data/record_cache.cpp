@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "data/case_store.h"
 #include "data/preprocess_job.h"
 #include "sagemaker/job_environment.h"
 #include "util/error.h"
@@ -43,11 +44,7 @@ PreprocessJobOptions preprocess_options(const Config& config, bool normalize) {
   PreprocessJobOptions job;
   job.layout = config.data.layout;
   job.format = "records";
-  job.transforms.pixdim = {config.data.pixdim[0], config.data.pixdim[1], config.data.pixdim[2]};
-  job.transforms.max_output_bytes = static_cast<int64_t>(config.data.max_case_mb) << 20;
-  job.transforms.label_scheme = parse_label_scheme(config.data.label_scheme);
-  job.transforms.expected_channels = config.model.in_channels;
-  job.transforms.normalize = normalize;
+  job.transforms = static_transform_options_from_config(config, normalize);
   job.read.max_bytes = static_cast<int64_t>(config.data.max_case_mb) << 20;
   job.image_dtype = ImageDType::kFloat32;  // bit-exact: what decoding in memory gives
   job.require_labels = true;

@@ -16,6 +16,7 @@
 #include <utility>
 
 #include "config/component_options.h"
+#include "data/case_store.h"
 #include "data/static_transforms.h"
 #include "infer/evaluate.h"
 #include "infer/sliding_window.h"
@@ -248,11 +249,8 @@ void CasePredictor::State::load_folder(const std::string& folder, const std::str
 
   window = sliding_window_options_from_config(config);
 
-  transforms.pixdim = {config.data.pixdim[0], config.data.pixdim[1], config.data.pixdim[2]};
-  transforms.max_output_bytes = static_cast<int64_t>(config.data.max_case_mb) << 20;
-  transforms.label_scheme = scheme;
-  transforms.expected_channels = config.model.in_channels;
-  transforms.normalize = true;  // whole-volume statistics, as validation and MONAI's tutorial
+  // Whole-volume statistics, as validation and MONAI's tutorial.
+  transforms = static_transform_options_from_config(config, /*normalize=*/true);
   transforms.threads = resolve_threads(options.threads);
 }
 
