@@ -9,6 +9,7 @@
 #include "data/preprocess_job.h"
 #include "sagemaker/job_environment.h"
 #include "sagemaker/processing_job.h"
+#include "util/stop_signals.h"
 
 namespace medseg {
 
@@ -62,6 +63,8 @@ int run_preprocess_command(const std::string& ml_root, const PreprocessCommandOp
   }
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   job.threads = options.threads > 0 ? options.threads : cores;
+  StopSignals signals;  // SIGTERM: finish the cases in hand, close the shard, exit 0
+  job.stop = signals.flag();
   run_preprocess_job(job);
   return 0;
 }

@@ -142,6 +142,12 @@ PreprocessSummary run_preprocess_job(const PreprocessJobOptions& options) {
   // about `threads` cases, and the output is the same for any thread count.
   const size_t window = static_cast<size_t>(std::max(1, options.threads));
   for (size_t first = 0; first < mine.size(); first += window) {
+    if (options.stop != nullptr && options.stop->load()) {
+      summary.stopped = true;
+      spdlog::warn("preprocess: stop requested: {} of {} cases written, in whole shards",
+                   summary.cases_written, mine.size());
+      break;
+    }
     const size_t count = std::min(window, mine.size() - first);
     std::vector<CaseData> done(count);
     std::vector<std::exception_ptr> failures(count);
@@ -178,6 +184,7 @@ PreprocessSummary run_preprocess_job(const PreprocessJobOptions& options) {
       {"host", options.host_name},
       {"cases_total", summary.cases_total},
       {"cases_written", summary.cases_written},
+      {"stopped", summary.stopped},
       {"seconds", summary.seconds},
       {"seconds_per_case", summary.cases_written ? summary.seconds / summary.cases_written : 0.0},
       {"threads", options.threads},

@@ -4,6 +4,7 @@
 // the output does not depend on the thread count.
 #pragma once
 
+#include <atomic>
 #include <string>
 #include <vector>
 
@@ -26,9 +27,13 @@ struct PreprocessJobOptions {
   std::string host_name = "algo-1";  // part of the output file names (hosts' outputs are merged)
   int threads = 1;
   bool require_labels = false;  // training caches refuse unlabelled cases, like training
+  // Set by SIGTERM (Processing's StopProcessingJob): the job stops after the cases being
+  // preprocessed, closes its shard (every shard written stays whole) and reports.
+  const std::atomic<bool>* stop = nullptr;
 };
 
 struct PreprocessSummary {
+  bool stopped = false;       // by `stop`, before every case was written
   int64_t cases_total = 0;    // in the data set
   int64_t cases_written = 0;  // by this host
   double seconds = 0.0;

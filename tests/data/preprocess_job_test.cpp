@@ -1,13 +1,21 @@
 #include "data/preprocess_job.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <nlohmann/json.hpp>
+#include <thread>
 
 #include "data/case_discovery.h"
 #include "data/case_store.h"
 #include "data/synthetic_cases.h"
+#include "io/medseg_record.h"
 #include "test_support.h"
 #include "util/error.h"
 
@@ -128,6 +136,56 @@ TEST(PreprocessJobTest, NonFiniteVoxelsAreRefusedNamingTheFile) {
               std::string::npos)
         << error.what();
   }
+}
+
+// StopProcessingJob sends SIGTERM: the job finishes the case in hand, closes its shard and exits
+// 0 within seconds; every shard it leaves is whole and there is no temporary file.
+TEST(PreprocessJobTest, SigtermStopsWithWholeShardsOnly) {
+  testing::TempDir dir;
+  SynthOptions synth;
+  synth.out_dir = dir.file("input");
+  synth.cases = 40;
+  synth.shape = {96, 96, 64};
+  write_synthetic_dataset(synth);
+  const pid_t child = ::fork();
+  if (child == 0) {
+    const int fd = ::open(dir.file("log").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::dup2(fd, 1);
+    ::dup2(fd, 2);
+    ::execl(MEDSEG_BINARY, MEDSEG_BINARY, "preprocess", "--input", dir.file("input").c_str(),
+            "--output", dir.file("output").c_str(), "--threads", "1", "--set", "preprocess.shard_mb=1",
+            static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  // Once a few cases are written, stop it.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (testing::read_text(dir.file("log")).find("BRATS_004") == std::string::npos &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  const auto stopped = std::chrono::steady_clock::now();
+  ::kill(child, SIGTERM);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - stopped).count();
+  const std::string log = testing::read_text(dir.file("log"));
+  ASSERT_TRUE(WIFEXITED(status)) << log;
+  EXPECT_EQ(WEXITSTATUS(status), 0) << log;
+  EXPECT_LT(seconds, 10.0);
+  EXPECT_NE(log.find("stop requested"), std::string::npos) << log;
+  const nlohmann::json summary =
+      nlohmann::json::parse(testing::read_text(dir.file("output/preprocess-summary-algo-1.json")));
+  EXPECT_TRUE(summary["stopped"].get<bool>());
+  const int64_t written = summary["cases_written"].get<int64_t>();
+  EXPECT_GT(written, 0);
+  EXPECT_LT(written, 40);
+  for (const auto& entry : std::filesystem::directory_iterator(dir.file("output"))) {
+    EXPECT_EQ(entry.path().string().find(".tmp"), std::string::npos) << entry.path();
+  }
+  const MappedRecordReader reader(dir.file("output"));
+  EXPECT_EQ(static_cast<int64_t>(reader.size()), written);
+  for (size_t i = 0; i < reader.size(); ++i) EXPECT_NO_THROW(reader.read(i));
 }
 
 }  // namespace
