@@ -90,14 +90,13 @@ CaseLoadOptions load_options_from(const Config& config, bool normalize) {
 std::vector<CaseData> load_channel_cases(const JobEnvironment& environment,
                                          const std::string& channel, const Config& config,
                                          bool normalize) {
-  const auto found = environment.channels.find(channel);
-  const bool pipe = found != environment.channels.end() && found->second.input_mode == "Pipe";
+  const ChannelConfig channel_config = environment.channel(channel);
   std::vector<CaseData> cases;
-  if (pipe) {
+  if (channel_config.input_mode == "Pipe") {
     PipeChannelOptions options;
     options.data_dir = environment.paths.data_dir();
     options.channel = channel;
-    options.record_io = found->second.record_wrapper == "RecordIO";
+    options.record_io = channel_config.record_wrapper == "RecordIO";
     PipeChannel pipe_channel(options);
     std::unique_ptr<ByteSource> stream = pipe_channel.open_next_epoch();
     // A record header is believed only up to data.max_case_mb: buffers are sized from it before
@@ -140,8 +139,7 @@ StaticTransformOptions static_transform_options_from_config(const Config& config
 
 std::string record_channel_folder(const JobEnvironment& environment, const std::string& channel,
                                   const Config& config) {
-  const auto found = environment.channels.find(channel);
-  if (found != environment.channels.end() && found->second.input_mode == "Pipe") return "";
+  if (environment.channel(channel).input_mode == "Pipe") return "";
   const std::string folder = environment.paths.channel_dir(channel);
   std::error_code error;
   if (!std::filesystem::is_directory(folder, error)) return "";

@@ -174,6 +174,14 @@ std::string read_checkpoint_local_path(const std::string& path) {
   return optional_string(document, "LocalPath", path, "");
 }
 
+ChannelConfig JobEnvironment::channel(const std::string& name) const {
+  const auto found = channels.find(name);
+  if (found != channels.end()) return found->second;
+  ChannelConfig defaults;
+  defaults.name = name;
+  return defaults;
+}
+
 JobEnvironment load_job_environment(const MlPaths& paths) {
   JobEnvironment environment;
   environment.paths = paths;

@@ -49,6 +49,10 @@ struct JobEnvironment {
   std::map<std::string, ChannelConfig> channels;
   ResourceConfig resources;
   std::string checkpoint_dir;  // LocalPath of checkpointconfig.json, else empty
+
+  // The channel as inputdataconfig.json describes it; a channel it does not list (a local run,
+  // a folder put there by hand) is a File-mode, FullyReplicated one.
+  ChannelConfig channel(const std::string& name) const;
 };
 
 // The hosts that train together. One instance group (or none listed): all hosts. Several

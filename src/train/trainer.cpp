@@ -156,9 +156,7 @@ void Trainer::State::set_up_device() {
 // (float32: bit-exact); the host's other workers read that shard once every worker has passed a
 // barrier, and the first worker removes it after a second one.
 std::vector<CaseData> Trainer::State::load_channel(const std::string& channel, bool normalize) {
-  const auto found = environment.channels.find(channel);
-  const bool pipe = found != environment.channels.end() && found->second.input_mode == "Pipe";
-  if (!pipe || dist.local_world_size == 1) {
+  if (environment.channel(channel).input_mode != "Pipe" || dist.local_world_size == 1) {
     return load_channel_cases(environment, channel, config(), normalize);
   }
   if (!collectives) throw InternalError("Pipe mode with several workers but no collectives");
@@ -193,8 +191,7 @@ std::vector<CaseData> Trainer::State::load_channel(const std::string& channel, b
 // first worker builds the cache (or finds it, after a restart) while the others wait.
 std::string Trainer::State::training_records_folder(bool normalize) {
   const std::string& channel = config().data.train_channel;
-  const auto found = environment.channels.find(channel);
-  const std::string mode = found == environment.channels.end() ? "File" : found->second.input_mode;
+  const std::string mode = environment.channel(channel).input_mode;
   if (mode == "Pipe" || config().data.cache_dir == "memory" ||
       !fs::is_directory(environment.paths.channel_dir(channel))) {
     return "";  // load_channel() reads it (or names what is missing)
@@ -346,16 +343,15 @@ void Trainer::State::agree_on_data() {
   spdlog::info(
       "hosts hold different cases: each host's {} workers train on its own {} cases; steps per "
       "epoch count all {} training cases of the {} hosts; validation Dice is over all {} "
-      "validation "
-      "cases",
+      "validation cases",
       dist.local_world_size, train_cases.size(), data_group.training_cases_in_job, dist.num_nodes,
       data_group.validation_cases_in_job);
-  const auto channel = environment.channels.find("train");
-  if (channel != environment.channels.end() && channel->second.distribution != "ShardedByS3Key") {
+  const ChannelConfig channel = environment.channel(config().data.train_channel);
+  if (environment.channels.count(channel.name) != 0 && channel.distribution != "ShardedByS3Key") {
     spdlog::warn(
-        "the train channel is {}, yet hosts loaded different cases: check that every host sees the "
+        "the {} channel is {}, yet hosts loaded different cases: check that every host sees the "
         "same data",
-        channel->second.distribution);
+        channel.name, channel.distribution);
   }
 }
 

@@ -147,5 +147,19 @@ TEST(JobEnvironmentTest, LoadsAWholeMlRoot) {
   EXPECT_EQ(environment.paths.failure_file(), root.path() + "/output/failure");
 }
 
+TEST(JobEnvironmentTest, AnUnlistedChannelIsFileModeAndFullyReplicated) {
+  JobEnvironment environment;
+  environment.channels = read_input_data_config("/nonexistent");
+  ChannelConfig pipe;
+  pipe.name = "train";
+  pipe.input_mode = "Pipe";
+  environment.channels["train"] = pipe;
+  EXPECT_EQ(environment.channel("train").input_mode, "Pipe");
+  const ChannelConfig validation = environment.channel("validation");
+  EXPECT_EQ(validation.name, "validation");
+  EXPECT_EQ(validation.input_mode, "File");
+  EXPECT_EQ(validation.distribution, "FullyReplicated");
+}
+
 }  // namespace
 }  // namespace medseg
