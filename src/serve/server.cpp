@@ -2,7 +2,6 @@
 
 #include <httplib.h>
 #include <spdlog/spdlog.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
@@ -19,6 +18,7 @@
 #include "io/nifti_volume.h"
 #include "sagemaker/failure_file.h"
 #include "util/archive.h"
+#include "util/clock.h"
 #include "util/error.h"
 #include "util/file_io.h"
 
@@ -72,31 +72,6 @@ class ModelSlot {
   std::string failure_;
 };
 
-// A request body on local disk, so that the NIfTI reader (and its checks) sees a file; removed at
-// the end of the request.
-class BodyFile {
- public:
-  explicit BodyFile(const std::string& body) {
-    std::string pattern = (fs::temp_directory_path() / "medseg-serve-XXXXXX").string();
-    const int fd = ::mkstemp(pattern.data());
-    if (fd < 0) throw_system_error("cannot create a temporary file for a request");
-    path_ = pattern;
-    try {
-      write_all(fd, body.data(), body.size(), path_);
-    } catch (...) {
-      ::close(fd);
-      ::unlink(path_.c_str());
-      throw;
-    }
-    ::close(fd);
-  }
-  ~BodyFile() { ::unlink(path_.c_str()); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
 // Voxels and volumes per label value of `label_map`.
 nlohmann::json summary_of(const NiftiVolume& label_map) {
   std::map<int, int64_t> counts;
@@ -110,8 +85,6 @@ nlohmann::json summary_of(const NiftiVolume& label_map) {
           {"spacing_mm", {label_map.pixdim[0], label_map.pixdim[1], label_map.pixdim[2]}},
           {"labels", labels}};
 }
-
-std::string read_file(const std::string& path) { return read_text_file(path); }
 
 // The label map as a NumPy .npy (version 1.0): uint8, shape (X, Y, Z), Fortran order (NIfTI's
 // x-fastest order), so that numpy.load gives label[x, y, z] as nibabel's get_fdata() would.
@@ -132,7 +105,8 @@ std::string label_map_npy(const NiftiVolume& label_map) {
 }
 
 // A tar of one BraTS case folder (<case>_flair, _t1, _t1ce, _t2 NIfTI files; or those files at
-// the tar's root) as one 4-D image, modalities stacked as training stacks them.
+// the tar's root) as one 4-D image, modalities stacked as training stacks them. `folder` is
+// created and holds the extracted files.
 NiftiVolume read_brats_tar(const std::string& tar, const std::string& folder,
                            const NiftiReadOptions& options) {
   const std::string root = folder + "/case";
@@ -177,13 +151,12 @@ int serve(const ServeOptions& options, const std::atomic<bool>* stop) {
       auto predictor = std::make_unique<CasePredictor>(options.model_path, predictor_options);
       // One prediction before /ping says 200, so that the first request does not pay for the
       // allocations and kernel choices of the first forward pass.
-      const auto started = std::chrono::steady_clock::now();
+      const Clock::time_point started = Clock::now();
       const auto& roi = predictor->config().config.augment.roi_size;
       predictor->predict(make_synthetic_case({roi[0], roi[1], roi[2]}, 0, 0).image, "warm-up");
-      spdlog::info(
-          "serve: model {} loaded on {} ({}), warmed up in {:.2f} s", predictor->weights_file(),
-          predictor->device_name(), predictor->precision(),
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+      spdlog::info("serve: model {} loaded on {} ({}), warmed up in {:.2f} s",
+                   predictor->weights_file(), predictor->device_name(), predictor->precision(),
+                   seconds_since(started));
       model.set(std::move(predictor));
     } catch (const Error& error) {
       spdlog::error("serve: the model cannot be loaded: {}", error.what());
@@ -249,28 +222,25 @@ int serve(const ServeOptions& options, const std::atomic<bool>* stop) {
       return send_error(response, 400,
                         "empty request body: expected a 4-D NIfTI (.nii or .nii.gz)");
     }
+    // The request's files (its body, an extracted tar, the answer) live in one temporary folder,
+    // removed when the request ends.
     std::string temporary;
-    std::string extracted;
     try {
-      const BodyFile input(request.body);
-      temporary = input.path();
+      const TemporaryFolder folder("for a request");
+      temporary = folder.path();
+      const std::string body = folder.path() + "/body";
+      write_file_atomically(body, request.body);
       NiftiReadOptions read_options;
       read_options.max_bytes = static_cast<int64_t>(predictor->config().config.data.max_case_mb)
                                << 20;
       const bool tar = request.get_header_value("Content-Type") == "application/x-tar" ||
                        (request.body.size() > 262 && request.body.compare(257, 5, "ustar") == 0);
-      std::unique_ptr<TemporaryFolder> folder;
-      if (tar) {
-        folder = std::make_unique<TemporaryFolder>("to extract a request in");
-        extracted = folder->path();
-      }
-      const NiftiVolume image = tar ? read_brats_tar(input.path(), folder->path(), read_options)
-                                    : read_nifti(input.path(), read_options);
-      const auto started = std::chrono::steady_clock::now();
+      const NiftiVolume image = tar ? read_brats_tar(body, folder.path() + "/tar", read_options)
+                                    : read_nifti(body, read_options);
+      const Clock::time_point started = Clock::now();
       std::lock_guard<std::mutex> lock(predict_mutex);
       const Prediction prediction = predictor->predict(image, "request");
-      const double seconds =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+      const double seconds = seconds_since(started);
       spdlog::info("serve: {} bytes -> {}x{}x{} label map in {:.2f} s", request.body.size(),
                    prediction.label_map.dim[0], prediction.label_map.dim[1],
                    prediction.label_map.dim[2], seconds);
@@ -283,27 +253,25 @@ int serve(const ServeOptions& options, const std::atomic<bool>* stop) {
         return;
       }
       // The label map, or on request the sigmoid probabilities, as `infer` writes them.
-      const std::string output = input.path() + ".out.nii.gz";
+      const std::string output = folder.path() + "/answer.nii.gz";
       if (probabilities) {
         write_nifti(output, prediction.probabilities, NiftiDataType::kFloat32);
       } else {
         write_nifti(output, prediction.label_map, NiftiDataType::kUint8);
       }
-      std::string bytes = read_file(output);
-      ::unlink(output.c_str());
-      response.set_content(std::move(bytes), "application/x-nifti");
+      response.set_content(read_text_file(output), "application/x-nifti");
     } catch (const ClientError& error) {
-      // The temporary names mean nothing to the client: "the request body", "the tar".
+      // The temporary names mean nothing to the client: "the request body", "<tar>".
       std::string message = error.what();
-      for (size_t at = message.find(extracted); !extracted.empty() && at != std::string::npos;
-           at = message.find(extracted)) {
-        message.replace(at, extracted.size(), "<tar>");
-      }
-      const std::string named = "NIfTI file " + temporary;
-      if (message.rfind(named, 0) == 0) message.replace(0, named.size(), "the request body");
-      for (size_t at = message.find(temporary); !temporary.empty() && at != std::string::npos;
-           at = message.find(temporary)) {
-        message.replace(at, temporary.size(), "the request body");
+      const auto rename = [&message](const std::string& from, const std::string& to) {
+        for (size_t at = message.find(from); at != std::string::npos; at = message.find(from)) {
+          message.replace(at, from.size(), to);
+        }
+      };
+      if (!temporary.empty()) {
+        rename("NIfTI file " + temporary + "/body", "the request body");
+        rename(temporary + "/body", "the request body");
+        rename(temporary + "/tar", "<tar>");
       }
       send_error(
           response, 400,
