@@ -12,7 +12,6 @@
 #include <libdeflate.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
-#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -54,12 +53,6 @@
 namespace medseg {
 namespace fs = std::filesystem;
 namespace {
-
-double peak_rss_mib() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  return static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
-}
 
 int all_cores() { return static_cast<int>(std::max(1u, std::thread::hardware_concurrency())); }
 
@@ -338,7 +331,9 @@ int bench_train(const BenchCommandOptions& options) {
     print_result("train_gradient_sync_share", median_sync / median);
   }
   const double peak_mib =
-      device.is_cuda() ? cuda::peak_memory_bytes(device.index()) / 1048576.0 : peak_rss_mib();
+      static_cast<double>(device.is_cuda() ? cuda::peak_memory_bytes(device.index())
+                                           : memory_usage().peak_resident_bytes) /
+      (1 << 20);
   spdlog::info(
       "bench train: {} batch {} roi {}x{}x{} precision {}: median step {:.3f} s, {:.2f} samples/s, "
       "peak {} memory {:.0f} MiB ({} timed steps after {} warm-up, {} parameters)",

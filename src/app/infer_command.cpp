@@ -18,6 +18,7 @@
 #include "data/case_discovery.h"
 #include "infer/predictor.h"
 #include "sagemaker/ml_paths.h"
+#include "util/clock.h"
 #include "util/error.h"
 #include "util/file_io.h"
 #include "util/json_file.h"
@@ -27,8 +28,6 @@
 namespace medseg {
 namespace fs = std::filesystem;
 namespace {
-
-using Clock = std::chrono::steady_clock;
 
 constexpr const char* kModelChannel = "model";
 constexpr const char* kDataChannel = "data";
@@ -199,10 +198,6 @@ void check_outputs(const std::vector<CaseSource>& cases, const std::string& outp
 
 std::string shape_text(const std::array<int64_t, 3>& shape) {
   return std::to_string(shape[0]) + "x" + std::to_string(shape[1]) + "x" + std::to_string(shape[2]);
-}
-
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
 }  // namespace

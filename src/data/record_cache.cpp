@@ -4,7 +4,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <thread>
@@ -14,6 +13,7 @@
 #include "data/case_store.h"
 #include "data/preprocess_job.h"
 #include "sagemaker/job_environment.h"
+#include "util/clock.h"
 #include "util/error.h"
 #include "util/file_io.h"
 
@@ -121,10 +121,6 @@ void publish_cache(const std::string& temporary, const RecordCache& cache) {
   fsync_directory(fs::path(cache.folder).parent_path().string());
 }
 
-double seconds_since(std::chrono::steady_clock::time_point started) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-}
-
 }  // namespace
 
 RecordCache find_record_cache(const JobEnvironment& environment, const std::string& channel,
@@ -142,7 +138,7 @@ RecordCache find_record_cache(const JobEnvironment& environment, const std::stri
 
 void build_record_cache(const JobEnvironment& environment, const std::string& channel,
                         const Config& config, bool normalize, const RecordCache& cache) {
-  const auto started = std::chrono::steady_clock::now();
+  const Clock::time_point started = Clock::now();
   PreprocessJobOptions job = preprocess_options(config, normalize);
   job.input_dir = environment.paths.channel_dir(channel);
   job.output_dir = prepare_cache(cache, channel);
@@ -165,7 +161,7 @@ RecordCache find_record_copy(const JobEnvironment& environment, const std::strin
 
 void copy_records_to_cache(const JobEnvironment& environment, const std::string& channel,
                            const RecordCache& cache) {
-  const auto started = std::chrono::steady_clock::now();
+  const Clock::time_point started = Clock::now();
   const std::string temporary = prepare_cache(cache, channel);
   const std::string channel_dir = environment.paths.channel_dir(channel);
   int64_t bytes = 0;
