@@ -38,28 +38,30 @@ def container_arguments(args):
     return arguments
 
 
+def processor_settings(args, session):
+    """The Processor's arguments: the same keywords in SDK v2 and v3."""
+    return dict(role=args.role, image_uri=args.image, instance_count=args.instance_count,
+                instance_type=args.instance_type, volume_size_in_gb=args.volume_size,
+                max_runtime_in_seconds=args.max_run, base_job_name="medseg-preprocess",
+                sagemaker_session=session)
+
+
+def run_settings(args):
+    """Processor.run()'s arguments besides inputs and outputs, the same in SDK v2 and v3."""
+    return dict(arguments=container_arguments(args), wait=args.wait, logs=args.wait,
+                job_name=args.job_name)
+
+
 def process_v2(args, session):
     from sagemaker.processing import ProcessingInput, ProcessingOutput, Processor
 
-    processor = Processor(
-        role=args.role,
-        image_uri=args.image,
-        instance_count=args.instance_count,
-        instance_type=args.instance_type,
-        volume_size_in_gb=args.volume_size,
-        max_runtime_in_seconds=args.max_run,
-        base_job_name="medseg-preprocess",
-        sagemaker_session=session,
-    )
+    processor = Processor(**processor_settings(args, session))
     processor.run(
         inputs=[ProcessingInput(source=args.input_s3, destination=INPUT_PATH, input_name="data",
                                 s3_data_distribution_type=args.distribution)],
         outputs=[ProcessingOutput(source=OUTPUT_PATH, destination=args.output_s3,
                                   output_name="data")],
-        arguments=container_arguments(args),
-        wait=args.wait,
-        logs=args.wait,
-        job_name=args.job_name,
+        **run_settings(args),
     )
     return processor.latest_job.job_name
 
@@ -69,26 +71,14 @@ def process_v3(args, session):
     from sagemaker.core.shapes import (ProcessingInput, ProcessingOutput, ProcessingS3Input,
                                        ProcessingS3Output)
 
-    processor = Processor(
-        role=args.role,
-        image_uri=args.image,
-        instance_count=args.instance_count,
-        instance_type=args.instance_type,
-        volume_size_in_gb=args.volume_size,
-        max_runtime_in_seconds=args.max_run,
-        base_job_name="medseg-preprocess",
-        sagemaker_session=session,
-    )
+    processor = Processor(**processor_settings(args, session))
     processor.run(
         inputs=[ProcessingInput(input_name="data", s3_input=ProcessingS3Input(
             s3_uri=args.input_s3, local_path=INPUT_PATH, s3_data_type="S3Prefix",
             s3_input_mode="File", s3_data_distribution_type=args.distribution))],
         outputs=[ProcessingOutput(output_name="data", s3_output=ProcessingS3Output(
             s3_uri=args.output_s3, local_path=OUTPUT_PATH, s3_upload_mode="EndOfJob"))],
-        arguments=container_arguments(args),
-        wait=args.wait,
-        logs=args.wait,
-        job_name=args.job_name,
+        **run_settings(args),
     )
     return processor.latest_job.processing_job_name
 
