@@ -16,21 +16,25 @@
 
 namespace medseg {
 
-CaseData load_case(const CaseSource& source, const CaseLoadOptions& options) {
-  const NiftiVolume image = load_case_image(source, options.read);
-  // NaN/Inf voxels would poison NormalizeIntensity and then the loss: refuse them here, where
-  // the file can still be named.
+void check_finite_intensities(const NiftiVolume& image, const std::string& case_id,
+                              const std::vector<std::string>& image_files) {
   const int64_t per_volume = image.dim[0] * image.dim[1] * image.dim[2];
   for (size_t i = 0; i < image.data.size(); ++i) {
-    if (!std::isfinite(image.data[i])) {
-      const size_t volume = i / static_cast<size_t>(per_volume);
-      const std::string file =
-          source.image_files.size() > 1 ? source.image_files[volume] : source.image_files[0];
-      throw ClientError(file + ": case " + source.case_id + " has a non-finite voxel value (" +
-                        std::to_string(image.data[i]) + ") in volume " + std::to_string(volume) +
-                        "; expected finite intensities");
-    }
+    if (std::isfinite(image.data[i])) continue;
+    const size_t volume = i / static_cast<size_t>(per_volume);
+    const std::string file = image_files.empty()      ? ""
+                             : image_files.size() > 1 ? image_files[volume] + ": "
+                                                      : image_files[0] + ": ";
+    throw ClientError(file + "case " + case_id + " has a non-finite voxel value (" +
+                      std::to_string(image.data[i]) + ") in volume " + std::to_string(volume) +
+                      "; expected finite intensities");
   }
+}
+
+CaseData load_case(const CaseSource& source, const CaseLoadOptions& options) {
+  const NiftiVolume image = load_case_image(source, options.read);
+  // Refused here, where the file can still be named.
+  check_finite_intensities(image, source.case_id, source.image_files);
   if (source.label_file.empty()) {
     return preprocess_case(image, nullptr, options.transforms, source.case_id);
   }

@@ -22,6 +22,11 @@ struct CaseLoadOptions {
 // Every case of `index`, in index order. Errors name the case's files.
 std::vector<CaseData> load_cases(const DatasetIndex& index, const CaseLoadOptions& options);
 
+// NaN/Inf voxels would poison NormalizeIntensity and then the loss or the prediction: a
+// ClientError naming the case, its volume and (when given) the file it came from.
+void check_finite_intensities(const NiftiVolume& image, const std::string& case_id,
+                              const std::vector<std::string>& image_files = {});
+
 // Loads and preprocesses one NIfTI case.
 CaseData load_case(const CaseSource& source, const CaseLoadOptions& options);
 

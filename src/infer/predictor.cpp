@@ -271,17 +271,8 @@ std::string CasePredictor::precision() const { return state_->compute.precision;
 
 Prediction CasePredictor::predict(const NiftiVolume& image, const std::string& case_id) {
   State& s = *state_;
-  // NaN/Inf voxels would poison NormalizeIntensity and give an all-0 or NaN map: refuse them, as
-  // training does.
-  const int64_t per_volume = image.dim[0] * image.dim[1] * image.dim[2];
-  for (size_t i = 0; i < image.data.size(); ++i) {
-    if (!std::isfinite(image.data[i])) {
-      throw ClientError("case " + case_id + ": a non-finite voxel value (" +
-                        std::to_string(image.data[i]) + ") in volume " +
-                        std::to_string(i / static_cast<size_t>(per_volume)) +
-                        "; expected finite intensities");
-    }
-  }
+  // NaN/Inf voxels would give an all-0 or NaN map: refused, as training refuses them.
+  check_finite_intensities(image, case_id);
   // 1. Static transforms, no label.
   CaseData data = preprocess_case(image, nullptr, s.transforms, case_id);
   const std::array<int64_t, 3>& shape = data.spatial_shape;
