@@ -18,3 +18,8 @@ echo "demo: the job wrote $demo_dir/ml/model:"
 ls -l "$demo_dir/ml/model"
 echo "demo: metrics.json:"
 cat "$demo_dir/ml/model/metrics.json"
+# The learning curves (Debian's matplotlib) and where TensorBoard finds the event files.
+/usr/bin/python3 scripts/plot_metrics.py "$demo_dir/ml/output/data/metrics.jsonl" \
+  --out "$demo_dir/learning_curves.png" --title "medseg demo: 10 synthetic cases, 2 CPU cores"
+echo "demo: TensorBoard event files in $demo_dir/ml/output/tensorboard" \
+  "(tensorboard --logdir $demo_dir/ml/output/tensorboard)"

@@ -40,8 +40,9 @@ packages=(
   build-essential cmake ninja-build ccache pkg-config python3-venv
   libnifti2-dev zlib1g-dev libdeflate-dev libgloo-dev
   libyaml-cpp-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev libcpp-httplib-dev
-  libgtest-dev libgmock-dev
+  libpng-dev libgtest-dev libgmock-dev
   python3-numpy  # tests run scripts/read_records.py with the system Python
+  python3-matplotlib  # scripts/plot_metrics.py (the demo's learning curves)
 )
 missing=()
 for pkg in "${packages[@]}"; do

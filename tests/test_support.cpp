@@ -179,6 +179,13 @@ CommandResult run_python(const std::string& arguments) {
   return result;
 }
 
+nlohmann::json read_tensorboard(const std::string& folder) {
+  const CommandResult result = run_python("tests/io/read_tensorboard.py " + shell_quote(folder));
+  EXPECT_EQ(result.exit_code, 0) << result.output;
+  if (result.exit_code != 0) return nlohmann::json::object();
+  return nlohmann::json::parse(result.stdout_text);
+}
+
 std::string missing_cuda_devices(int count) {
 #ifdef MEDSEG_WITH_CUDA
   const int available = static_cast<int>(torch::cuda::device_count());

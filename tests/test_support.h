@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -58,6 +59,11 @@ CommandResult run_shell(const std::string& command_line);
 // from the repository root with the project's Python (MEDSEG_PYTHON: the virtual environment
 // scripts/setup.sh makes, with torch, MONAI and nibabel). A failure's output says so.
 CommandResult run_python(const std::string& arguments);
+
+// What TensorBoard's own reader finds in the event files of `folder` (tests/io/read_tensorboard.py:
+// scalars by tag as [step, value] pairs, images by tag with their decoded size and outline colour
+// counts); a failure of the reader fails the calling test.
+nlohmann::json read_tensorboard(const std::string& folder);
 
 }  // namespace medseg::testing
 

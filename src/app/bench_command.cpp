@@ -54,6 +54,14 @@ namespace medseg {
 namespace fs = std::filesystem;
 namespace {
 
+double percentile(std::vector<double> values, double fraction) {
+  if (values.empty()) return 0.0;
+  std::sort(values.begin(), values.end());
+  const size_t index = std::min(values.size() - 1,
+                                static_cast<size_t>(fraction * static_cast<double>(values.size())));
+  return values[index];
+}
+
 int all_cores() { return static_cast<int>(std::max(1u, std::thread::hardware_concurrency())); }
 
 void print_result(const std::string& name, double value) {
@@ -293,7 +301,6 @@ int bench_train(const BenchCommandOptions& options) {
   TrainingStep training_step(model, *optimizer, scaler, compute,
                              TrainingStepOptions{config.train.loss, config.optim.grad_clip_norm},
                              gradient_sync.get());
-  double exposed_sync = 0.0;
   const at::Tensor image =
       at::randn({options.batch, unet.in_channels, options.roi[0], options.roi[1], options.roi[2]},
                 at::TensorOptions().device(device));
@@ -302,23 +309,26 @@ int bench_train(const BenchCommandOptions& options) {
                 at::TensorOptions().device(device)) > 0.7)
           .to(at::kFloat);
   int64_t step_number = 0;
+  StepTimes times;
   auto step = [&] {
-    exposed_sync = training_step.run(image, label, step_number++).exposed_sync_seconds;
-    if (device.is_cuda()) cuda::synchronize();
+    times = training_step.run(image, label, step_number++, /*synchronize_phases=*/true).times;
   };
   for (int i = 0; i < options.warmup; ++i) step();
   std::vector<double> seconds;
-  std::vector<double> sync_seconds;
+  std::vector<StepTimes> parts;
   for (int i = 0; i < options.steps; ++i) {
     const auto started = Clock::now();
     step();
     seconds.push_back(seconds_since(started));
-    sync_seconds.push_back(exposed_sync);
+    parts.push_back(times);
   }
-  std::sort(seconds.begin(), seconds.end());
-  std::sort(sync_seconds.begin(), sync_seconds.end());
-  const double median = seconds[seconds.size() / 2];
-  const double median_sync = sync_seconds[sync_seconds.size() / 2];
+  const double median = percentile(seconds, 0.5);
+  const auto median_part = [&](double StepTimes::*part) {
+    std::vector<double> values;
+    for (const StepTimes& t : parts) values.push_back(t.*part);
+    return percentile(values, 0.5);
+  };
+  const double median_sync = median_part(&StepTimes::exposed_sync);
   const double samples_per_second = options.batch * dist.world_size / median;
   if (!dist.is_main()) return 0;
   if (gradient_sync) {
@@ -330,6 +340,26 @@ int bench_train(const BenchCommandOptions& options) {
     print_result("train_gradient_sync_seconds_median", median_sync);
     print_result("train_gradient_sync_share", median_sync / median);
   }
+  const std::pair<const char*, double StepTimes::*> phases[] = {
+      {"forward", &StepTimes::forward},
+      {"backward", &StepTimes::backward},
+      {"optimizer", &StepTimes::optimizer}};
+  std::string breakdown;
+  for (const auto& [name, part] : phases) {
+    const double value = median_part(part);
+    breakdown += fmt::format("{}{} {:.1f} ms ({:.0f}%)", breakdown.empty() ? "" : ", ", name,
+                             1000.0 * value, 100.0 * value / median);
+    print_result(std::string("train_") + name + "_seconds_median", value);
+  }
+  // The arithmetic the step does (forward + backward of every convolution), against the time.
+  const double flop_per_sample = unet_training_flop_per_sample(unet, options.roi);
+  const double tflops = flop_per_sample * options.batch / median / 1e12;
+  spdlog::info(
+      "bench train: step parts (medians): {}; {:.1f} GFLOP per sample, {:.3g} TFLOP/s "
+      "achieved per worker",
+      breakdown, flop_per_sample / 1e9, tflops);
+  print_result("train_gflop_per_sample", flop_per_sample / 1e9);
+  print_result("train_tflops_per_worker", tflops);
   const double peak_mib =
       static_cast<double>(device.is_cuda() ? cuda::peak_memory_bytes(device.index())
                                            : memory_usage().peak_resident_bytes) /
@@ -494,14 +524,6 @@ int bench_loader(const BenchCommandOptions& options) {
   }
   fs::remove_all(dir);
   return 0;
-}
-
-double percentile(std::vector<double> values, double fraction) {
-  if (values.empty()) return 0.0;
-  std::sort(values.begin(), values.end());
-  const size_t index = std::min(values.size() - 1,
-                                static_cast<size_t>(fraction * static_cast<double>(values.size())));
-  return values[index];
 }
 
 // `medseg serve` as a client sees it: a model of the configured architecture (random weights: the

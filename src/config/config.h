@@ -71,6 +71,7 @@ struct TrainConfig {
   int validate_every_epochs = 1;
   int log_every_steps = 10;
   std::string log_level = "info";
+  std::string tensorboard_dir;
 };
 
 struct SlidingWindowConfig {

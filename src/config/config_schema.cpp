@@ -217,6 +217,12 @@ std::vector<ConfigField> build_schema() {
       .alias("log_level")
       .choices({"trace", "debug", "info", "warn", "error"})
       .help("Log verbosity");
+  f.emplace_back(FIELD(train.tensorboard_dir))
+      .alias("tensorboard_dir")
+      .help(
+          "TensorBoard event files (scalars every progress line, a validation picture at each "
+          "validation); empty = LocalPath of tensorboardoutputconfig.json, else "
+          "<ml-root>/output/tensorboard; off = none");
   // sliding window
   f.emplace_back(FIELD(sliding_window.overlap))
       .alias("overlap")

@@ -230,4 +230,62 @@ int64_t count_parameters(const UNetImpl& unet) {
   return total;
 }
 
+namespace {
+
+// The forward FLOP of the network's pieces, following the construction above.
+struct FlopCounter {
+  const UNetOptions& options;
+
+  using Grid = std::array<int64_t, 3>;
+  static int64_t voxels(const Grid& grid) { return grid[0] * grid[1] * grid[2]; }
+  static Grid downsampled(const Grid& grid, int64_t stride) {  // kernel 3, padding 1
+    return {(grid[0] + stride - 1) / stride, (grid[1] + stride - 1) / stride,
+            (grid[2] + stride - 1) / stride};
+  }
+  static double convolution(int64_t in, int64_t out, int64_t kernel, int64_t output_voxels) {
+    return 2.0 * static_cast<double>(in * out * kernel * kernel * kernel * output_voxels);
+  }
+  // A ResidualUnit (or a plain convolution block when num_res_units is 0) at `grid` input.
+  double unit(int64_t in, int64_t out, int64_t stride, int64_t convolutions,
+              const Grid& grid) const {
+    const int64_t n = voxels(downsampled(grid, stride));
+    double flop = convolution(in, out, 3, n);
+    flop +=
+        static_cast<double>(std::max<int64_t>(0, convolutions - 1)) * convolution(out, out, 3, n);
+    if (options.num_res_units > 0 && (stride != 1 || in != out)) {
+      flop += convolution(in, out, stride != 1 ? 3 : 1, n);
+    }
+    return flop;
+  }
+  double level(int64_t in, int64_t out, size_t index, const Grid& grid) const {
+    const int64_t channels = options.channels[index];
+    const int64_t stride = options.strides[index];
+    const int64_t convolutions = std::max<int64_t>(1, options.num_res_units);
+    const Grid below = downsampled(grid, stride);
+    double flop = unit(in, channels, stride, convolutions, grid);
+    int64_t up_in = 0;
+    if (index + 2 < options.channels.size()) {
+      flop += level(channels, channels, index + 1, below);
+      up_in = 2 * channels;
+    } else {  // the bottom
+      const int64_t bottom = options.channels[index + 1];
+      flop += unit(channels, bottom, 1, convolutions, below);
+      up_in = channels + bottom;
+    }
+    // The transposed convolution scatters every input voxel through the 3x3x3 kernel.
+    flop += convolution(up_in, out, 3, voxels(below));
+    if (options.num_res_units > 0) flop += unit(out, out, 1, 1, grid);
+    return flop;
+  }
+};
+
+}  // namespace
+
+double unet_training_flop_per_sample(const UNetOptions& options,
+                                     const std::array<int64_t, 3>& roi) {
+  validate_unet_options(options);
+  const FlopCounter counter{options};
+  return 3.0 * counter.level(options.in_channels, options.out_channels, 0, roi);
+}
+
 }  // namespace medseg

@@ -165,7 +165,7 @@ ResourceConfig read_resource_config(const std::string& path) {
   return resources;
 }
 
-std::string read_checkpoint_local_path(const std::string& path) {
+std::string read_local_path(const std::string& path) {
   const json document = read_json_file(path, /*required=*/false);
   if (document.is_null()) return "";
   if (!document.is_object()) {
@@ -190,7 +190,8 @@ JobEnvironment load_job_environment(const MlPaths& paths) {
   environment.hyperparameters = read_hyperparameters(paths.hyperparameters_file());
   environment.channels = read_input_data_config(paths.input_data_config_file());
   environment.resources = read_resource_config(paths.resource_config_file());
-  environment.checkpoint_dir = read_checkpoint_local_path(paths.checkpoint_config_file());
+  environment.checkpoint_dir = read_local_path(paths.checkpoint_config_file());
+  environment.tensorboard_dir = read_local_path(paths.tensorboard_config_file());
   return environment;
 }
 

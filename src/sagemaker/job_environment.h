@@ -48,7 +48,8 @@ struct JobEnvironment {
   std::vector<Hyperparameter> hyperparameters;
   std::map<std::string, ChannelConfig> channels;
   ResourceConfig resources;
-  std::string checkpoint_dir;  // LocalPath of checkpointconfig.json, else empty
+  std::string checkpoint_dir;   // LocalPath of checkpointconfig.json, else empty
+  std::string tensorboard_dir;  // LocalPath of tensorboardoutputconfig.json, else empty
 
   // The channel as inputdataconfig.json describes it; a channel it does not list (a local run,
   // a folder put there by hand) is a File-mode, FullyReplicated one.
@@ -64,8 +65,9 @@ std::optional<ResourceConfig> training_world(const ResourceConfig& resources,
 
 std::map<std::string, ChannelConfig> read_input_data_config(const std::string& path);
 ResourceConfig read_resource_config(const std::string& path);
-// LocalPath, or "" when the file is missing.
-std::string read_checkpoint_local_path(const std::string& path);
+// LocalPath of checkpointconfig.json or tensorboardoutputconfig.json, or "" when the file is
+// missing.
+std::string read_local_path(const std::string& path);
 
 JobEnvironment load_job_environment(const MlPaths& paths);
 

@@ -17,6 +17,10 @@ struct MlPaths {
   std::string input_data_config_file() const { return config_dir() + "/inputdataconfig.json"; }
   std::string resource_config_file() const { return config_dir() + "/resourceconfig.json"; }
   std::string checkpoint_config_file() const { return config_dir() + "/checkpointconfig.json"; }
+  // Written when the job has a TensorBoardOutputConfig.
+  std::string tensorboard_config_file() const {
+    return config_dir() + "/tensorboardoutputconfig.json";
+  }
   std::string data_dir() const { return root + "/input/data"; }
   // File/FastFile mode: the channel's folder. Pipe mode: FIFOs <channel>_<epoch> beside it.
   std::string channel_dir(const std::string& channel) const { return data_dir() + "/" + channel; }
@@ -25,6 +29,7 @@ struct MlPaths {
   std::string output_data_dir() const { return output_dir() + "/data"; }
   std::string failure_file() const { return output_dir() + "/failure"; }
   std::string default_checkpoint_dir() const { return root + "/checkpoints"; }
+  std::string default_tensorboard_dir() const { return output_dir() + "/tensorboard"; }
 };
 
 }  // namespace medseg

@@ -34,11 +34,13 @@
 #include "train/checkpoint_store.h"
 #include "train/compute.h"
 #include "train/dice_metric.h"
+#include "train/job_report.h"
 #include "train/loss_scaler.h"
 #include "train/optimizer.h"
 #include "train/progress_meter.h"
 #include "train/training_checkpoint.h"
 #include "train/training_step.h"
+#include "train/validation_picture.h"
 #include "util/clock.h"
 #include "util/cuda.h"
 #include "util/error.h"
@@ -86,9 +88,25 @@ struct Trainer::State {
   int64_t steps_per_epoch = 1;
   int64_t total_steps = 1;
   int64_t global_step = 0;
-  std::ofstream metrics_log;
-  nlohmann::json history = nlohmann::json::array();
+  nlohmann::json history = nlohmann::json::array();  // a resumed job's, until `report` holds it
+  std::unique_ptr<JobReport> report;
   TrainSummary summary;
+
+  // Where the job's time went, for the end summary.
+  struct JobTimes {
+    Clock::time_point started = Clock::now();
+    double setup = 0.0;  // device, process group, data, model, resumption
+    double validation = 0.0;
+    double checkpoints = 0.0;
+    int64_t checkpoints_written = 0;
+    double training = 0.0;  // the epochs, validation and checkpoints excluded
+    int64_t samples = 0;    // this worker's, in `training`
+    double peak_worker_mib = 0.0;
+    double peak_host_mib = 0.0;
+  };
+  JobTimes times;
+  // The first validation case's predicted masks (rank 0), for the TensorBoard picture.
+  std::vector<uint8_t> picture_prediction;
 
   // Spot safety: where training resumes and when the next periodic checkpoint is due.
   std::unique_ptr<CheckpointStore> checkpoints;
@@ -126,16 +144,17 @@ struct Trainer::State {
   std::string training_records_folder(bool normalize);
   void agree_on_data();
   void build_model();
-  StepResult train_step(const Batch& batch);
+  StepResult train_step(const Batch& batch, bool timed);
   DiceAccumulator validate();
-  void record(nlohmann::json entry);
   void write_model(const std::string& file_name);
   void write_final_outputs();
+  nlohmann::json job_summary(double writing_seconds) const;
   void report_memory();
 
   std::string compatibility_key() const;
   void open_checkpoints();
-  void save_checkpoint(int64_t epoch, int64_t next_step, const char* reason);
+  // Returns the seconds it took.
+  double save_checkpoint(int64_t epoch, int64_t next_step, const char* reason);
   bool resume_from_checkpoint();
   bool checkpoint_due() const;
   void run_validation(int64_t epoch);
@@ -365,7 +384,9 @@ void Trainer::State::build_model() {
                config().model.num_res_units, count_parameters(*model));
 }
 
-StepResult Trainer::State::train_step(const Batch& batch) {
+StepResult Trainer::State::train_step(const Batch& batch, bool timed) {
+  if (timed && compute.device.is_cuda()) cuda::synchronize();  // the copy waits for nothing else
+  const Clock::time_point copy_started = Clock::now();
   const std::vector<int64_t> image_shape = {batch.batch_size, batch.image_channels, batch.shape[0],
                                             batch.shape[1], batch.shape[2]};
   const std::vector<int64_t> label_shape = {batch.batch_size, batch.label_channels, batch.shape[0],
@@ -377,7 +398,10 @@ StepResult Trainer::State::train_step(const Batch& batch) {
       at::from_blob(const_cast<uint8_t*>(batch.label.data()), label_shape, at::kByte)
           .to(compute.device)
           .to(at::kFloat);
-  return step->run(image, label, global_step);
+  const double copy_seconds = seconds_since(copy_started);
+  StepResult result = step->run(image, label, global_step, timed);
+  result.times.copy = copy_seconds;
+  return result;
 }
 
 DiceAccumulator Trainer::State::validate() {
@@ -403,6 +427,11 @@ DiceAccumulator Trainer::State::validate() {
         {data.label_channels, data.spatial_shape[0], data.spatial_shape[1], data.spatial_shape[2]},
         at::kByte);
     dice.add_case(prediction, truth);
+    if (index == 0 && report && report->writes_pictures()) {
+      const at::Tensor masks = prediction.to(at::kByte).contiguous();
+      picture_prediction.assign(masks.data_ptr<uint8_t>(),
+                                masks.data_ptr<uint8_t>() + masks.numel());
+    }
   }
   if (collectives) {
     std::vector<double> state = dice.state();
@@ -410,14 +439,6 @@ DiceAccumulator Trainer::State::validate() {
     dice.set_state(state);
   }
   return dice;
-}
-
-void Trainer::State::record(nlohmann::json entry) {
-  if (main() && metrics_log.is_open()) {
-    metrics_log << entry.dump() << '\n';
-    metrics_log.flush();
-  }
-  history.push_back(std::move(entry));
 }
 
 void Trainer::State::write_model(const std::string& file_name) {
@@ -437,17 +458,48 @@ void Trainer::State::report_memory() {
     per_host[static_cast<size_t>(rank / dist.local_world_size)] += per_worker[rank];
   }
   constexpr double kMiB = 1 << 20;
+  times.peak_worker_mib = *std::max_element(per_worker.begin(), per_worker.end()) / kMiB;
+  times.peak_host_mib = *std::max_element(per_host.begin(), per_host.end()) / kMiB;
   spdlog::info(
       "memory: peak resident {:.0f} MiB on the largest worker, {:.0f} MiB on the largest host "
       "({} workers); this worker now holds {:.0f} MiB private and {:.0f} MiB of mapped files",
-      *std::max_element(per_worker.begin(), per_worker.end()) / kMiB,
-      *std::max_element(per_host.begin(), per_host.end()) / kMiB, dist.local_world_size,
+      times.peak_worker_mib, times.peak_host_mib, dist.local_world_size,
       static_cast<double>(usage.anonymous_bytes) / kMiB,
       static_cast<double>(usage.file_bytes) / kMiB);
 }
 
+// The end of a job at a glance: the best validation and its Dice per class, where the time went,
+// the pace, the memory and the checkpoints (metrics.json's "summary", and a table in the log).
+nlohmann::json Trainer::State::job_summary(double writing_seconds) const {
+  nlohmann::json result = nlohmann::json::object();
+  if (summary.best_epoch >= 0) {
+    result["best_epoch"] = summary.best_epoch;
+    for (const nlohmann::json& entry : report->history()) {
+      if (entry.value("type", "") == "validation" &&
+          entry.value("epoch", -1) == summary.best_epoch) {
+        for (const auto& [key, value] : entry.items()) {
+          if (key.rfind("val_", 0) == 0) result["best_" + key] = value;
+        }
+      }
+    }
+  }
+  const double training = std::max(1e-9, times.training);
+  result["seconds"] = {{"setup", times.setup},
+                       {"training", times.training},
+                       {"validation", times.validation},
+                       {"checkpoints", times.checkpoints},
+                       {"writing_model", writing_seconds},
+                       {"total", seconds_since(times.started)}};
+  result["samples_per_second"] = static_cast<double>(times.samples) * dist.world_size / training;
+  result["peak_memory_mib"] = {{"largest_worker", times.peak_worker_mib},
+                               {"largest_host", times.peak_host_mib}};
+  result["checkpoints"] = {{"written", times.checkpoints_written}, {"seconds", times.checkpoints}};
+  return result;
+}
+
 void Trainer::State::write_final_outputs() {
   if (!main()) return;  // SageMaker merges every host's model folder: one writer
+  const Clock::time_point writing_started = Clock::now();
   write_model("model.pth");
   // The best model lives in the checkpoint folder during training (it is synced to S3 and
   // survives a Spot interruption); the model folder gets a copy at the end.
@@ -465,13 +517,16 @@ void Trainer::State::write_final_outputs() {
     metrics["best_val_mean_dice"] = summary.best_mean_dice;
     metrics["best_epoch"] = summary.best_epoch;
   }
-  for (auto it = history.rbegin(); it != history.rend(); ++it) {
+  const nlohmann::json& entries = report->history();
+  for (auto it = entries.rbegin(); it != entries.rend(); ++it) {
     if (it->contains("val_mean_dice")) {
       metrics["final_validation"] = *it;
       break;
     }
   }
+  metrics["summary"] = job_summary(seconds_since(writing_started));
   write_file_atomically(environment.paths.model_dir() + "/metrics.json", metrics.dump(2) + "\n");
+  spdlog::info("summary:\n{}", summary_table(metrics["summary"]));
   spdlog::info("wrote {}/model.pth{} and metrics.json", environment.paths.model_dir(),
                summary.best_epoch >= 0 ? ", best_model.pth" : "");
 }
@@ -538,9 +593,9 @@ bool Trainer::State::checkpoint_due() const {
   return c.every_minutes > 0 && seconds_since(last_checkpoint) >= c.every_minutes * 60.0;
 }
 
-void Trainer::State::save_checkpoint(int64_t epoch, int64_t next_step, const char* reason) {
+double Trainer::State::save_checkpoint(int64_t epoch, int64_t next_step, const char* reason) {
   last_checkpoint = Clock::now();
-  if (!main()) return;  // every rank holds the same weights; rank 0 writes them
+  if (!main()) return 0.0;  // every rank holds the same weights; rank 0 writes them
   CheckpointMeta meta;
   meta.reason = reason;
   meta.epoch = epoch;
@@ -549,7 +604,7 @@ void Trainer::State::save_checkpoint(int64_t epoch, int64_t next_step, const cha
   meta.world_size = dist.world_size;
   meta.compatibility_key = compatibility_key();
   meta.config_yaml = config_to_yaml(resolved);
-  meta.history = history;
+  meta.history = report->history();
   meta.best_mean_dice = summary.best_mean_dice;
   meta.best_epoch = summary.best_epoch;
   meta.loss_scale = scaler->scale();
@@ -558,7 +613,11 @@ void Trainer::State::save_checkpoint(int64_t epoch, int64_t next_step, const cha
   torch::serialize::OutputArchive archive;
   write_training_state(archive, *model, *optimizer, meta);
   checkpoints->save(global_step, archive);
+  const double seconds = seconds_since(last_checkpoint);
   last_checkpoint = Clock::now();
+  times.checkpoints += seconds;
+  ++times.checkpoints_written;
+  return seconds;
 }
 
 bool Trainer::State::resume_from_checkpoint() {
@@ -629,12 +688,20 @@ void Trainer::State::run_validation(int64_t epoch) {
     log_metric(name, dice.channel_mean(c));
     entry[name] = dice.channel_mean(c);
   }
-  record(entry);
+  report->record(entry);
+  if (!picture_prediction.empty()) {
+    const CaseData& shown = validation_cases.front();
+    report->add_picture("validation_picture/" + shown.case_id, global_step,
+                        validation_picture(shown, picture_prediction.data()));
+    picture_prediction.clear();
+  }
+  const double seconds = seconds_since(validation_started);
+  times.validation += seconds;
   spdlog::info(
       "epoch {} validation: mean Dice {:.4f} (TC {:.4f}, WT {:.4f}, ET {:.4f}) on {} "
       "cases in {:.1f} s",
       epoch + 1, mean, dice.channel_mean(0), dice.channel_mean(1), dice.channel_mean(2),
-      data_group.validation_cases_in_job, seconds_since(validation_started));
+      data_group.validation_cases_in_job, seconds);
   if (std::isfinite(mean) && mean > summary.best_mean_dice) {
     summary.best_mean_dice = mean;
     summary.best_epoch = epoch + 1;
@@ -717,14 +784,22 @@ void Trainer::State::resume_and_synchronise() {
 
 void Trainer::State::open_outputs_and_loader() {
   const Config& c = config();
+  JobReportOptions report_options;
+  report_options.writer = main();
+  report_options.metrics_path = environment.paths.output_data_dir() + "/metrics.jsonl";
+  report_options.tensorboard_dir = c.train.tensorboard_dir;
+  if (report_options.tensorboard_dir.empty())
+    report_options.tensorboard_dir = environment.tensorboard_dir;
+  if (report_options.tensorboard_dir.empty()) {
+    report_options.tensorboard_dir = environment.paths.default_tensorboard_dir();
+  }
+  if (report_options.tensorboard_dir == "off") report_options.tensorboard_dir.clear();
+  report_options.resumed_at_step = resumed ? global_step : -1;
   if (main()) {
     fs::create_directories(environment.paths.model_dir());
     fs::create_directories(environment.paths.output_data_dir());
-    // metrics.jsonl starts from the checkpoint's history: a resumed job's output folder is new.
-    metrics_log.open(environment.paths.output_data_dir() + "/metrics.jsonl", std::ios::trunc);
-    for (const nlohmann::json& entry : history) metrics_log << entry.dump() << '\n';
-    metrics_log.flush();
   }
+  report = std::make_unique<JobReport>(report_options, std::move(history));
   BatchLoaderOptions options;
   options.transforms = RandomTransformOptions::from_config(c);
   options.batch_size = c.train.batch_size;
@@ -760,39 +835,55 @@ void Trainer::State::report_progress(int64_t epoch, const Batch& batch, double l
     collectives->allreduce_sum(losses);
     loss = losses[0] / dist.world_size;
   }
-  const ProgressReport report = meter.report(global_step);
+  const ProgressReport progress = meter.report(global_step);
   const double lr = learning_rate_at(c.optim, c.schedule, global_step - 1, total_steps);
+  nlohmann::json entry = {{"type", "train"},
+                          {"epoch", epoch + 1},
+                          {"step", global_step},
+                          {"train_loss", loss},
+                          {"learning_rate", lr},
+                          {"samples_per_second", progress.samples_per_second},
+                          {"step_seconds", progress.step_seconds}};
   std::string sync;
   if (collectives) {
     sync = fmt::format(
         " gradient sync not hidden by backward {:.1f} ms/step ({:.0f}% of the "
         "step)",
-        1000.0 * report.exposed_sync_seconds_per_step, 100.0 * report.exposed_sync_share);
-    log_metric("gradient_sync_seconds_per_step", report.exposed_sync_seconds_per_step);
+        1000.0 * progress.exposed_sync_seconds_per_step, 100.0 * progress.exposed_sync_share);
+    log_metric("gradient_sync_seconds_per_step", progress.exposed_sync_seconds_per_step);
+    entry["gradient_sync_seconds_per_step"] = progress.exposed_sync_seconds_per_step;
   }
+  std::string parts;
+  nlohmann::json shares = nlohmann::json::object();
+  for (const auto& [name, share] : progress.shares()) {
+    parts += fmt::format(" {} {:.0f}%", name, 100.0 * share);
+    shares[name] = share;
+  }
+  entry["step_time_share"] = shares;
   spdlog::info("epoch {}/{} step {}/{} loss {:.4f} lr {:.3g} {:.2f} samples/s eta {}{}", epoch + 1,
-               c.train.epochs, batch.step + 1, steps_per_epoch, loss, lr, report.samples_per_second,
-               format_duration(report.eta_seconds), sync);
+               c.train.epochs, batch.step + 1, steps_per_epoch, loss, lr,
+               progress.samples_per_second, format_duration(progress.eta_seconds), sync);
+  spdlog::info("step time {:.0f} ms:{}", 1000.0 * progress.step_seconds, parts);
   log_metric("train_loss", loss);
   log_metric("learning_rate", lr);
-  log_metric("samples_per_second", report.samples_per_second);
-  record({{"type", "train"},
-          {"epoch", epoch + 1},
-          {"step", global_step},
-          {"train_loss", loss},
-          {"learning_rate", lr},
-          {"samples_per_second", report.samples_per_second}});
+  log_metric("samples_per_second", progress.samples_per_second);
+  report->record(std::move(entry));
 }
 
 void Trainer::State::train_epochs() {
   const Config& c = config();
   ProgressMeter meter(global_step, total_steps, dist.world_size);
   last_checkpoint = Clock::now();
+  const Clock::time_point epochs_started = Clock::now();
+  const double validation_before = times.validation;
+  const double checkpoints_before = times.checkpoints;
   for (int64_t epoch = start_epoch; epoch < c.train.epochs; ++epoch) {
     const int64_t first_step = epoch == start_epoch ? start_step : 0;
     loader->start_epoch(static_cast<uint64_t>(epoch), steps_per_epoch, first_step);
     Batch batch;
+    Clock::time_point waiting_since = Clock::now();
     while (loader->next(batch)) {
+      const double data_wait = seconds_since(waiting_since);
       // Occasional work first, at the step boundary: a stop request ends the job here.
       if (stop()) {
         summary.stopped_early = true;
@@ -803,30 +894,44 @@ void Trainer::State::train_epochs() {
       }
       set_learning_rate(*optimizer,
                         learning_rate_at(c.optim, c.schedule, global_step, total_steps));
-      const StepResult result = train_step(batch);
+      // On a GPU the phases are timed (with device synchronisation) on one step per progress
+      // line; on the CPU every step is timed exactly at no cost.
+      const bool timed =
+          !compute.device.is_cuda() || (global_step + 1) % c.train.log_every_steps == 0;
+      StepResult result = train_step(batch, timed);
+      result.times.data_wait = data_wait;
       heartbeat.beat();
       ++global_step;
-      meter.add_step(batch.batch_size, result.exposed_sync_seconds);
+      meter.add_step(batch.batch_size, result.times, timed);
+      times.samples += batch.batch_size;
       summary.last_loss = result.loss;
       const bool last_of_epoch = batch.step + 1 == steps_per_epoch;
       if (global_step % c.train.log_every_steps == 0 || last_of_epoch) {
         report_progress(epoch, batch, result.loss, meter);
       }
-      if (!last_of_epoch && checkpoint_due()) save_checkpoint(epoch, batch.step + 1, "periodic");
+      // Counted in the next progress line's interval, whose wall time includes it.
+      if (!last_of_epoch && checkpoint_due()) {
+        meter.add_checkpoint(save_checkpoint(epoch, batch.step + 1, "periodic"));
+      }
+      waiting_since = Clock::now();
     }
     if (summary.stopped_early) break;
     summary.epochs_completed = epoch + 1;
     log_metric("epoch", static_cast<double>(epoch + 1));
     const bool last_epoch = epoch + 1 == c.train.epochs;
     const int every = c.train.validate_every_epochs;
+    const Clock::time_point epoch_end_started = Clock::now();
     if (data_group.validation_cases_in_job > 0 && every > 0 &&
         ((epoch + 1) % every == 0 || last_epoch)) {
       run_validation(epoch);
     }
     save_checkpoint(epoch, steps_per_epoch, "epoch end");
+    meter.exclude(seconds_since(epoch_end_started));
   }
   summary.epochs_completed = std::max(summary.epochs_completed, start_epoch);
   summary.global_steps = global_step;
+  times.training = seconds_since(epochs_started) - (times.validation - validation_before) -
+                   (times.checkpoints - checkpoints_before);
   spdlog::info("training {}: {} epochs, {} steps in {}",
                summary.stopped_early ? "stopped" : "finished", summary.epochs_completed,
                global_step, format_duration(meter.seconds_since_start()));
@@ -839,6 +944,7 @@ TrainSummary Trainer::run() {
   s.set_up();
   s.resume_and_synchronise();
   s.open_outputs_and_loader();
+  s.times.setup = seconds_since(s.times.started);
   s.train_epochs();
   s.report_memory();
   s.write_final_outputs();

@@ -4,9 +4,13 @@
 #include <spdlog/spdlog.h>
 #include <torch/nn/utils/clip_grad.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cmath>
 
 #include "train/losses.h"
+#include "util/clock.h"
+#include "util/cuda.h"
 #include "util/error.h"
 
 namespace medseg {
@@ -25,9 +29,19 @@ TrainingStep::TrainingStep(UNet model, torch::optim::Optimizer& optimizer,
   }
 }
 
-StepResult TrainingStep::run(const at::Tensor& image, const at::Tensor& label,
-                             int64_t global_step) {
+StepResult TrainingStep::run(const at::Tensor& image, const at::Tensor& label, int64_t global_step,
+                             bool synchronize_phases) {
   StepResult result;
+  // The loss read below synchronises the device once per step anyway; the phases after it only
+  // when asked.
+  const bool synchronize = synchronize_phases && compute_.device.is_cuda();
+  Clock::time_point phase_started = Clock::now();
+  const auto end_phase = [&](double& seconds, bool wait_for_device) {
+    if (wait_for_device) cuda::synchronize();
+    const Clock::time_point now = Clock::now();
+    seconds = std::chrono::duration<double>(now - phase_started).count();
+    phase_started = now;
+  };
   model_->train();
   optimizer_.zero_grad();
   at::Tensor logits;
@@ -37,6 +51,7 @@ StepResult TrainingStep::run(const at::Tensor& image, const at::Tensor& label,
   }
   const at::Tensor loss = compute_loss(options_.loss, logits, label);
   result.loss = loss.item<double>();
+  end_phase(result.times.forward, false);
   if (!std::isfinite(result.loss) && !scaler_.enabled()) {
     throw ClientError("the training loss became " + std::to_string(result.loss) + " at step " +
                       std::to_string(global_step) + ": lower optim.learning_rate, enable " +
@@ -46,19 +61,23 @@ StepResult TrainingStep::run(const at::Tensor& image, const at::Tensor& label,
   scaler_.scale_loss(loss).backward();  // buckets are all-reduced as their gradients arrive
   if (gradient_sync_) {
     gradient_sync_->finish();
-    result.exposed_sync_seconds = gradient_sync_->last_exposed_seconds();
+    result.times.exposed_sync = gradient_sync_->last_exposed_seconds();
   }
+  end_phase(result.times.backward, synchronize);
+  result.times.backward = std::max(0.0, result.times.backward - result.times.exposed_sync);
   const std::vector<at::Tensor> parameters = model_->parameters();
   if (!scaler_.unscale_and_check(parameters)) {
     spdlog::warn("step {}: non-finite gradients under fp16; step skipped, loss scale now {}",
                  global_step, scaler_.scale());
     result.applied = false;
+    end_phase(result.times.optimizer, synchronize);
     return result;
   }
   if (options_.grad_clip_norm > 0) {
     torch::nn::utils::clip_grad_norm_(parameters, options_.grad_clip_norm);
   }
   optimizer_.step();
+  end_phase(result.times.optimizer, synchronize);
   return result;
 }
 

@@ -13,6 +13,7 @@
 #include "model/unet.h"
 #include "train/compute.h"
 #include "train/loss_scaler.h"
+#include "train/progress_meter.h"
 
 namespace medseg {
 
@@ -22,9 +23,11 @@ struct TrainingStepOptions {
 };
 
 struct StepResult {
-  double loss = 0.0;                  // this rank's loss (before scaling)
-  bool applied = true;                // false: skipped for non-finite fp16 gradients
-  double exposed_sync_seconds = 0.0;  // gradient sync the backward pass did not hide
+  double loss = 0.0;    // this rank's loss (before scaling)
+  bool applied = true;  // false: skipped for non-finite fp16 gradients
+  // forward, backward, exposed_sync (gradient sync the backward pass did not hide) and
+  // optimizer; exact on the CPU, and on a GPU when the step was run with `synchronize_phases`.
+  StepTimes times;
 };
 
 class TrainingStep {
@@ -38,8 +41,10 @@ class TrainingStep {
 
   // image float [B, C, X, Y, Z] and label 0/1 float [B, L, X, Y, Z] on the compute device.
   // `global_step` names the step in errors. A non-finite loss without loss scaling is a
-  // ClientError (the job cannot recover from it).
-  StepResult run(const at::Tensor& image, const at::Tensor& label, int64_t global_step);
+  // ClientError (the job cannot recover from it). `synchronize_phases`: wait for the GPU at the
+  // end of the backward pass and of the optimiser step, so that their times are exact.
+  StepResult run(const at::Tensor& image, const at::Tensor& label, int64_t global_step,
+                 bool synchronize_phases = false);
 
  private:
   UNet model_;

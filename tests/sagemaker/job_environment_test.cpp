@@ -130,8 +130,8 @@ TEST(CheckpointConfigTest, ReadsLocalPath) {
   testing::TempDir dir;
   testing::write_text(dir.file("checkpointconfig.json"),
                       R"({"LocalPath": "/opt/ml/checkpoints", "S3Path": "s3://b/ckpt"})");
-  EXPECT_EQ(read_checkpoint_local_path(dir.file("checkpointconfig.json")), "/opt/ml/checkpoints");
-  EXPECT_EQ(read_checkpoint_local_path(dir.file("absent.json")), "");
+  EXPECT_EQ(read_local_path(dir.file("checkpointconfig.json")), "/opt/ml/checkpoints");
+  EXPECT_EQ(read_local_path(dir.file("absent.json")), "");
 }
 
 TEST(JobEnvironmentTest, LoadsAWholeMlRoot) {
@@ -144,7 +144,19 @@ TEST(JobEnvironmentTest, LoadsAWholeMlRoot) {
   EXPECT_EQ(environment.channels.size(), 1u);
   EXPECT_EQ(environment.resources.hosts.size(), 2u);
   EXPECT_EQ(environment.checkpoint_dir, "");
+  EXPECT_EQ(environment.tensorboard_dir, "");
   EXPECT_EQ(environment.paths.failure_file(), root.path() + "/output/failure");
+}
+
+TEST(JobEnvironmentTest, ATensorBoardOutputConfigNamesTheEventFolder) {
+  // SageMaker writes this file when the estimator has a TensorBoardOutputConfig.
+  testing::TempDir root;
+  testing::make_ml_root(root.path(), "{}", "{}");
+  testing::write_text(
+      root.file("input/config/tensorboardoutputconfig.json"),
+      R"({"LocalPath": "/opt/ml/output/tensorboard", "S3OutputPath": "s3://b/tb"})");
+  EXPECT_EQ(load_job_environment(MlPaths{root.path()}).tensorboard_dir,
+            "/opt/ml/output/tensorboard");
 }
 
 TEST(JobEnvironmentTest, AnUnlistedChannelIsFileModeAndFullyReplicated) {

@@ -75,6 +75,72 @@ TEST(TrainerTest, LearnsTheSyntheticTumoursAndWritesTheModel) {
   }
   EXPECT_EQ(train_lines, 30);
   EXPECT_EQ(validation_lines, 3);
+
+  // The end summary: in metrics.json and as a table in the log.
+  const nlohmann::json& summary = metrics["summary"];
+  EXPECT_EQ(summary["best_epoch"], metrics["best_epoch"]);
+  EXPECT_EQ(summary["best_val_mean_dice"], metrics["best_val_mean_dice"]);
+  EXPECT_TRUE(summary.contains("best_val_dice_et")) << summary.dump();
+  EXPECT_GT(summary["seconds"]["training"].get<double>(), 0.0);
+  EXPECT_GT(summary["seconds"]["validation"].get<double>(), 0.0);
+  EXPECT_EQ(summary["checkpoints"]["written"], 30);  // one per epoch
+  EXPECT_GT(summary["samples_per_second"].get<double>(), 0.0);
+  EXPECT_GT(summary["peak_memory_mib"]["largest_worker"].get<double>(), 0.0);
+  EXPECT_NE(result.output.find("  seconds/validation  "), std::string::npos) << result.output;
+  // Where a step's time went, in the progress lines.
+  EXPECT_TRUE(std::regex_search(result.output, std::regex("step time [0-9]+ ms: data_wait [0-9]+% "
+                                                          "copy [0-9]+% forward [0-9]+% backward")))
+      << result.output;
+}
+
+// What a user sees in TensorBoard (read with TensorBoard's own reader): every number of
+// metrics.jsonl as a scalar at its step, and at each validation the picture of the first
+// validation case with the true and the predicted outlines.
+TEST(TrainerTest, TensorBoardShowsTheMetricsAndTheValidationPictures) {
+  testing::TempDir root;
+  make_job(root.path(), kFastHyperparameters);
+  const testing::CommandResult result =
+      testing::run_medseg({"train"}, {"MEDSEG_ML_ROOT=" + root.path()});
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const nlohmann::json read = testing::read_tensorboard(root.file("output/tensorboard"));
+  ASSERT_TRUE(read.contains("scalars"));
+  std::ifstream jsonl(root.file("output/data/metrics.jsonl"));
+  int compared = 0;
+  for (std::string line; std::getline(jsonl, line);) {
+    const nlohmann::json entry = nlohmann::json::parse(line);
+    const std::string type = entry["type"];
+    for (const char* key : {"train_loss", "learning_rate", "samples_per_second", "val_mean_dice",
+                            "val_dice_tc", "val_dice_wt", "val_dice_et"}) {
+      if (!entry.contains(key)) continue;
+      const nlohmann::json& points = read["scalars"][type + "/" + key];
+      bool found = false;
+      for (const nlohmann::json& point : points) {
+        if (point[0] == entry["step"]) {
+          // TensorBoard keeps float32.
+          EXPECT_EQ(point[1].get<double>(),
+                    static_cast<double>(static_cast<float>(entry[key].get<double>())))
+              << type << "/" << key << " at step " << entry["step"];
+          found = true;
+          ++compared;
+        }
+      }
+      EXPECT_TRUE(found) << type << "/" << key << " at step " << entry["step"] << " missing";
+    }
+  }
+  EXPECT_EQ(compared, 30 * 3 + 3 * 4);
+  EXPECT_EQ(read["scalars"]["train/step_time_share/forward"].size(), 30u);
+  // One picture per validation (epochs 10, 20, 30) of one fixed case; the trained network's
+  // predicted whole tumour (green) is in it.
+  ASSERT_EQ(read["images"].size(), 1u) << read["images"].dump();
+  const nlohmann::json& pictures = read["images"].begin().value();
+  ASSERT_EQ(pictures.size(), 3u);
+  for (const nlohmann::json& picture : pictures) {
+    EXPECT_GE(picture["pixels_height"].get<int>(), 240);
+    EXPECT_EQ(picture["pixels_width"], picture["width"]);
+  }
+  EXPECT_GT(pictures[2]["colours_right_half"]["green"].get<int>(), 0) << pictures.dump();
+  EXPECT_GT(pictures[2]["colours"]["green"].get<int>(),
+            pictures[2]["colours_right_half"]["green"].get<int>());  // the truth's, on the left
 }
 
 TEST(TrainerTest, SameSeedSameWeights) {

@@ -43,7 +43,7 @@ TEST(TrainingStepTest, StepsLowerTheLossOnAFixedBatch) {
   for (int i = 1; i < 15; ++i) {
     const StepResult result = step.run(f.image, f.label, i);
     EXPECT_TRUE(result.applied);
-    EXPECT_EQ(result.exposed_sync_seconds, 0.0);
+    EXPECT_EQ(result.times.exposed_sync, 0.0);
     last = result.loss;
   }
   EXPECT_LT(last, first - 0.05) << first << " -> " << last;
