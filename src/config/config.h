@@ -50,6 +50,7 @@ struct OptimConfig {
   double momentum = 0.99;
   std::vector<double> betas = {0.9, 0.999};
   double grad_clip_norm = 0.0;
+  bool fused = true;
 };
 
 struct ScheduleConfig {

@@ -162,6 +162,9 @@ std::vector<ConfigField> build_schema() {
       .alias("grad_clip_norm")
       .range(0.0)
       .help("Clip the global gradient norm; 0 = off");
+  f.emplace_back(FIELD(optim.fused))
+      .alias("fused_optimizer")
+      .help("adam/adamw: one fused kernel per parameter group (as torch.optim.Adam(fused=True))");
   // schedule
   f.emplace_back(FIELD(schedule.name))
       .alias("lr_schedule")

@@ -1,29 +1,109 @@
 #include "train/optimizer.h"
 
+#include <ATen/ops/_fused_adam.h>
+#include <ATen/ops/_fused_adamw.h>
+#include <ATen/ops/scalar_tensor.h>
+#include <ATen/ops/zeros_like.h>
 #include <torch/optim/adam.h>
 #include <torch/optim/adamw.h>
 #include <torch/optim/sgd.h>
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 
 #include "util/error.h"
 
 namespace medseg {
 
+namespace {
+
+// torch::optim::Adam or AdamW (their options and state, hence their checkpoints) whose step runs
+// ATen's fused kernel once per parameter group.
+template <typename Base, typename Options, typename State, bool kDecoupled>
+class FusedAdam : public Base {
+ public:
+  using Base::Base;
+
+  at::Tensor step(torch::optim::Optimizer::LossClosure closure = nullptr) override {
+    at::NoGradGuard no_grad;
+    at::Tensor loss;
+    if (closure != nullptr) {
+      at::AutoGradMode enable_grad(true);
+      loss = closure();
+    }
+    for (auto& group : this->param_groups()) {
+      const auto& options = static_cast<const Options&>(group.options());
+      std::vector<at::Tensor> params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps;
+      // The kernel reads each parameter's step count from a tensor on its device; parameters
+      // that stepped together share one.
+      std::map<std::pair<int64_t, std::string>, at::Tensor> step_tensors;
+      for (const at::Tensor& parameter : group.params()) {
+        if (!parameter.grad().defined()) continue;
+        std::unique_ptr<torch::optim::OptimizerParamState>& slot =
+            this->state_[parameter.unsafeGetTensorImpl()];
+        if (slot == nullptr) {
+          auto state = std::make_unique<State>();
+          state->exp_avg(at::zeros_like(parameter, at::MemoryFormat::Preserve));
+          state->exp_avg_sq(at::zeros_like(parameter, at::MemoryFormat::Preserve));
+          if (options.amsgrad()) {
+            state->max_exp_avg_sq(at::zeros_like(parameter, at::MemoryFormat::Preserve));
+          }
+          slot = std::move(state);
+        }
+        auto& state = static_cast<State&>(*slot);
+        state.step(state.step() + 1);
+        at::Tensor& step = step_tensors[{state.step(), parameter.device().str()}];
+        if (!step.defined()) {
+          step =
+              at::scalar_tensor(static_cast<double>(state.step()),
+                                at::TensorOptions().dtype(at::kFloat).device(parameter.device()));
+        }
+        params.push_back(parameter);
+        grads.push_back(parameter.grad());
+        exp_avgs.push_back(state.exp_avg());
+        exp_avg_sqs.push_back(state.exp_avg_sq());
+        if (options.amsgrad()) max_exp_avg_sqs.push_back(state.max_exp_avg_sq());
+        steps.push_back(step);
+      }
+      if (params.empty()) continue;
+      const auto [beta1, beta2] = options.betas();
+      if constexpr (kDecoupled) {
+        at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
+                          options.lr(), beta1, beta2, options.weight_decay(), options.eps(),
+                          options.amsgrad(), /*maximize=*/false);
+      } else {
+        at::_fused_adam_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, options.lr(),
+                         beta1, beta2, options.weight_decay(), options.eps(), options.amsgrad(),
+                         /*maximize=*/false);
+      }
+    }
+    return loss;
+  }
+};
+
+using FusedAdamL2 =
+    FusedAdam<torch::optim::Adam, torch::optim::AdamOptions, torch::optim::AdamParamState, false>;
+using FusedAdamW =
+    FusedAdam<torch::optim::AdamW, torch::optim::AdamWOptions, torch::optim::AdamWParamState, true>;
+
+}  // namespace
+
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const OptimConfig& config,
                                                         std::vector<at::Tensor> parameters) {
   if (config.name == "adam") {
-    return std::make_unique<torch::optim::Adam>(std::move(parameters),
-                                                torch::optim::AdamOptions(config.learning_rate)
-                                                    .betas({config.betas[0], config.betas[1]})
-                                                    .weight_decay(config.weight_decay));
+    const auto options = torch::optim::AdamOptions(config.learning_rate)
+                             .betas({config.betas[0], config.betas[1]})
+                             .weight_decay(config.weight_decay);
+    if (config.fused) return std::make_unique<FusedAdamL2>(std::move(parameters), options);
+    return std::make_unique<torch::optim::Adam>(std::move(parameters), options);
   }
   if (config.name == "adamw") {
-    return std::make_unique<torch::optim::AdamW>(std::move(parameters),
-                                                 torch::optim::AdamWOptions(config.learning_rate)
-                                                     .betas({config.betas[0], config.betas[1]})
-                                                     .weight_decay(config.weight_decay));
+    const auto options = torch::optim::AdamWOptions(config.learning_rate)
+                             .betas({config.betas[0], config.betas[1]})
+                             .weight_decay(config.weight_decay);
+    if (config.fused) return std::make_unique<FusedAdamW>(std::move(parameters), options);
+    return std::make_unique<torch::optim::AdamW>(std::move(parameters), options);
   }
   if (config.name == "sgd") {
     return std::make_unique<torch::optim::SGD>(std::move(parameters),

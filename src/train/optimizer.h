@@ -12,6 +12,11 @@
 namespace medseg {
 
 // adam (L2 weight decay, as torch.optim.Adam), adamw (decoupled) or sgd (Nesterov momentum).
+// With optim.fused (the default), adam and adamw update every parameter of a group in one fused
+// kernel (ATen's _fused_adam_ / _fused_adamw_, on the CPU and on GPUs, as torch.optim.Adam's
+// fused=True) instead of about ten tensor operations per parameter; the state (moments, step
+// counts) is torch::optim::Adam's, so checkpoints of either load into the other. The two agree to
+// float32 rounding, not bit for bit.
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const OptimConfig& config,
                                                         std::vector<at::Tensor> parameters);
 

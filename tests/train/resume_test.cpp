@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
 
@@ -86,9 +87,19 @@ TEST(ResumeTest, KilledAtRandomMomentsAndRestartedEndsWithIdenticalWeights) {
   for (size_t i = 0; i < expected.size(); ++i) {
     EXPECT_TRUE(at::equal(expected[i], actual[i])) << "parameter " << i << " differs";
   }
-  // The metrics of the resumed job tell the same story as the reference's.
-  EXPECT_EQ(testing::read_text(reference.file("model/metrics.json")),
-            testing::read_text(interrupted.file("model/metrics.json")));
+  // The metrics of the resumed job tell the same story as the reference's; only the summary's
+  // account of where this run's time, memory and checkpoints went is the last start's own.
+  const auto story = [](const std::string& path) {
+    nlohmann::json metrics = nlohmann::json::parse(testing::read_text(path));
+    for (const char* per_run :
+         {"seconds", "checkpoints", "peak_memory_mib", "samples_per_second"}) {
+      EXPECT_TRUE(metrics["summary"].contains(per_run)) << per_run;
+      metrics["summary"].erase(per_run);
+    }
+    return metrics.dump(2);
+  };
+  EXPECT_EQ(story(reference.file("model/metrics.json")),
+            story(interrupted.file("model/metrics.json")));
 }
 
 TEST(ResumeTest, SigtermWritesACheckpointThatTheNextRunResumes) {
