@@ -161,18 +161,14 @@ void CasePredictor::State::load(const std::string& model_path) {
   auto from_archive = [&](const std::string& archive) {
     // Removed once the weights are in memory.
     const TemporaryFolder temporary("to extract the model archive in");
+    // Weights hardly compress: an archive expanding beyond 32x its size (or 512 MiB) is refused.
+    std::error_code size_error;
+    const auto archive_bytes = static_cast<int64_t>(fs::file_size(archive, size_error));
     extract_tar(
         archive, temporary.path(), "model archive " + archive,
-        std::string("expected SageMaker's model.tar.gz holding model.pth and ") + kConfigFileName);
+        std::string("expected SageMaker's model.tar.gz holding model.pth and ") + kConfigFileName,
+        std::max<int64_t>(int64_t{512} << 20, size_error ? 0 : 32 * archive_bytes));
     const std::string folder = model_folder_in_archive(temporary.path(), archive);
-    // A member that links elsewhere (a symlink model.pth -> /etc/...) is not the archive's.
-    for (const auto& entry : fs::recursive_directory_iterator(temporary.path(), error)) {
-      if (entry.is_symlink(error)) {
-        throw ClientError("model archive " + archive + ": member " +
-                          entry.path().lexically_relative(temporary.path()).string() +
-                          " is a symbolic link; expected regular files only");
-      }
-    }
     try {
       load_folder(folder, "");
     } catch (const ClientError& failure) {
@@ -238,6 +234,7 @@ void CasePredictor::State::load_folder(const std::string& folder, const std::str
   ComputeRequest request;
   request.device = options.device.empty() ? "auto" : options.device;
   request.device_setting = "--device";
+  request.local_rank = options.gpu;
   request.amp_setting = "the model's train.amp";
   const bool may_use_gpu = request.device != "cpu" && torch::cuda::is_available();
   request.amp = may_use_gpu ? config.train.amp : "off";

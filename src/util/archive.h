@@ -1,8 +1,9 @@
 // Tar archives, extracted by the system's /bin/tar (GNU tar: compression detected from the
-// content; absolute member names are made relative and members with ".." are refused), into a
-// temporary folder that is removed with everything in it.
+// content; absolute member names are made relative and members with ".." are refused) after
+// their listing is checked against a size bound, into a temporary folder that is removed with everything in it.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 namespace medseg {
@@ -21,10 +22,14 @@ class TemporaryFolder {
   std::string path_;
 };
 
-// Extracts `archive` (a tar file, plain or compressed) into `folder`. When tar fails: a
-// ClientError "<name>: cannot extract it as a tar file (tar's messages); <expected>", `name`
-// being how the caller names the archive ("model archive /opt/ml/model/model.tar.gz").
+// Extracts `archive` (a tar file, plain or compressed) into `folder`. The archive is listed
+// first: members other than regular files and folders (symbolic or hard links, devices, FIFOs),
+// more than kMaxTarMembers members, or members totalling more than `max_bytes` are refused before
+// anything is written. When tar fails or a member is refused: a ClientError "<name>: ...;
+// <expected>", `name` being how the caller names the archive ("model archive
+// /opt/ml/model/model.tar.gz").
+constexpr int64_t kMaxTarMembers = 10000;
 void extract_tar(const std::string& archive, const std::string& folder, const std::string& name,
-                 const std::string& expected);
+                 const std::string& expected, int64_t max_bytes);
 
 }  // namespace medseg
