@@ -619,6 +619,11 @@ int bench_serve(const BenchCommandOptions& options) {
     print_result(prefix + "latency_p99_seconds", percentile(latencies, 0.99));
     print_result(prefix + "requests_per_second", latencies.size() / wall);
     print_result(prefix + "ping_max_seconds", percentile(pings, 1.0));
+    // The server's peak resident memory so far (VmHWM: the largest phase so far decides it).
+    const double peak_mib = memory_usage(server).peak_resident_bytes / 1048576.0;
+    spdlog::info("bench serve: the server's peak resident memory after {} client(s): {:.0f} MiB",
+                 concurrency, peak_mib);
+    print_result(prefix + "server_peak_rss_mib", peak_mib);
   }
   stop_server();
   return 0;

@@ -249,7 +249,8 @@ int run_cli(int argc, char** argv) {
 
   const std::string ml_root = resolve_ml_root(ml_root_flag);
   const bool runs_a_job = (train->parsed() && !list_config && !train_options.print_config) ||
-                          preprocess->parsed() || infer->parsed();
+                          preprocess->parsed() || infer->parsed() ||
+                          serve_command->parsed();
   if (runs_a_job && is_first_process_of_host()) clear_stale_failure_files(ml_root);
   try {
     if (metric_definitions_command->parsed()) {

@@ -53,6 +53,8 @@ struct PredictorOptions {
   std::string weights;
   // auto (CUDA when available), cpu or cuda.
   std::string device = "auto";
+  // The GPU (index) when the device is CUDA: serve puts one replica on each.
+  int gpu = 0;
   // `key=value` configuration overrides applied on top of the model's medseg_config.yaml.
   std::vector<std::string> overrides;
   // Also return the sigmoid probabilities (preprocessed grid).

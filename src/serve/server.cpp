@@ -2,8 +2,11 @@
 
 #include <httplib.h>
 #include <spdlog/spdlog.h>
+#include <torch/cuda.h>
 
+#include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
@@ -42,12 +45,18 @@ void send_error(httplib::Response& response, int status, const std::string& mess
   response.set_content(nlohmann::json{{"error", message}}.dump() + "\n", "application/json");
 }
 
-// The model, loaded in the background; null until ready (or when loading failed).
-class ModelSlot {
+// The model replicas (one per GPU, one on the CPU), loaded in the background. Ready once every
+// replica is loaded; a request borrows a free replica (waiting for one) and returns it.
+class ReplicaPool {
  public:
-  void set(std::unique_ptr<CasePredictor> predictor) {
+  void add(std::unique_ptr<CasePredictor> predictor) {
     std::lock_guard<std::mutex> lock(mutex_);
-    predictor_ = std::move(predictor);
+    free_.push_back(predictor.get());
+    replicas_.push_back(std::move(predictor));
+  }
+  void set_ready() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ready_ = true;
   }
   void fail(const std::string& reason) {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -55,22 +64,81 @@ class ModelSlot {
   }
   bool ready() const {
     std::lock_guard<std::mutex> lock(mutex_);
-    return predictor_ != nullptr;
+    return ready_;
   }
   std::string failure() const {
     std::lock_guard<std::mutex> lock(mutex_);
     return failure_;
   }
-  CasePredictor* get() const {
+  // Any replica, for what they share (the configuration); null until ready.
+  const CasePredictor* first() const {
     std::lock_guard<std::mutex> lock(mutex_);
-    return predictor_.get();
+    return ready_ ? replicas_.front().get() : nullptr;
+  }
+
+  // A replica for one prediction, returned to the pool when the lease ends.
+  class Lease {
+   public:
+    Lease(ReplicaPool& pool, CasePredictor* predictor) : pool_(pool), predictor_(predictor) {}
+    ~Lease() { pool_.give_back(predictor_); }
+    Lease(const Lease&) = delete;
+    Lease& operator=(const Lease&) = delete;
+    CasePredictor& operator*() const { return *predictor_; }
+    CasePredictor* operator->() const { return predictor_; }
+
+   private:
+    ReplicaPool& pool_;
+    CasePredictor* predictor_;
+  };
+  Lease borrow() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    freed_.wait(lock, [this] { return !free_.empty(); });
+    CasePredictor* predictor = free_.back();
+    free_.pop_back();
+    return Lease(*this, predictor);
   }
 
  private:
+  void give_back(CasePredictor* predictor) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      free_.push_back(predictor);
+    }
+    freed_.notify_one();
+  }
+
   mutable std::mutex mutex_;
-  std::unique_ptr<CasePredictor> predictor_;
+  std::condition_variable freed_;
+  std::vector<std::unique_ptr<CasePredictor>> replicas_;
+  std::vector<CasePredictor*> free_;
+  bool ready_ = false;
   std::string failure_;
 };
+
+// How many model replicas serve: MEDSEG_SERVE_REPLICAS when set (replica i on GPU i modulo the
+// GPUs: 2 per GPU overlap one case's CPU work with another's GPU work), else one per visible GPU,
+// one on the CPU.
+int replica_count(const std::string& device, int gpus) {
+  const int requested = env_int("MEDSEG_SERVE_REPLICAS", 0);
+  if (requested < 0 || requested > 64) {
+    throw ClientError("environment variable MEDSEG_SERVE_REPLICAS=" + std::to_string(requested) +
+                      ": expected 1 to 64 (0 or unset: one per GPU, one on the CPU)");
+  }
+  if (requested > 0) return requested;
+  return device == "cpu" ? 1 : std::max(1, gpus);
+}
+
+// SageMaker Batch Transform's settings (SAGEMAKER_BATCH=true): every request must hold one
+// whole case, so the strategy must leave objects whole.
+std::string batch_strategy() {
+  const char* value = std::getenv("SAGEMAKER_BATCH_STRATEGY");
+  const std::string strategy = value == nullptr ? "" : value;
+  if (!strategy.empty() && strategy != "SINGLE_RECORD" && strategy != "MULTI_RECORD") {
+    throw ClientError("environment variable SAGEMAKER_BATCH_STRATEGY='" + strategy +
+                      "': expected SINGLE_RECORD or MULTI_RECORD");
+  }
+  return strategy.empty() ? "SINGLE_RECORD" : strategy;
+}
 
 // Voxels and volumes per label value of `label_map`.
 nlohmann::json summary_of(const NiftiVolume& label_map) {
@@ -111,7 +179,11 @@ NiftiVolume read_brats_tar(const std::string& tar, const std::string& folder,
                            const NiftiReadOptions& options) {
   const std::string root = folder + "/case";
   fs::create_directories(root);
-  extract_tar(tar, root, "the request body", "expected a tar of one BraTS case folder");
+  // NIfTI files compress a few times at most: a tar expanding beyond 8x the body (or 256 MiB, a
+  // full-size float32 case uncompressed) is refused before it is written.
+  const auto body_bytes = static_cast<int64_t>(fs::file_size(tar));
+  extract_tar(tar, root, "the request body", "expected a tar of one BraTS case folder",
+              std::max<int64_t>(int64_t{256} << 20, 8 * body_bytes));
   // A tar of the case folder itself, or of its files.
   std::vector<fs::path> entries;
   for (const auto& entry : fs::directory_iterator(root)) entries.push_back(entry.path());
@@ -142,50 +214,66 @@ int serve(const ServeOptions& options, const std::atomic<bool>* stop) {
   const int port = env_int("SAGEMAKER_BIND_TO_PORT", options.port);
   const int64_t max_payload_mb =
       env_int("SAGEMAKER_MAX_PAYLOAD_IN_MB", static_cast<int>(options.max_payload_mb));
-  ModelSlot model;
+  const int gpus = options.device == "cpu" ? 0 : static_cast<int>(torch::cuda::device_count());
+  const int replicas = replica_count(options.device, gpus);
+  // Batch Transform sends up to SAGEMAKER_MAX_CONCURRENT_TRANSFORMS requests at once: those beyond
+  // the replicas wait rather than get 503.
+  const int concurrent_transforms = env_int("SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", 0);
+  const int max_waiting =
+      std::max(env_int("MEDSEG_SERVE_MAX_WAITING", 4), concurrent_transforms - replicas);
+  const std::string strategy = batch_strategy();
+  if (strategy == "MULTI_RECORD") {
+    spdlog::warn(
+        "serve: SAGEMAKER_BATCH_STRATEGY=MULTI_RECORD: each request must still hold one whole "
+        "case (use SplitType None, which sends every S3 object whole)");
+  }
+  ReplicaPool pool;
   std::thread loader([&] {
     try {
-      PredictorOptions predictor_options;
-      predictor_options.device = options.device;
-      predictor_options.keep_probabilities = true;  // for requests that ask for them
-      auto predictor = std::make_unique<CasePredictor>(options.model_path, predictor_options);
-      // One prediction before /ping says 200, so that the first request does not pay for the
-      // allocations and kernel choices of the first forward pass.
-      const Clock::time_point started = Clock::now();
-      const auto& roi = predictor->config().config.augment.roi_size;
-      predictor->predict(make_synthetic_case({roi[0], roi[1], roi[2]}, 0, 0).image, "warm-up");
-      spdlog::info("serve: model {} loaded on {} ({}), warmed up in {:.2f} s",
-                   predictor->weights_file(), predictor->device_name(), predictor->precision(),
-                   seconds_since(started));
-      model.set(std::move(predictor));
+      for (int replica = 0; replica < replicas; ++replica) {
+        PredictorOptions predictor_options;
+        predictor_options.device = options.device;
+        predictor_options.gpu = gpus > 0 ? replica % gpus : 0;
+        predictor_options.keep_probabilities = true;  // for requests that ask for them
+        auto predictor = std::make_unique<CasePredictor>(options.model_path, predictor_options);
+        // One prediction before /ping says 200, so that the first request does not pay for the
+        // allocations and kernel choices of the first forward pass.
+        const Clock::time_point started = Clock::now();
+        const auto& roi = predictor->config().config.augment.roi_size;
+        predictor->predict(make_synthetic_case({roi[0], roi[1], roi[2]}, 0, 0).image, "warm-up");
+        spdlog::info("serve: replica {} of {}: model {} loaded on {} ({}), warmed up in {:.2f} s",
+                     replica + 1, replicas, predictor->weights_file(), predictor->device_name(),
+                     predictor->precision(), seconds_since(started));
+        pool.add(std::move(predictor));
+      }
+      pool.set_ready();
     } catch (const Error& error) {
       spdlog::error("serve: the model cannot be loaded: {}", error.what());
       write_failure_file(options.ml_root, error.kind(), error.what());
-      model.fail(error.what());
+      pool.fail(error.what());
     } catch (const std::exception& error) {
       spdlog::error("serve: the model cannot be loaded: {}", error.what());
       write_failure_file(options.ml_root, ErrorKind::kInternal, error.what());
-      model.fail(error.what());
+      pool.fail(error.what());
     }
   });
 
   httplib::Server server;
   server.set_payload_max_length(static_cast<size_t>(max_payload_mb) << 20);
-  std::mutex predict_mutex;  // one prediction at a time
-  // One request predicting and at most this many waiting; more get 503 and Retry-After.
-  const int max_waiting = env_int("MEDSEG_SERVE_MAX_WAITING", 4);
+  // At most one request predicting per replica and `max_waiting` waiting; more get 503 and
+  // Retry-After.
   std::atomic<int> in_flight{0};
 
   server.Get("/ping", [&](const httplib::Request&, httplib::Response& response) {
-    if (model.ready()) {
+    if (pool.ready()) {
       response.set_content("{\"status\": \"ok\"}\n", "application/json");
     } else {
-      const std::string failure = model.failure();
+      const std::string failure = pool.failure();
       send_error(response, 503, failure.empty() ? "the model is loading" : failure);
     }
   });
   server.Get("/execution-parameters", [&](const httplib::Request&, httplib::Response& response) {
-    response.set_content(nlohmann::json{{"MaxConcurrentTransforms", 1},
+    response.set_content(nlohmann::json{{"MaxConcurrentTransforms", replicas},
                                         {"BatchStrategy", "SINGLE_RECORD"},
                                         {"MaxPayloadInMB", max_payload_mb}}
                                  .dump() +
@@ -193,8 +281,8 @@ int serve(const ServeOptions& options, const std::atomic<bool>* stop) {
                          "application/json");
   });
   server.Post("/invocations", [&](const httplib::Request& request, httplib::Response& response) {
-    CasePredictor* predictor = model.get();
-    if (predictor == nullptr) return send_error(response, 503, "the model is not loaded");
+    const CasePredictor* loaded = pool.first();
+    if (loaded == nullptr) return send_error(response, 503, "the model is not loaded");
     const std::string accept = request.get_header_value("Accept");
     const bool json = accept.find("application/json") != std::string::npos;
     const bool npy = accept.find("application/x-npy") != std::string::npos;
@@ -211,12 +299,12 @@ int serve(const ServeOptions& options, const std::atomic<bool>* stop) {
     const bool probabilities =
         request.get_header_value("X-Amzn-SageMaker-Custom-Attributes").find("probabilities") !=
         std::string::npos;
-    const Admission admission(in_flight, 1 + max_waiting);
+    const Admission admission(in_flight, replicas + max_waiting);
     if (!admission.admitted()) {
       response.set_header("Retry-After", "5");
       return send_error(response, 503,
-                        "busy: one request is being predicted and " + std::to_string(max_waiting) +
-                            " are waiting; retry later");
+                        "busy: " + std::to_string(replicas) + " request(s) are being predicted and " +
+                            std::to_string(max_waiting) + " are waiting; retry later");
     }
     if (request.body.empty()) {
       return send_error(response, 400,
@@ -231,19 +319,19 @@ int serve(const ServeOptions& options, const std::atomic<bool>* stop) {
       const std::string body = folder.path() + "/body";
       write_file_atomically(body, request.body);
       NiftiReadOptions read_options;
-      read_options.max_bytes = static_cast<int64_t>(predictor->config().config.data.max_case_mb)
+      read_options.max_bytes = static_cast<int64_t>(loaded->config().config.data.max_case_mb)
                                << 20;
       const bool tar = request.get_header_value("Content-Type") == "application/x-tar" ||
                        (request.body.size() > 262 && request.body.compare(257, 5, "ustar") == 0);
       const NiftiVolume image = tar ? read_brats_tar(body, folder.path() + "/tar", read_options)
                                     : read_nifti(body, read_options);
+      const ReplicaPool::Lease predictor = pool.borrow();
       const Clock::time_point started = Clock::now();
-      std::lock_guard<std::mutex> lock(predict_mutex);
       const Prediction prediction = predictor->predict(image, "request");
       const double seconds = seconds_since(started);
-      spdlog::info("serve: {} bytes -> {}x{}x{} label map in {:.2f} s", request.body.size(),
+      spdlog::info("serve: {} bytes -> {}x{}x{} label map in {:.2f} s on {}", request.body.size(),
                    prediction.label_map.dim[0], prediction.label_map.dim[1],
-                   prediction.label_map.dim[2], seconds);
+                   prediction.label_map.dim[2], seconds, predictor->device_name());
       if (json) {
         response.set_content(summary_of(prediction.label_map).dump() + "\n", "application/json");
         return;
@@ -287,8 +375,9 @@ int serve(const ServeOptions& options, const std::atomic<bool>* stop) {
     throw PlatformError("serve: cannot listen on " + options.host + ":" + std::to_string(port) +
                         " (in use? set SAGEMAKER_BIND_TO_PORT)");
   }
-  spdlog::info("serve: listening on {}:{} (payloads up to {} MB)", options.host, port,
-               max_payload_mb);
+  spdlog::info(
+      "serve: listening on {}:{} (payloads up to {} MB; {} replica(s), up to {} requests waiting)",
+      options.host, port, max_payload_mb, replicas, max_waiting);
   std::thread listener([&] { server.listen_after_bind(); });
   while (!stop->load()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   spdlog::info("serve: stop requested: finishing the running request and exiting");

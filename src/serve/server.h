@@ -6,12 +6,14 @@
 // (application/x-npy: uint8, shape (X, Y, Z), Fortran order) or a JSON summary (application/json:
 // voxels and millilitres per label value, shape and spacing); the custom attribute
 // `probabilities` (X-Amzn-SageMaker-Custom-Attributes) returns the sigmoid probabilities as
-// `infer --probabilities` writes them. One prediction runs at a time (CasePredictor is not
-// thread-safe) and at most MEDSEG_SERVE_MAX_WAITING (default 4) requests wait for it; more get 503
-// with Retry-After. /ping answers from the other connection threads meanwhile. Bodies beyond the
-// payload limit get 413 before they are read. Bad input gets 400 with {"error": "..."} naming the
-// problem; the server stays up. SIGTERM stops accepting, lets the running request finish and
-// exits 0.
+// `infer --probabilities` writes them. Each model replica (one per GPU, one on the CPU;
+// MEDSEG_SERVE_REPLICAS overrides) predicts one request at a time, and at most
+// MEDSEG_SERVE_MAX_WAITING (default 4; at least SAGEMAKER_MAX_CONCURRENT_TRANSFORMS minus the
+// replicas) requests wait for one; more get 503 with Retry-After. /ping answers from the other
+// connection threads meanwhile. Bodies beyond the payload limit get 413 before they are read; a
+// tar body is listed before it is extracted (links refused, at most 8x its size or 256 MiB). Bad
+// input gets 400 with {"error": "..."} naming the problem; the server stays up. SIGTERM stops
+// accepting, lets the running requests finish and exits 0.
 #pragma once
 
 #include <atomic>

@@ -4,10 +4,11 @@
 #include <string>
 
 namespace medseg {
+namespace {
 
-MemoryUsage memory_usage() {
+MemoryUsage memory_usage_of(const std::string& status_path) {
   MemoryUsage usage;
-  std::ifstream status("/proc/self/status");
+  std::ifstream status(status_path);
   std::string key;
   int64_t kib = 0;
   std::string unit;
@@ -21,6 +22,14 @@ MemoryUsage memory_usage() {
     status.ignore(1 << 16, '\n');
   }
   return usage;
+}
+
+}  // namespace
+
+MemoryUsage memory_usage() { return memory_usage_of("/proc/self/status"); }
+
+MemoryUsage memory_usage(int pid) {
+  return memory_usage_of("/proc/" + std::to_string(pid) + "/status");
 }
 
 }  // namespace medseg

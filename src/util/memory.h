@@ -17,5 +17,7 @@ struct MemoryUsage {
 
 // Zeros where the kernel does not say (no /proc).
 MemoryUsage memory_usage();
+// The same for another process of this host (pid), e.g. a server the benchmark started.
+MemoryUsage memory_usage(int pid);
 
 }  // namespace medseg

@@ -13,6 +13,8 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "infer/infer_fixtures.h"
 #include "test_support.h"
@@ -279,6 +281,67 @@ TEST(ServeTest, ATarOfABratsCaseFolder) {
   EXPECT_EQ(missing->body.find("/tmp"), std::string::npos) << missing->body;
   EXPECT_EQ(server.wait_for_ping(200), 200);
   EXPECT_EQ(server.stop(), 0) << server.log();
+}
+
+// Batch Transform on a host with several replicas: SageMaker sends
+// SAGEMAKER_MAX_CONCURRENT_TRANSFORMS requests at once; none is turned away, each is predicted by
+// one of the replicas, and every answer is what `infer` writes.
+TEST(ServeTest, ReplicasServeConcurrentBatchTransformRequests) {
+  Endpoint endpoint;
+  ASSERT_EQ(
+      testing::run_medseg({"infer", "--model", endpoint.root + "/model", "--input", endpoint.image,
+                           "--output", endpoint.dir.file("infer"), "--device", "cpu"})
+          .exit_code,
+      0);
+  const std::string expected = testing::read_text(endpoint.dir.file("infer/BRATS_900.nii.gz"));
+  ServerProcess server(endpoint.root,
+                       {"MEDSEG_SERVE_REPLICAS=2", "MEDSEG_SERVE_MAX_WAITING=0", "SAGEMAKER_BATCH=true",
+                        "SAGEMAKER_BATCH_STRATEGY=MULTI_RECORD",
+                        "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS=6"});
+  ASSERT_EQ(server.wait_for_ping(200), 200) << server.log();
+  auto parameters = server.client().Get("/execution-parameters");
+  ASSERT_TRUE(parameters);
+  EXPECT_EQ(nlohmann::json::parse(parameters->body)["MaxConcurrentTransforms"], 2);
+
+  const std::string body = testing::read_text(endpoint.image);
+  std::vector<int> statuses(6, -1);
+  std::vector<bool> equal(6, false);
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 6; ++i) {
+    clients.emplace_back([&, i] {
+      const auto response = server.client().Post("/invocations", body, "application/x-nifti");
+      statuses[i] = response ? response->status : -1;
+      equal[i] = response && response->body == expected;
+    });
+  }
+  for (std::thread& client : clients) client.join();
+  for (int i = 0; i < 6; ++i) {
+    EXPECT_EQ(statuses[i], 200) << "request " << i;
+    EXPECT_TRUE(equal[i]) << "request " << i << ": the label map differs from infer's";
+  }
+  const std::string log = server.log();
+  EXPECT_NE(log.find("replica 2 of 2"), std::string::npos) << log;
+  EXPECT_NE(log.find("2 replica(s), up to 4 requests waiting"), std::string::npos) << log;
+  EXPECT_NE(log.find("MULTI_RECORD"), std::string::npos) << log;
+  EXPECT_EQ(server.stop(), 0) << log;
+}
+
+TEST(ServeTest, BadServingSettingsAreAClientErrorNamingTheVariable) {
+  Endpoint endpoint;
+  for (const auto& [setting, expected] :
+       std::vector<std::pair<std::string, std::string>>{
+           {"SAGEMAKER_BATCH_STRATEGY=SPLIT", "expected SINGLE_RECORD or MULTI_RECORD"},
+           {"MEDSEG_SERVE_REPLICAS=-1", "expected 1 to 64"},
+           {"SAGEMAKER_MAX_CONCURRENT_TRANSFORMS=four", "expected an integer"}}) {
+    const testing::CommandResult result = testing::run_medseg(
+        {"serve", "--ml-root", endpoint.root, "--device", "cpu", "--port",
+         std::to_string(testing::free_loopback_port())},
+        {setting});
+    EXPECT_EQ(result.exit_code, 2) << setting << ": " << result.output;
+    const std::string failure = testing::read_text(endpoint.root + "/output/failure");
+    EXPECT_NE(failure.find(setting.substr(0, setting.find('='))), std::string::npos) << failure;
+    EXPECT_NE(failure.find(expected), std::string::npos) << failure;
+  }
 }
 
 // While a long prediction runs, /ping answers at once and a request beyond the waiting limit gets
