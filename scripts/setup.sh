@@ -43,6 +43,7 @@ packages=(
   libpng-dev libgtest-dev libgmock-dev
   python3-numpy  # tests run scripts/read_records.py with the system Python
   python3-matplotlib  # scripts/plot_metrics.py (the demo's learning curves)
+  clang  # scripts/fuzz.sh: libFuzzer, AddressSanitizer, UndefinedBehaviorSanitizer
 )
 missing=()
 for pkg in "${packages[@]}"; do

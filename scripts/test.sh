@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # README command 2: install what is missing, build, and run every test (ctest), then the SageMaker
-# launch kit's tests against the real SageMaker SDK v2 and v3 (scripts/sagemaker/test_kit.sh).
+# launch kit's tests against the real SageMaker SDK v2 and v3 (scripts/sagemaker/test_kit.sh), then
+# each fuzz harness for 15 seconds (scripts/fuzz.sh; MEDSEG_FUZZ_SECONDS changes it).
 #
 # Builds the CPU binary (build/) and runs the whole suite with it. Where the CUDA toolkit is
 # installed (CI's machines have it; no GPU is needed) it also builds the CUDA binary (build-cuda/,
@@ -26,3 +27,6 @@ if ((cuda_build)); then
 fi
 ctest --test-dir "${MEDSEG_BUILD_DIR:-build}" --output-on-failure -j "$(nproc)" --timeout 600
 MEDSEG_BINARY="${MEDSEG_BUILD_DIR:-build}/medseg" scripts/sagemaker/test_kit.sh
+# The parsers of untrusted bytes under libFuzzer + ASan + UBSan, briefly, from the seed corpus (a
+# long run: scripts/fuzz.sh 600).
+scripts/fuzz.sh "${MEDSEG_FUZZ_SECONDS:-15}"

@@ -1,6 +1,7 @@
 #include "config/config_loader.h"
 
 #include <unistd.h>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <climits>
@@ -17,6 +18,34 @@
 namespace medseg {
 namespace fs = std::filesystem;
 namespace {
+
+// Counts the YAML documents in `text`, stopping at `limit`. yaml-cpp 0.7's LoadAll never returns
+// on some malformed input ("&a," is a document followed by an endless run of empty ones, found by
+// fuzz/fuzz_config), so documents are counted here with a parser that stops early.
+class IgnoreEvents : public YAML::EventHandler {
+ public:
+  void OnDocumentStart(const YAML::Mark&) override {}
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+};
+
+int count_yaml_documents(const std::string& text, int limit) {
+  std::istringstream in(text);
+  YAML::Parser parser(in);
+  IgnoreEvents ignore;
+  int documents = 0;
+  while (documents < limit && parser.HandleNextDocument(ignore)) ++documents;
+  return documents;
+}
 
 YAML::Node json_to_yaml(const nlohmann::json& value) {
   if (value.is_null()) return YAML::Node(YAML::NodeType::Null);
@@ -129,18 +158,17 @@ void apply_yaml_text(ResolvedConfig& resolved, const std::string& text, const st
     throw ClientError(source + ": nested " + std::to_string(depth) + " levels deep; at most " +
                       std::to_string(kMaxJsonDepth) + " are accepted");
   }
-  std::vector<YAML::Node> documents;
+  YAML::Node document;
   try {
-    documents = YAML::LoadAll(text);
+    if (count_yaml_documents(text, 2) > 1) {
+      throw ClientError(source +
+                        ": holds several YAML documents; expected one mapping of configuration keys");
+    }
+    document = YAML::Load(text);
   } catch (const YAML::Exception& parse_error) {
     throw ClientError(source + ": malformed YAML at line " +
                       std::to_string(parse_error.mark.line + 1) + ": " + parse_error.msg);
   }
-  if (documents.size() > 1) {
-    throw ClientError(source + ": holds " + std::to_string(documents.size()) +
-                      " YAML documents; expected one mapping of configuration keys");
-  }
-  const YAML::Node document = documents.empty() ? YAML::Node() : documents.front();
   if (document.IsNull()) return;
   if (!document.IsMap()) {
     throw ClientError(source + ": expected a YAML mapping of configuration keys");

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Writes the harnesses' seed corpus (fuzz/corpus/<harness>/) from real medseg outputs and small
+# NIfTI files in every data type the reader supports; run once, the result is committed.
+#   fuzz/make_corpus.sh [path/to/medseg]   (default build/medseg; needs .venv with nibabel)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+medseg="${1:-build/medseg}"
+python=.venv/bin/python
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+rm -rf fuzz/corpus && mkdir -p fuzz/corpus/fuzz_nifti fuzz/corpus/fuzz_records fuzz/corpus/fuzz_config
+
+# NIfTI: 3-D and 4-D, NIfTI-1 and -2, several data types, scaled, oblique; plain and gzipped.
+"$python" - fuzz/corpus/fuzz_nifti <<'PY'
+import sys, numpy as np, nibabel as nib
+out = sys.argv[1]
+rng = np.random.default_rng(0)
+affine = np.diag([1.5, 1.5, 2.0, 1.0]); affine[:3, 3] = [-10, 5, 3]
+oblique = affine.copy(); oblique[0, 1] = 0.3
+for name, shape, dtype, image_class, aff in [
+        ("t1_int16", (6, 5, 4), np.int16, nib.Nifti1Image, affine),
+        ("four_float32", (5, 4, 3, 4), np.float32, nib.Nifti1Image, oblique),
+        ("label_uint8", (6, 5, 4), np.uint8, nib.Nifti1Image, affine),
+        ("n2_float64", (4, 4, 3), np.float64, nib.Nifti2Image, affine),
+        ("four_int32", (3, 3, 2, 4), np.int32, nib.Nifti1Image, affine)]:
+    data = (rng.random(shape) * 100).astype(dtype)
+    image = image_class(data, aff)
+    if name == "t1_int16":
+        image.header.set_slope_inter(0.5, 3.0)
+    nib.save(image, f"{out}/{name}.nii")
+    nib.save(image, f"{out}/{name}.nii.gz")
+PY
+
+# Records: preprocess's shards of two tiny synthetic cases (float32 and float16), and both inside
+# SageMaker's RecordIO framing (one whole frame; one object in two parts).
+"$medseg" synth --out "$work/synth" --cases 2 --shape 8 8 8 --seed 3 >/dev/null
+for dtype in float32 float16; do
+  "$medseg" --ml-root "$work/ml" preprocess --input "$work/synth" --output "$work/records-$dtype" \
+    --format records --no-split --set pixdim=2,2,2 --set preprocess.image_dtype=$dtype >/dev/null
+  cat $(find "$work/records-$dtype" -name '*.medrec' | sort) > "fuzz/corpus/fuzz_records/shard_$dtype.medrec"
+done
+"$python" - fuzz/corpus/fuzz_records <<'PY'
+import struct, sys
+out = sys.argv[1]
+payload = open(f"{out}/shard_float16.medrec", "rb").read()
+def frame(flag, data):
+    return struct.pack("<II", 0xced7230a, (flag << 29) | len(data)) + data + b"\0" * (-len(data) % 4)
+open(f"{out}/recordio_whole.bin", "wb").write(frame(0, payload))
+half = len(payload) // 2
+open(f"{out}/recordio_parts.bin", "wb").write(frame(1, payload[:half]) + frame(3, payload[half:]))
+PY
+
+# Configuration: byte 0 picks the road (0 hyperparameters.json, 1 YAML, 2 one value).
+cfg=fuzz/corpus/fuzz_config
+printf '\x00{"lr": "1e-4", "epochs": "3", "roi_size": "[64, 64, 32]", "amp": "bf16", "train.deterministic": "True"}' > $cfg/hyperparameters_sdk.json
+printf '\x00{"optim.lr": 0.001, "model.channels": [16, 32, 64], "sagemaker_program": "x", "data.label_scheme": "brats"}' > $cfg/hyperparameters_typed.json
+printf '\x00{"augment.roi_size": "(48, 48, 32)", "train.max_steps": "None", "model.dropout": "0.1"}' > $cfg/hyperparameters_python.json
+{ printf '\x01'; cat config/brats_unet.yaml; } > $cfg/brats_unet.yaml
+printf '\x01train:\n  epochs: 2\n  amp: off\naugment:\n  roi_size: [32, 32, 16]\n' > $cfg/small.yaml
+printf '\x02[1, 2.5, "a", True, None, (3, 4)]' > $cfg/value_list
+printf "\x02{'a': 1e-5, 'b': [False]}" > $cfg/value_dict
+ls fuzz/corpus/*/ | head -40
