@@ -4,7 +4,9 @@
 #include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <utility>
 
+#include "util/buffer_pool.h"
 #include "util/error.h"
 #include "util/json_file.h"
 #include "util/strings.h"
@@ -206,20 +208,29 @@ DatasetIndex discover_dataset(const std::string& root, const std::string& layout
   return index;
 }
 
-NiftiVolume load_case_image(const CaseSource& source, const NiftiReadOptions& options) {
-  if (source.image_files.size() == 1) return read_nifti(source.image_files[0], options);
+NiftiVolume load_case_image(const CaseSource& source, const NiftiReadOptions& options,
+                            CaseBuffers* buffers) {
+  if (source.image_files.size() == 1) return read_nifti(source.image_files[0], options, buffers);
   NiftiVolume stacked;
   for (size_t m = 0; m < source.image_files.size(); ++m) {
-    NiftiVolume modality = read_nifti(source.image_files[m], options);
+    NiftiVolume modality = read_nifti(source.image_files[m], options, buffers);
     if (modality.dim[3] != 1) {
       throw ClientError(source.image_files[m] + ": expected a 3-D modality image, got " +
                         std::to_string(modality.dim[3]) + " volumes");
     }
     if (m == 0) {
+      const size_t volume_size = modality.data.size();
       stacked = std::move(modality);
       stacked.ndim = 4;
       stacked.dim[3] = static_cast<int64_t>(source.image_files.size());
-      stacked.data.reserve(stacked.data.size() * source.image_files.size());
+      if (buffers != nullptr) {  // the stack in a pooled buffer, the first modality's goes back
+        std::vector<float> all = buffers->floats.take(volume_size * source.image_files.size());
+        all.resize(0);  // keeps the capacity: the modalities are appended below
+        all.insert(all.end(), stacked.data.begin(), stacked.data.end());
+        buffers->floats.give(std::exchange(stacked.data, std::move(all)));
+      } else {
+        stacked.data.reserve(volume_size * source.image_files.size());
+      }
       continue;
     }
     for (int axis = 0; axis < 3; ++axis) {
@@ -241,6 +252,7 @@ NiftiVolume load_case_image(const CaseSource& source, const NiftiReadOptions& op
       }
     }
     stacked.data.insert(stacked.data.end(), modality.data.begin(), modality.data.end());
+    if (buffers != nullptr) buffers->floats.give(std::move(modality.data));
   }
   return stacked;
 }

@@ -45,6 +45,8 @@ DatasetIndex discover_dataset(const std::string& root, const std::string& layout
 
 // Reads a case's image as one 4-D volume (x, y, z, modality); BraTS modality files are stacked
 // after checking their shapes and affines agree.
-NiftiVolume load_case_image(const CaseSource& source, const NiftiReadOptions& options);
+// With `buffers`, the volumes are read into (and the modalities' own buffers go back to) them.
+NiftiVolume load_case_image(const CaseSource& source, const NiftiReadOptions& options,
+                            CaseBuffers* buffers = nullptr);
 
 }  // namespace medseg

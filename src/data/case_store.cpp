@@ -31,15 +31,25 @@ void check_finite_intensities(const NiftiVolume& image, const std::string& case_
   }
 }
 
-CaseData load_case(const CaseSource& source, const CaseLoadOptions& options) {
-  const NiftiVolume image = load_case_image(source, options.read);
+CaseData load_case(const CaseSource& source, const CaseLoadOptions& options,
+                   CaseBuffers* buffers) {
+  NiftiVolume image = load_case_image(source, options.read, buffers);
   // Refused here, where the file can still be named.
   check_finite_intensities(image, source.case_id, source.image_files);
-  if (source.label_file.empty()) {
-    return preprocess_case(image, nullptr, options.transforms, source.case_id);
+  NiftiVolume label;
+  if (!source.label_file.empty()) label = read_nifti(source.label_file, options.read, buffers);
+  CaseData data = preprocess_case(image, source.label_file.empty() ? nullptr : &label,
+                                  options.transforms, source.case_id, buffers);
+  if (buffers != nullptr) {
+    buffers->floats.give(std::move(image.data));
+    buffers->floats.give(std::move(label.data));
   }
-  const NiftiVolume label = read_nifti(source.label_file, options.read);
-  return preprocess_case(image, &label, options.transforms, source.case_id);
+  return data;
+}
+
+void give_back(CaseData& data, CaseBuffers& buffers) {
+  buffers.floats.give(std::move(data.image));
+  buffers.bytes.give(std::move(data.label));
 }
 
 std::vector<CaseData> load_cases(const DatasetIndex& index, const CaseLoadOptions& options) {

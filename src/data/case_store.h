@@ -10,6 +10,7 @@
 #include "data/case_discovery.h"
 #include "data/static_transforms.h"
 #include "io/case_data.h"
+#include "util/buffer_pool.h"
 
 namespace medseg {
 
@@ -27,8 +28,14 @@ std::vector<CaseData> load_cases(const DatasetIndex& index, const CaseLoadOption
 void check_finite_intensities(const NiftiVolume& image, const std::string& case_id,
                               const std::vector<std::string>& image_files = {});
 
-// Loads and preprocesses one NIfTI case.
-CaseData load_case(const CaseSource& source, const CaseLoadOptions& options);
+// Loads and preprocesses one NIfTI case. With `buffers` (the calling thread's pools), every
+// image-sized buffer comes from them and the intermediate ones go back; give the case's buffers
+// back too (give_back) once done with it, and the next case allocates nothing image-sized.
+CaseData load_case(const CaseSource& source, const CaseLoadOptions& options,
+                   CaseBuffers* buffers = nullptr);
+
+// Returns `data`'s image and label buffers to `buffers` (leaves them empty).
+void give_back(CaseData& data, CaseBuffers& buffers);
 
 // Bytes held by the cases' buffers.
 int64_t case_bytes(const std::vector<CaseData>& cases);

@@ -141,6 +141,9 @@ PreprocessSummary run_preprocess_job(const PreprocessJobOptions& options) {
   // Preprocess a window of `threads` cases in parallel, then write them in order: memory stays at
   // about `threads` cases, and the output is the same for any thread count.
   const size_t window = static_cast<size_t>(std::max(1, options.threads));
+  // Each slot of the window reuses its buffers from case to case (no image-sized allocation, page
+  // fault or zeroing after the first case).
+  std::vector<CaseBuffers> buffers(window);
   for (size_t first = 0; first < mine.size(); first += window) {
     if (options.stop != nullptr && options.stop->load()) {
       summary.stopped = true;
@@ -156,7 +159,7 @@ PreprocessSummary run_preprocess_job(const PreprocessJobOptions& options) {
       workers.emplace_back([&, k] {
         try {
           const auto case_started = std::chrono::steady_clock::now();
-          done[k] = load_case(*mine[first + k], load_options);
+          done[k] = load_case(*mine[first + k], load_options, &buffers[k]);
           spdlog::info(
               "preprocess: {} -> {}x{}x{} in {:.2f} s", done[k].case_id, done[k].spatial_shape[0],
               done[k].spatial_shape[1], done[k].spatial_shape[2],
@@ -171,9 +174,10 @@ PreprocessSummary run_preprocess_job(const PreprocessJobOptions& options) {
     for (const std::exception_ptr& failure : failures) {
       if (failure) std::rethrow_exception(failure);
     }
-    for (const CaseData& data : done) {
-      sink.write(data);
+    for (size_t k = 0; k < count; ++k) {
+      sink.write(done[k]);
       ++summary.cases_written;
+      give_back(done[k], buffers[k]);
     }
   }
   sink.close_shard();

@@ -15,6 +15,9 @@
 //    InternalError. Functions are thread-safe on distinct CaseData; `threads` > 1 parallelises
 //    inside one case with std::thread (results do not depend on the thread count).
 //  - No LibTorch here: these loops are plain C++ over contiguous buffers.
+//  - `buffers` (optional, the calling thread's pools): new image-sized buffers are taken from it
+//    and the ones a step replaces are given back, so that case after case nothing image-sized is
+//    allocated (util/buffer_pool.h). Results do not depend on it.
 #pragma once
 
 #include <array>
@@ -26,6 +29,8 @@
 #include "io/nifti_volume.h"
 
 namespace medseg {
+
+struct CaseBuffers;
 
 struct StaticTransformOptions {
   // Target voxel spacing in mm (SPEC default). Axes whose current spacing is within 1e-3 mm of
@@ -55,7 +60,8 @@ struct StaticTransformOptions {
 // wrong modality count, disagreeing shapes or affines, an all-zero channel (unless allowed) or
 // label values outside the scheme.
 CaseData to_channel_first(const NiftiVolume& image, const NiftiVolume* label,
-                          const StaticTransformOptions& options, const std::string& case_id);
+                          const StaticTransformOptions& options, const std::string& case_id,
+                          CaseBuffers* buffers = nullptr);
 
 // What Spacing did to a case; kept for tests and logs.
 struct SpacingResult {
@@ -74,11 +80,11 @@ inline constexpr double kMaxSpacingMm = 1e3;
 
 // Refuses (ClientError naming the case) a resampled case larger than `max_output_bytes`.
 SpacingResult spacing(CaseData& data, const std::array<double, 3>& pixdim, int threads = 1,
-                      int64_t max_output_bytes = int64_t{8} << 30);
+                      int64_t max_output_bytes = int64_t{8} << 30, CaseBuffers* buffers = nullptr);
 
 // MONAI Orientation("RAS"): nibabel's io_orientation picks, per voxel axis, the closest world
 // axis and its sign; voxel axes are flipped, then transposed, and the affine follows.
-void orient_ras(CaseData& data, int threads = 1);
+void orient_ras(CaseData& data, int threads = 1, CaseBuffers* buffers = nullptr);
 
 // MONAI NormalizeIntensity(nonzero=True, channel_wise=True) on float32 values: per channel, over
 // voxels != 0, v -> (v - mean) / std with the population std (0 -> 1); zeros stay 0 and an
@@ -88,6 +94,7 @@ void normalize_intensity_nonzero(CaseData& data);
 // The whole static chain in SPEC order (channel-first, labels, Spacing, Orientation, then
 // NormalizeIntensity when options.normalize). Throws as to_channel_first and spacing do.
 CaseData preprocess_case(const NiftiVolume& image, const NiftiVolume* label,
-                         const StaticTransformOptions& options, const std::string& case_id);
+                         const StaticTransformOptions& options, const std::string& case_id,
+                         CaseBuffers* buffers = nullptr);
 
 }  // namespace medseg

@@ -403,11 +403,18 @@ void halves_to_floats(const uint16_t* halves, float* floats, size_t count) {
 }
 
 std::vector<uint8_t> encode_record(const CaseData& case_data, ImageDType image_dtype) {
+  std::vector<uint8_t> record;
+  encode_record(case_data, image_dtype, record);
+  return record;
+}
+
+void encode_record(const CaseData& case_data, ImageDType image_dtype,
+                   std::vector<uint8_t>& record) {
   check_case(case_data);
   Layout layout{};
   compute_layout(case_data.case_id.size(), case_data.spatial_shape, case_data.image_channels,
                  case_data.label_channels, image_dtype, &layout);
-  std::vector<uint8_t> record(layout.record_bytes, 0);
+  record.assign(layout.record_bytes, 0);
   uint8_t* data = record.data();
 
   std::memcpy(data, kMagic, sizeof(kMagic));
@@ -464,7 +471,6 @@ std::vector<uint8_t> encode_record(const CaseData& case_data, ImageDType image_d
                 crc32_of(0, data + layout.header_bytes,
                          layout.record_bytes - kRecordTrailerBytes - layout.header_bytes));
   std::memcpy(trailer + 12, kEndMagic, sizeof(kEndMagic));
-  return record;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -477,10 +483,10 @@ RecordWriter::~RecordWriter() = default;
 
 void RecordWriter::append(const CaseData& case_data) {
   if (!file_) throw InternalError("RecordWriter::append after finish for " + path_);
-  const std::vector<uint8_t> record = encode_record(case_data, options_.image_dtype);
-  file_->write(record.data(), record.size());
+  encode_record(case_data, options_.image_dtype, record_);
+  file_->write(record_.data(), record_.size());
   ++records_written_;
-  bytes_written_ += record.size();
+  bytes_written_ += record_.size();
 }
 
 void RecordWriter::finish() {

@@ -117,6 +117,8 @@ struct RecordHeader {
 // not match shape and channels, an empty or over-long case id, label values other than 0/1) or
 // when a float16 image would overflow (see above); the message names the case id.
 std::vector<uint8_t> encode_record(const CaseData& case_data, ImageDType image_dtype);
+// The same into `record` (its capacity reused: a writer encodes case after case into one buffer).
+void encode_record(const CaseData& case_data, ImageDType image_dtype, std::vector<uint8_t>& record);
 
 struct RecordWriterOptions {
   ImageDType image_dtype = ImageDType::kFloat32;  // how images are stored
@@ -146,6 +148,7 @@ class RecordWriter {
   std::string path_;
   RecordWriterOptions options_;
   std::unique_ptr<AtomicFile> file_;  // null once finished
+  std::vector<uint8_t> record_;       // the record being written, reused
   int64_t records_written_ = 0;
   uint64_t bytes_written_ = 0;
 };

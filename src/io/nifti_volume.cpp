@@ -20,8 +20,10 @@
 #include <new>
 #include <type_traits>
 
+#include "util/buffer_pool.h"
 #include "util/error.h"
 #include "util/file_io.h"
+#include "util/memory.h"
 
 // Only symbols that exist solely in libnifti2 are used here (nifti_*dmat44*): libniftiio exports
 // many functions under the same names with other struct layouts, and both libraries are linked.
@@ -141,17 +143,6 @@ bool ends_with(const std::string& text, const std::string& suffix) {
          text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-// Asks the kernel to back a large buffer that is about to be written with transparent huge pages.
-// First-touch page faults are a large share of loading a volume (a 143 MB image is 35k 4-KiB
-// faults); with 2-MiB pages they mostly disappear. Only a hint: failure is ignored.
-void advise_huge_pages(void* buffer, size_t bytes) {
-  constexpr uintptr_t kHugePage = uintptr_t{2} << 20;
-  if (bytes < 2 * kHugePage) return;
-  const uintptr_t begin = (reinterpret_cast<uintptr_t>(buffer) + kHugePage - 1) & ~(kHugePage - 1);
-  const uintptr_t end = (reinterpret_cast<uintptr_t>(buffer) + bytes) & ~(kHugePage - 1);
-  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
-}
-
 // new[] without value-initialisation: buffers here are always overwritten before being read.
 std::unique_ptr<uint8_t[]> allocate_bytes(int64_t count, const std::string& path) {
   try {
@@ -165,9 +156,21 @@ std::unique_ptr<uint8_t[]> allocate_bytes(int64_t count, const std::string& path
   }
 }
 
-// A zero-filled float vector of `count` values, its pages hinted huge before they are touched.
-std::vector<float> allocate_floats(int64_t count, const std::string& path) {
+// The same from a thread's pool.
+std::vector<uint8_t> take_bytes(BufferPool<uint8_t>& pool, int64_t count, const std::string& path) {
   try {
+    return pool.take(static_cast<size_t>(std::max<int64_t>(count, 1)));
+  } catch (const std::bad_alloc&) {
+    throw PlatformError("out of memory allocating " + format_bytes(static_cast<double>(count)) +
+                        " to read NIfTI file " + path);
+  }
+}
+
+// A float vector of `count` values: from `buffers` when given (contents unspecified), else fresh,
+// zero-filled, its pages hinted huge before they are touched.
+std::vector<float> allocate_floats(int64_t count, const std::string& path, CaseBuffers* buffers) {
+  try {
+    if (buffers != nullptr) return buffers->floats.take(static_cast<size_t>(count));
     std::vector<float> values;
     values.reserve(static_cast<size_t>(count));
     advise_huge_pages(values.data(), static_cast<size_t>(count) * sizeof(float));
@@ -810,7 +813,8 @@ Affine identity_affine() {
   return affine;
 }
 
-NiftiVolume read_nifti(const std::string& path, const NiftiReadOptions& options) {
+NiftiVolume read_nifti(const std::string& path, const NiftiReadOptions& options,
+                       CaseBuffers* buffers) {
   const ReadOnlyFile file(path, "NIfTI file");
 
   // The first bytes: enough for the header, or the start of the gzip stream holding it.
@@ -893,7 +897,7 @@ NiftiVolume read_nifti(const std::string& path, const NiftiReadOptions& options)
   const int64_t prefix = compressed ? layout.vox_offset : 0;
   const int64_t buffer_bytes =
       std::max(prefix + layout.data_bytes, layout.voxels * int64_t{sizeof(float)});
-  volume.data = allocate_floats((buffer_bytes + 3) / 4, path);
+  volume.data = allocate_floats((buffer_bytes + 3) / 4, path, buffers);
   uint8_t* buffer = reinterpret_cast<uint8_t*>(volume.data.data());
 
   if (!compressed) {
@@ -905,10 +909,19 @@ NiftiVolume read_nifti(const std::string& path, const NiftiReadOptions& options)
     // ignored), then decompress header + data in one go into the buffer sized from the header.
     const int64_t compressed_bytes =
         std::min(file.size(), end_of_data + end_of_data / 16 + kGzipSlackBytes);
-    const std::unique_ptr<uint8_t[]> input = allocate_bytes(compressed_bytes, path);
-    const int64_t input_bytes = file.read_at(0, compressed_bytes, input.get());
-    const InflateResult result =
-        inflate_gzip_libdeflate(input.get(), input_bytes, buffer, end_of_data);
+    std::unique_ptr<uint8_t[]> fresh_input;
+    std::vector<uint8_t> pooled_input;
+    uint8_t* input = nullptr;
+    if (buffers != nullptr) {
+      pooled_input = take_bytes(buffers->bytes, compressed_bytes, path);
+      input = pooled_input.data();
+    } else {
+      fresh_input = allocate_bytes(compressed_bytes, path);
+      input = fresh_input.get();
+    }
+    const int64_t input_bytes = file.read_at(0, compressed_bytes, input);
+    const InflateResult result = inflate_gzip_libdeflate(input, input_bytes, buffer, end_of_data);
+    if (buffers != nullptr) buffers->bytes.give(std::move(pooled_input));
     if (result.status == InflateResult::kCorrupt) {
       throw bad_file(path, "corrupt gzip stream after " +
                                format_bytes(static_cast<double>(result.produced)) +

@@ -30,6 +30,8 @@
 
 namespace medseg {
 
+struct CaseBuffers;
+
 // Row-major 4x4: world = affine * (i, j, k, 1).
 using Affine = std::array<std::array<double, 4>, 4>;
 
@@ -76,7 +78,10 @@ struct NiftiReadOptions {
 
 // Reads a .nii or .nii.gz file. Throws ClientError for missing, non-NIfTI, unsupported, corrupt,
 // truncated or too-large files (the message names `path`), PlatformError for other I/O failures.
-NiftiVolume read_nifti(const std::string& path, const NiftiReadOptions& options = {});
+// With `buffers`, the voxels and the compressed bytes are read into buffers of that thread's
+// pools (give the volume's data back when done with it).
+NiftiVolume read_nifti(const std::string& path, const NiftiReadOptions& options = {},
+                       CaseBuffers* buffers = nullptr);
 
 // Writes `volume` as `type` (integer types: values rounded half-to-even and clamped to the type's
 // range, NaN -> 0). NIfTI-1 when every dimension fits in int16, else NIfTI-2. No scaling is stored

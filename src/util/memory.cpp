@@ -1,5 +1,8 @@
 #include "util/memory.h"
 
+#include <sys/mman.h>
+
+#include <cstdint>
 #include <fstream>
 #include <string>
 
@@ -25,6 +28,14 @@ MemoryUsage memory_usage_of(const std::string& status_path) {
 }
 
 }  // namespace
+
+void advise_huge_pages(void* buffer, size_t bytes) {
+  constexpr uintptr_t kHugePage = uintptr_t{2} << 20;
+  if (bytes < 2 * kHugePage) return;
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(buffer) + kHugePage - 1) & ~(kHugePage - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(buffer) + bytes) & ~(kHugePage - 1);
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+}
 
 MemoryUsage memory_usage() { return memory_usage_of("/proc/self/status"); }
 

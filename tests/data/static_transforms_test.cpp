@@ -17,7 +17,9 @@
 #include <string>
 #include <vector>
 
+#include "data/case_store.h"
 #include "test_support.h"
+#include "util/buffer_pool.h"
 #include "util/error.h"
 
 namespace medseg {
@@ -185,6 +187,38 @@ TEST_P(StaticTransformsMonai, PreprocessCaseEqualsTheStages) {
   const auto final_label =
       read_raw<uint8_t>(kFixtureDir, fixture["final"]["label"]["file"].get<std::string>());
   EXPECT_EQ(one_thread.label, final_label);
+}
+
+// Preprocess's threads reuse one set of buffers case after case (util/buffer_pool.h): whatever
+// the previous case's shapes and orientation left in them, every case comes out as it does with
+// fresh buffers.
+TEST(StaticTransforms, ReusedBuffersGiveTheCasesOfFreshOnes) {
+  const std::vector<std::string> names = {"lps_aniso", "oblique",  "int16_scaled",
+                                          "nifti2",    "half_ties", "zeros_channel"};
+  CaseBuffers buffers;
+  for (int pass = 0; pass < 2; ++pass) {
+    for (const std::string& name : names) {
+      const auto fixture = manifest()["cases"][name];
+      NiftiVolume image =
+          read_nifti(kFixtureDir + fixture["inputs"]["image"]["file"].get<std::string>(), {},
+                     &buffers);
+      const NiftiVolume label =
+          read_nifti(kFixtureDir + fixture["inputs"]["label"]["file"].get<std::string>());
+      StaticTransformOptions options;
+      options.expected_channels = 0;
+      options.allow_empty_channels = true;
+      for (int a = 0; a < 3; ++a) options.pixdim[a] = fixture["pixdim"][a].get<double>();
+      const CaseData fresh = preprocess_case(image, &label, options, name);
+      CaseData reused = preprocess_case(image, &label, options, name, &buffers);
+      EXPECT_EQ(reused.image, fresh.image) << name << ", pass " << pass;
+      EXPECT_EQ(reused.label, fresh.label) << name << ", pass " << pass;
+      EXPECT_EQ(reused.spatial_shape, fresh.spatial_shape) << name;
+      EXPECT_EQ(reused.affine, fresh.affine) << name;
+      give_back(reused, buffers);
+      buffers.floats.give(std::move(image.data));
+    }
+  }
+  EXPECT_LE(buffers.floats.spares(), BufferPool<float>::kMaxSpares);
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, StaticTransformsMonai,
