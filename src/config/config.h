@@ -22,6 +22,7 @@ struct DataConfig {
   int prefetch_batches = 4;
   int max_case_mb = 2048;
   std::string cache_dir;
+  int shuffle_buffer = 16;
 };
 
 struct AugmentConfig {

@@ -98,6 +98,13 @@ std::vector<ConfigField> build_schema() {
           "mapped by every worker (reused after a restart while the data and the preprocessing "
           "settings are the same); empty = <ml-root>/cache; `memory` = each worker decodes the "
           "channel into its own memory");
+  f.emplace_back(FIELD(data.shuffle_buffer))
+      .alias("shuffle_buffer")
+      .range(0, 100000)
+      .help(
+          "Pipe mode: each epoch streams its FIFO through a shuffle buffer of this many cases "
+          "(memory: that many decoded cases per worker); 0 = read the first FIFO once and keep "
+          "every case in memory (exact shuffles, the data must fit)");
   // augment
   f.emplace_back(FIELD(augment.roi_size))
       .alias("roi_size")

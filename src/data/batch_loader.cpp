@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "data/streamed_epochs.h"
 #include "util/error.h"
 #include "util/random.h"
 
@@ -45,6 +46,13 @@ BatchLoader::BatchLoader(const TrainingSet* cases, BatchLoaderOptions options)
   for (int i = 0; i < options_.prefetch_batches; ++i) slots_.push_back(std::make_unique<Slot>());
 }
 
+BatchLoader::BatchLoader(StreamedEpochs* stream, BatchLoaderOptions options)
+    : stream_(stream), options_(std::move(options)) {
+  options_.num_workers = std::max(1, options_.num_workers);
+  options_.prefetch_batches = std::max(1, options_.prefetch_batches);
+  for (int i = 0; i < options_.prefetch_batches; ++i) slots_.push_back(std::make_unique<Slot>());
+}
+
 BatchLoader::~BatchLoader() { stop_workers(); }
 
 void BatchLoader::stop_workers() {
@@ -53,6 +61,7 @@ void BatchLoader::stop_workers() {
     stopping_ = true;
   }
   changed_.notify_all();
+  if (stream_ != nullptr) stream_->stop();  // wakes workers waiting for a sample
   for (std::thread& worker : workers_) worker.join();
   workers_.clear();
 }
@@ -60,8 +69,12 @@ void BatchLoader::stop_workers() {
 void BatchLoader::start_epoch(uint64_t epoch, int64_t steps, int64_t first_step) {
   stop_workers();
   const int64_t global_batch = options_.batch_size * options_.world_size;
-  order_ = epoch_case_order(static_cast<int64_t>(cases_->size()), steps * global_batch,
-                            options_.seed, epoch);
+  if (stream_ != nullptr) {
+    stream_->start_epoch(epoch, steps * global_batch, first_step * global_batch);
+  } else {
+    order_ = epoch_case_order(static_cast<int64_t>(cases_->size()), steps * global_batch,
+                              options_.seed, epoch);
+  }
   epoch_ = epoch;
   end_step_ = steps;
   next_to_claim_ = first_step;
@@ -101,9 +114,13 @@ void BatchLoader::worker_loop() {
           step * options_.batch_size * options_.world_size + options_.rank * options_.batch_size;
       for (int64_t i = 0; i < options_.batch_size; ++i) {
         const int64_t global_sample = first_sample + i;
-        const CaseView source = cases_->view(static_cast<size_t>(order_[global_sample]));
+        const CaseView source =
+            stream_ != nullptr ? stream_->acquire(global_sample)
+                               : cases_->view(static_cast<size_t>(order_[global_sample]));
         make_random_sample(source, options_.transforms, options_.seed, epoch_,
                            static_cast<uint64_t>(global_sample), slot->sample);
+        const std::string case_id = *source.case_id;
+        if (stream_ != nullptr) stream_->release(global_sample);  // the crop is cut: done with it
         const Sample& sample = slot->sample;
         if (i == 0) {
           batch.shape = sample.shape;
@@ -113,7 +130,7 @@ void BatchLoader::worker_loop() {
           batch.label.resize(sample.label.size() * static_cast<size_t>(options_.batch_size));
         } else if (sample.image_channels != batch.image_channels ||
                    sample.label_channels != batch.label_channels) {
-          throw ClientError("case " + *source.case_id + " has " +
+          throw ClientError("case " + case_id + " has " +
                             std::to_string(sample.image_channels) + " image channels and " +
                             std::to_string(sample.label_channels) +
                             " label channels, unlike the other cases of its batch");
@@ -129,7 +146,8 @@ void BatchLoader::worker_loop() {
       }
     } catch (...) {
       std::lock_guard<std::mutex> lock(mutex_);
-      if (!failure_) failure_ = std::current_exception();
+      // Once stopping, a stream's "ended without drawing it" is the stop, not a failure.
+      if (!failure_ && !stopping_) failure_ = std::current_exception();
       stopping_ = true;
     }
     changed_.notify_all();

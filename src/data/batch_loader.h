@@ -4,8 +4,8 @@
 // (seed, epoch, global sample index), so the data a step sees is the same whatever the number of
 // threads, and a resumed epoch replays exactly.
 //
-// Data order: epoch e visits cases in epoch_case_order(); with W ranks and per-rank batch B,
-// step t of rank r takes the global samples t*W*B + r*B + [0, B).
+// Data order: epoch e visits cases in epoch_case_order() (or in the order a stream draws them);
+// with W ranks and per-rank batch B, step t of rank r takes the global samples t*W*B + r*B + [0, B).
 //
 // Thread safety: one consumer thread calls start_epoch()/next(); the workers are internal.
 #pragma once
@@ -48,10 +48,16 @@ struct BatchLoaderOptions {
   int prefetch_batches = 4;  // ring size: batches ready or being filled
 };
 
+class StreamedEpochs;
+
 class BatchLoader {
  public:
   // `cases` must outlive the loader.
   BatchLoader(const TrainingSet* cases, BatchLoaderOptions options);
+  // The cases of each epoch's samples come from a stream instead (Pipe mode,
+  // data/streamed_epochs.h), which must outlive the loader; the crops are the same function of
+  // (seed, epoch, global sample index).
+  BatchLoader(StreamedEpochs* stream, BatchLoaderOptions options);
   ~BatchLoader();
   BatchLoader(const BatchLoader&) = delete;
   BatchLoader& operator=(const BatchLoader&) = delete;
@@ -71,7 +77,8 @@ class BatchLoader {
   void worker_loop();
   void stop_workers();
 
-  const TrainingSet* cases_;
+  const TrainingSet* cases_ = nullptr;
+  StreamedEpochs* stream_ = nullptr;
   BatchLoaderOptions options_;
   std::vector<int64_t> order_;  // case of each global sample of the current epoch
   uint64_t epoch_ = 0;

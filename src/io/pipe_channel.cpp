@@ -2,6 +2,8 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -10,6 +12,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <thread>
 #include <utility>
 
@@ -176,6 +179,78 @@ std::unique_ptr<ByteSource> PipeChannel::open_next_epoch() {
   ++next_epoch_;
   if (options_.record_io) return std::make_unique<RecordIOByteSource>(std::move(source));
   return source;
+}
+
+// ---------------------------------------------------------------------------------------------
+// PipeTee
+
+PipeTee::PipeTee(std::unique_ptr<ByteSource> inner, std::vector<std::string> outputs,
+                 double open_timeout_seconds)
+    : inner_(std::move(inner)),
+      outputs_(std::move(outputs)),
+      open_timeout_seconds_(open_timeout_seconds) {
+  for (const std::string& output : outputs_) {
+    std::error_code ignored;
+    std::filesystem::create_directories(std::filesystem::path(output).parent_path(), ignored);
+    std::filesystem::remove(output, ignored);  // a dead run's
+    if (::mkfifo(output.c_str(), 0600) != 0) throw_system_error("cannot create the FIFO " + output);
+  }
+}
+
+PipeTee::~PipeTee() {
+  for (const int fd : fds_) ::close(fd);
+  std::error_code ignored;
+  for (const std::string& output : outputs_) std::filesystem::remove(output, ignored);
+}
+
+void PipeTee::open_outputs() {
+  using Clock = std::chrono::steady_clock;
+  const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                           std::chrono::duration<double>(open_timeout_seconds_));
+  for (const std::string& output : outputs_) {
+    int fd = -1;
+    // Without O_NONBLOCK the open would wait for a reader forever; with it, ENXIO until one comes.
+    while ((fd = ::open(output.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC)) < 0) {
+      if (errno != ENXIO && errno != EINTR) throw_system_error("cannot open the FIFO " + output);
+      if (Clock::now() >= deadline) {
+        throw PlatformError("the worker reading " + output + " did not open it within " +
+                            std::to_string(open_timeout_seconds_) + " s");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    fds_.push_back(fd);
+  }
+}
+
+size_t PipeTee::read_some(void* buffer, size_t size) {
+  if (fds_.size() < outputs_.size()) open_outputs();
+  const size_t got = inner_->read_some(buffer, size);
+  // A reader gone: EPIPE from write, not a SIGPIPE that would end the process.
+  sigset_t block, previous;
+  sigemptyset(&block);
+  sigaddset(&block, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &block, &previous);
+  for (size_t i = 0; i < fds_.size(); ++i) {
+    const char* data = static_cast<const char*>(buffer);
+    for (size_t done = 0; done < got;) {
+      const ssize_t n = ::write(fds_[i], data + done, got - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        const int saved = errno;
+        // Drop the SIGPIPE this write raised while it was blocked.
+        const struct timespec zero {0, 0};
+        sigtimedwait(&block, nullptr, &zero);
+        pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+        errno = saved;
+        throw_system_error("cannot pass " + inner_->name() + " on to the worker reading " +
+                           outputs_[i] + " (did it stop?)");
+      }
+      done += static_cast<size_t>(n);
+    }
+  }
+  pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+  return got;
 }
 
 }  // namespace medseg

@@ -67,6 +67,32 @@ class RecordIOByteSource : public ByteSource {
   int64_t objects_read_ = 0;
 };
 
+// A host's first worker reads SageMaker's FIFO (one reader per FIFO) and gives its other workers
+// the same bytes: PipeTee copies everything read from `inner` into the FIFOs `outputs` (made here,
+// each read by one local worker through a PipeChannel on its folder). An output is opened once its
+// reader has opened it (within `open_timeout_seconds`, else PlatformError naming it); a reader
+// that stops reading before the end raises PlatformError (EPIPE) on the next write to it. The
+// destructor closes the outputs (their readers see the end of the stream) and removes them.
+class PipeTee : public ByteSource {
+ public:
+  PipeTee(std::unique_ptr<ByteSource> inner, std::vector<std::string> outputs,
+          double open_timeout_seconds);
+  ~PipeTee() override;
+  PipeTee(const PipeTee&) = delete;
+  PipeTee& operator=(const PipeTee&) = delete;
+
+  size_t read_some(void* buffer, size_t size) override;
+  std::string name() const override { return inner_->name(); }
+
+ private:
+  void open_outputs();
+
+  std::unique_ptr<ByteSource> inner_;
+  std::vector<std::string> outputs_;
+  std::vector<int> fds_;
+  double open_timeout_seconds_;
+};
+
 class PipeChannel {
  public:
   // Throws ClientError when the channel name is empty.

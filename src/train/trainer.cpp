@@ -15,19 +15,23 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <thread>
+#include <unordered_set>
 
 #include "config/component_options.h"
 #include "data/batch_loader.h"
 #include "data/case_store.h"
 #include "data/record_cache.h"
+#include "data/streamed_epochs.h"
 #include "data/training_set.h"
 #include "dist/collectives.h"
 #include "dist/launcher.h"
 #include "infer/evaluate.h"
 #include "infer/sliding_window.h"
 #include "io/medseg_record.h"
+#include "io/pipe_channel.h"
 #include "model/model_io.h"
 #include "model/unet.h"
 #include "train/automatic_settings.h"
@@ -84,6 +88,13 @@ struct Trainer::State {
   std::unique_ptr<TrainingStep> step;  // built once the gradient sync exists
   TrainingSet train_cases;
   std::vector<CaseData> validation_cases;
+  // Pipe mode streamed epoch by epoch (data.shuffle_buffer > 0): this worker's source of each
+  // epoch's stream, the training case ids the first stream held, and the draws from the streams.
+  bool streamed = false;
+  std::function<std::unique_ptr<ByteSource>()> open_pipe_epoch;
+  std::vector<std::string> streamed_ids;
+  std::unordered_set<std::string> streamed_validation_ids;
+  std::unique_ptr<StreamedEpochs> streamed_epochs;  // declared before the loader that uses it
   std::unique_ptr<BatchLoader> loader;
   int64_t steps_per_epoch = 1;
   int64_t total_steps = 1;
@@ -142,6 +153,12 @@ struct Trainer::State {
   void load_data();
   std::vector<CaseData> load_channel(const std::string& channel, bool normalize);
   std::string training_records_folder(bool normalize);
+  std::function<std::unique_ptr<ByteSource>()> pipe_epochs(const std::string& channel);
+  void count_streamed_channel(bool split_validation);
+  int64_t training_count() const {
+    return streamed ? static_cast<int64_t>(streamed_ids.size())
+                    : static_cast<int64_t>(train_cases.size());
+  }
   void agree_on_data();
   void build_model();
   StepResult train_step(const Batch& batch, bool timed);
@@ -203,6 +220,90 @@ std::vector<CaseData> Trainer::State::load_channel(const std::string& channel, b
   return cases;
 }
 
+// This worker's stream of the channel's epochs, one FIFO after another. SageMaker gives a host one
+// FIFO per epoch, for one reader: the host's first worker reads it and passes every byte on to
+// the host's other workers through FIFOs of their own (PipeTee), so that all of them see the same
+// records in the same order.
+std::function<std::unique_ptr<ByteSource>()> Trainer::State::pipe_epochs(
+    const std::string& channel) {
+  const ChannelConfig channel_config = environment.channel(channel);
+  // The launcher's PID names the host's folder of worker FIFOs: one per job on this host.
+  const std::string local = (fs::temp_directory_path() /
+                             ("medseg-pipe-" + std::to_string(::getppid()) + "-" + channel))
+                                .string();
+  const auto worker_dir = [local](int worker) { return local + "/worker-" + std::to_string(worker); };
+  PipeChannelOptions options;
+  options.channel = channel;
+  if (dist.local_rank != 0) {
+    options.data_dir = worker_dir(dist.local_rank);
+    auto pipe = std::make_shared<PipeChannel>(options);
+    return [pipe] { return pipe->open_next_epoch(); };
+  }
+  options.data_dir = environment.paths.data_dir();
+  options.record_io = channel_config.record_wrapper == "RecordIO";
+  auto pipe = std::make_shared<PipeChannel>(options);
+  const int workers = dist.local_world_size;
+  return [pipe, workers, worker_dir, channel]() -> std::unique_ptr<ByteSource> {
+    const int index = pipe->next_epoch();
+    std::unique_ptr<ByteSource> source = pipe->open_next_epoch();
+    if (workers == 1) return source;
+    std::vector<std::string> outputs;
+    for (int worker = 1; worker < workers; ++worker) {
+      outputs.push_back(worker_dir(worker) + "/" + channel + "_" + std::to_string(index));
+    }
+    return std::make_unique<PipeTee>(std::move(source), std::move(outputs), 600.0);
+  };
+}
+
+// Whether a streamed case is held out for validation: by its id (each with probability
+// data.validation_fraction, seeded), since a stream's order may change from epoch to epoch.
+namespace {
+bool in_streamed_validation_share(const std::string& case_id, double fraction, uint64_t seed) {
+  uint64_t hash = mix64(seed ^ 0x7a11da7eULL);
+  for (const char c : case_id) hash = mix64(hash ^ static_cast<uint8_t>(c));
+  return static_cast<double>(hash >> 11) * 0x1.0p-53 < fraction;
+}
+}  // namespace
+
+// Streamed Pipe mode reads the channel's first FIFO once before training: to count its records
+// (the steps per epoch follow from the count), to learn its case ids (the hosts compare them) and
+// to keep the held-out validation cases. Nothing else of it stays in memory.
+void Trainer::State::count_streamed_channel(bool split_validation) {
+  const DataConfig& data = config().data;
+  const auto started = Clock::now();
+  open_pipe_epoch = pipe_epochs(data.train_channel);
+  std::unique_ptr<ByteSource> source = open_pipe_epoch();
+  RecordReadOptions read_options;
+  read_options.max_record_bytes = static_cast<uint64_t>(data.max_case_mb) << 20;
+  RecordStreamReader reader(*source, read_options);
+  CaseData record;
+  int64_t bytes = 0;
+  while (reader.next(&record)) {
+    bytes += static_cast<int64_t>(record.image.size() * sizeof(float) + record.label.size());
+    if (split_validation && in_streamed_validation_share(record.case_id, data.validation_fraction,
+                                                         static_cast<uint64_t>(config().train.seed))) {
+      streamed_validation_ids.insert(record.case_id);
+      validation_cases.push_back(record);
+    } else {
+      streamed_ids.push_back(record.case_id);
+    }
+  }
+  if (streamed_ids.empty()) {
+    throw ClientError("Pipe-mode channel '" + data.train_channel + "' (" + source->name() +
+                      ") delivered no training records: Pipe mode streams shards written by "
+                      "`medseg preprocess`");
+  }
+  spdlog::info(
+      "Pipe mode: channel '{}' streams {} training records ({:.0f} MiB decoded){}; counted in "
+      "{:.1f} s from its first FIFO; every epoch reads the next FIFO through a shuffle buffer "
+      "of {} cases (data.shuffle_buffer)",
+      data.train_channel, streamed_ids.size(), static_cast<double>(bytes) / (1 << 20),
+      validation_cases.empty()
+          ? ""
+          : fmt::format(" and {} validation cases (kept in memory)", validation_cases.size()),
+      seconds_since(started), data.shuffle_buffer);
+}
+
 // The record shards the training channel is mapped from, "" when it is decoded into memory
 // (Pipe mode, data.cache_dir = memory). A File-mode records channel is mapped as it is; a
 // FastFile one is first copied to the host's record cache (sequential reads instead of random
@@ -261,8 +362,12 @@ void Trainer::State::load_data() {
     return validation_split(has_validation_channel ? 0 : total, data.validation_fraction,
                             static_cast<uint64_t>(config().train.seed));
   };
-  const std::string records = training_records_folder(normalize_volumes);
-  if (!records.empty()) {
+  streamed = environment.channel(data.train_channel).input_mode == "Pipe" &&
+             data.shuffle_buffer > 0;
+  const std::string records = streamed ? "" : training_records_folder(normalize_volumes);
+  if (streamed) {
+    count_streamed_channel(!has_validation_channel && data.validation_fraction > 0.0);
+  } else if (!records.empty()) {
     // Record shards are mapped, not decoded: the host's workers share them through the page cache.
     auto reader = std::make_shared<const MappedRecordReader>(records);
     const std::vector<bool> is_validation = held_out(static_cast<int64_t>(reader->size()));
@@ -285,7 +390,7 @@ void Trainer::State::load_data() {
     }
     train_cases = TrainingSet(std::move(training));
   }
-  if (train_cases.empty() && validation_cases.empty()) {
+  if (training_count() == 0 && validation_cases.empty()) {
     throw ClientError("channel '" + data.train_channel + "' holds no cases");
   }
   // Validation always sees whole normalised volumes, also when training normalises crops.
@@ -313,7 +418,7 @@ void Trainer::State::load_data() {
   spdlog::info(
       "data: {} training and {} validation cases preprocessed in {:.1f} s, {:.0f} MiB in "
       "memory{}",
-      train_cases.size(), validation_cases.size(), seconds_since(started),
+      training_count(), validation_cases.size(), seconds_since(started),
       static_cast<double>(train_cases.private_bytes() + case_bytes(validation_cases)) / (1 << 20),
       train_cases.mapped_bytes() > 0
           ? fmt::format(", {:.0f} MiB of record shards mapped (shared by the host's workers)",
@@ -322,13 +427,14 @@ void Trainer::State::load_data() {
 }
 
 // A 48-bit digest of the case ids (exact in a double, so it can travel through allreduce_sum).
-double case_fingerprint(const TrainingSet& train, const std::vector<CaseData>& validation) {
+double case_fingerprint(const std::vector<std::string>& train,
+                        const std::vector<CaseData>& validation) {
   uint64_t hash = 1469598103934665603ull;  // FNV-1a
   const auto add = [&hash](const std::string& text) {
     for (const char c : text) hash = (hash ^ static_cast<uint8_t>(c)) * 1099511628211ull;
     hash = (hash ^ 0xFF) * 1099511628211ull;  // a separator no id contains
   };
-  for (size_t i = 0; i < train.size(); ++i) add(train.case_id(i));
+  for (const std::string& id : train) add(id);
   add("|validation|");
   for (const CaseData& data : validation) add(data.case_id);
   return static_cast<double>(hash >> 16);
@@ -342,14 +448,20 @@ double case_fingerprint(const TrainingSet& train, const std::vector<CaseData>& v
 // data once; a host with fewer cases starts a new pass over its own sooner. Validation Dice is
 // merged over every host's validation cases.
 void Trainer::State::agree_on_data() {
-  const auto training = static_cast<double>(train_cases.size());
+  const auto training = static_cast<double>(training_count());
   const auto validation = static_cast<double>(validation_cases.size());
   data_group = {dist.rank, dist.world_size, false, static_cast<int64_t>(training),
                 static_cast<int64_t>(validation)};
   // load_data() refuses an empty channel (a host that failed so ends its peers' collectives).
-  if (train_cases.empty()) throw ClientError("no training cases left after the validation split");
+  if (training_count() == 0) {
+    throw ClientError("no training cases left after the validation split");
+  }
   if (!collectives) return;
-  const double fingerprint = case_fingerprint(train_cases, validation_cases);
+  std::vector<std::string> training_ids = streamed_ids;
+  if (!streamed) {
+    for (size_t i = 0; i < train_cases.size(); ++i) training_ids.push_back(train_cases.case_id(i));
+  }
+  const double fingerprint = case_fingerprint(training_ids, validation_cases);
   const double first_of_host = dist.local_rank == 0 ? 1.0 : 0.0;
   std::vector<double> job = {dist.rank == 0 ? fingerprint : 0.0, first_of_host * training,
                              first_of_host * validation};
@@ -363,8 +475,20 @@ void Trainer::State::agree_on_data() {
       "hosts hold different cases: each host's {} workers train on its own {} cases; steps per "
       "epoch count all {} training cases of the {} hosts; validation Dice is over all {} "
       "validation cases",
-      dist.local_world_size, train_cases.size(), data_group.training_cases_in_job, dist.num_nodes,
+      dist.local_world_size, training_count(), data_group.training_cases_in_job, dist.num_nodes,
       data_group.validation_cases_in_job);
+  if (streamed) {
+    // A stream cannot be read twice in an epoch: every host uses as many of its records per
+    // epoch as the host with the fewest has.
+    std::vector<double> counts(static_cast<size_t>(dist.num_nodes), 0.0);
+    if (dist.local_rank == 0) counts[static_cast<size_t>(dist.node_rank)] = training;
+    collectives->allreduce_sum(counts);
+    const double fewest = *std::min_element(counts.begin(), counts.end());
+    data_group.training_cases_in_job = static_cast<int64_t>(fewest) * dist.num_nodes;
+    spdlog::info("Pipe mode: each epoch uses {} records of every host's stream (the fewest a "
+                 "host has)",
+                 static_cast<int64_t>(fewest));
+  }
   const ChannelConfig channel = environment.channel(config().data.train_channel);
   if (environment.channels.count(channel.name) != 0 && channel.distribution != "ShardedByS3Key") {
     spdlog::warn(
@@ -741,6 +865,18 @@ void Trainer::State::set_up() {
   at::set_num_threads(automatic.compute_threads);
   steps_per_epoch = automatic.steps_per_epoch;
   total_steps = steps_per_epoch * config().train.epochs;
+  if (streamed) {
+    const int64_t group_batch = static_cast<int64_t>(config().train.batch_size) * data_group.size;
+    if (steps_per_epoch * group_batch > training_count()) {
+      throw ClientError(
+          "train.steps_per_epoch = " + std::to_string(steps_per_epoch) + " needs " +
+          std::to_string(steps_per_epoch * group_batch) + " samples per epoch from the stream of "
+          "Pipe-mode channel '" + config().data.train_channel + "', which holds " +
+          std::to_string(training_count()) + " training records (each is used at most once per "
+          "epoch): expected at most " + std::to_string(std::max<int64_t>(1, training_count() / group_batch)) +
+          " steps, or data.shuffle_buffer = 0 to keep the cases in memory");
+    }
+  }
 }
 
 void Trainer::State::resume_and_synchronise() {
@@ -811,7 +947,22 @@ void Trainer::State::open_outputs_and_loader() {
     options.seed += 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(dist.node_rank);
   options.num_workers = automatic.loader_threads;
   options.prefetch_batches = c.data.prefetch_batches;
-  loader = std::make_unique<BatchLoader>(&train_cases, options);
+  if (streamed) {
+    StreamedEpochsOptions stream_options;
+    stream_options.shuffle_buffer = c.data.shuffle_buffer;
+    stream_options.seed = options.seed;
+    stream_options.rank = data_group.rank;
+    stream_options.world_size = data_group.size;
+    stream_options.batch_size = c.train.batch_size;
+    // Every batch slot's samples can be drawn ahead, and one more batch.
+    stream_options.max_held = static_cast<int64_t>(c.data.prefetch_batches + 1) * c.train.batch_size;
+    stream_options.skip = streamed_validation_ids;
+    stream_options.read.max_record_bytes = static_cast<uint64_t>(c.data.max_case_mb) << 20;
+    streamed_epochs = std::make_unique<StreamedEpochs>(open_pipe_epoch, stream_options);
+    loader = std::make_unique<BatchLoader>(streamed_epochs.get(), options);
+  } else {
+    loader = std::make_unique<BatchLoader>(&train_cases, options);
+  }
   // The loader holds at most prefetch_batches batches (plus one sample per slot being cut).
   const double roi_voxels =
       static_cast<double>(c.augment.roi_size[0]) * c.augment.roi_size[1] * c.augment.roi_size[2];

@@ -347,7 +347,12 @@ constexpr const char* kPipeChannel =
 TEST(TrainerTest, TrainsFromAPipeModeChannelWithRecordIO) {
   testing::TempDir dir;
   const std::string payload = pipe_payload(dir);
-  testing::make_ml_root(dir.file("ml"), kTinyRun, kPipeChannel);
+  // data.shuffle_buffer 0: the first FIFO is read once and kept in memory (streamed Pipe mode,
+  // one FIFO per epoch: streamed_pipe_test.cpp).
+  const std::string in_memory =
+      std::string(kTinyRun).substr(0, std::string(kTinyRun).size() - 1) +
+      R"(, "shuffle_buffer": "0"})";
+  testing::make_ml_root(dir.file("ml"), in_memory, kPipeChannel);
   std::thread writer(serve_pipe, dir.file("ml/input/data/train_0"), payload);
   const testing::CommandResult result =
       testing::run_medseg({"train"}, {"MEDSEG_ML_ROOT=" + dir.file("ml")});
@@ -364,7 +369,7 @@ TEST(TrainerTest, TwoWorkersShareOnePipeModeFifo) {
   const std::string payload = pipe_payload(dir);
   const std::string two_workers =
       std::string(kTinyRun).substr(0, std::string(kTinyRun).size() - 1) +
-      R"(, "nproc_per_node": "2", "num_threads": "1",
+      R"(, "nproc_per_node": "2", "num_threads": "1", "shuffle_buffer": "0",
                                   "dist.master_port": ")" +
       std::to_string(testing::free_loopback_port()) + R"("})";
   testing::make_ml_root(dir.file("ml"), two_workers, kPipeChannel);
