@@ -10,7 +10,9 @@
 #include <ATen/Parallel.h>
 #include <httplib.h>
 #include <libdeflate.h>
+#include <pthread.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <spdlog/spdlog.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -30,11 +32,13 @@
 #include "data/batch_loader.h"
 #include "data/case_store.h"
 #include "data/random_transforms.h"
+#include "data/streamed_epochs.h"
 #include "data/synthetic_cases.h"
 #include "dist/collectives.h"
 #include "dist/dist_env.h"
 #include "dist/launcher.h"
 #include "io/medseg_record.h"
+#include "io/pipe_channel.h"
 #include "model/model_io.h"
 #include "model/unet.h"
 #include "train/automatic_settings.h"
@@ -420,11 +424,15 @@ double storage_read_bytes() {
 
 // Training-size crops from `folder` through the training loader, as worker `rank` of `workers`.
 LoaderWorkerResult run_loader_worker(const std::string& folder, const BenchCommandOptions& options,
-                                     int rank, int workers) {
-  auto reader = std::make_shared<const MappedRecordReader>(folder);
-  std::vector<size_t> all(reader->size());
-  for (size_t i = 0; i < all.size(); ++i) all[i] = i;
-  const TrainingSet cases(reader, all);
+                                     int rank, int workers, int64_t num_cases, bool pipe) {
+  // File mode maps the shards (checking them touches every page once); Pipe mode never maps them.
+  TrainingSet cases;
+  if (!pipe) {
+    auto reader = std::make_shared<const MappedRecordReader>(folder);
+    std::vector<size_t> all(reader->size());
+    for (size_t i = 0; i < all.size(); ++i) all[i] = i;
+    cases = TrainingSet(reader, all);
+  }
   BatchLoaderOptions loader_options;
   loader_options.transforms = RandomTransformOptions::from_config(bench_config(options));
   loader_options.transforms.roi_size = {options.roi[0], options.roi[1], options.roi[2]};
@@ -432,15 +440,52 @@ LoaderWorkerResult run_loader_worker(const std::string& folder, const BenchComma
   loader_options.rank = rank;
   loader_options.world_size = workers;
   loader_options.num_workers = options.threads > 0 ? options.threads : 1;
-  BatchLoader loader(&cases, loader_options);
   // One epoch that visits every case once across the workers.
   const int64_t steps =
-      std::max<int64_t>(1, static_cast<int64_t>(all.size()) / (options.batch * workers));
+      std::max<int64_t>(1, num_cases / (options.batch * workers));
+  // Pipe mode: the shards stream through a FIFO, as SageMaker delivers them (a thread here plays
+  // SageMaker's part), into the shuffle buffer of data.shuffle_buffer cases.
+  std::unique_ptr<StreamedEpochs> stream;
+  std::thread sagemaker;
+  if (pipe) {
+    const std::string fifo_dir = folder + "/pipe";
+    fs::create_directories(fifo_dir);
+    if (::mkfifo((fifo_dir + "/train_0").c_str(), 0600) != 0) {
+      throw_system_error("cannot create a FIFO in " + fifo_dir);
+    }
+    sagemaker = std::thread([folder, fifo_dir] {
+      sigset_t block;
+      sigemptyset(&block);
+      sigaddset(&block, SIGPIPE);
+      pthread_sigmask(SIG_BLOCK, &block, nullptr);
+      std::ofstream fifo(fifo_dir + "/train_0", std::ios::binary);
+      std::vector<std::string> files;
+      for (const auto& entry : fs::directory_iterator(folder)) {
+        if (entry.path().extension() == kShardFileSuffix) files.push_back(entry.path());
+      }
+      std::sort(files.begin(), files.end());
+      for (const std::string& file : files) fifo << std::ifstream(file, std::ios::binary).rdbuf();
+    });
+    PipeChannelOptions pipe_options;
+    pipe_options.data_dir = fifo_dir;
+    pipe_options.channel = "train";
+    auto channel = std::make_shared<PipeChannel>(pipe_options);
+    StreamedEpochsOptions stream_options;
+    stream_options.shuffle_buffer = bench_config(options).data.shuffle_buffer;
+    stream_options.batch_size = options.batch;
+    stream_options.max_held = static_cast<int64_t>(loader_options.num_workers + 1) * options.batch;
+    stream = std::make_unique<StreamedEpochs>([channel] { return channel->open_next_epoch(); },
+                                              stream_options);
+  }
+  auto loader = pipe ? std::make_unique<BatchLoader>(stream.get(), loader_options)
+                     : std::make_unique<BatchLoader>(&cases, loader_options);
   const auto started = Clock::now();
-  loader.start_epoch(0, steps);
+  loader->start_epoch(0, steps);
   Batch batch;
   int64_t samples = 0;
-  while (loader.next(batch)) samples += batch.batch_size;
+  while (loader->next(batch)) samples += batch.batch_size;
+  loader.reset();
+  if (sagemaker.joinable()) sagemaker.join();
   const MemoryUsage memory = memory_usage();
   return {static_cast<double>(samples), seconds_since(started),
           static_cast<double>(memory.peak_resident_bytes),
@@ -490,8 +535,10 @@ int bench_loader(const BenchCommandOptions& options) {
     throw PlatformError("bench loader: cannot write the record set in " + dir);
   }
   const double data_gb = cases * static_cast<double>(case_bytes) / 1e9;
-  for (const int workers : {1, 2, 4}) {
-    if (workers > options.nproc_max) break;
+  // File mode (mapped shards) with 1, 2 and 4 workers, then Pipe mode (streamed) with 1.
+  for (const auto& [workers, pipe] : std::vector<std::pair<int, bool>>{
+           {1, false}, {2, false}, {4, false}, {1, true}}) {
+    if (workers > options.nproc_max) continue;
     // Cold page cache, as on a fresh instance (root only; otherwise the data may be cached).
     ::sync();
     const bool cold = static_cast<bool>(std::ofstream("/proc/sys/vm/drop_caches") << "1\n");
@@ -501,7 +548,7 @@ int bench_loader(const BenchCommandOptions& options) {
       if (child == 0) {
         int code = 0;
         try {
-          const LoaderWorkerResult r = run_loader_worker(dir, options, rank, workers);
+          const LoaderWorkerResult r = run_loader_worker(dir, options, rank, workers, cases, pipe);
           std::ofstream(dir + "/result-" + std::to_string(rank))
               << r.samples << ' ' << r.seconds << ' ' << r.peak_bytes << ' ' << r.private_bytes
               << ' ' << r.read_bytes << '\n';
@@ -532,12 +579,15 @@ int bench_loader(const BenchCommandOptions& options) {
       largest_private = std::max(largest_private, r.private_bytes);
       read += r.read_bytes;
     }
-    const std::string prefix = "loader_" + std::to_string(workers) + "_workers_";
+    const std::string prefix =
+        std::string(pipe ? "loader_pipe_" : "loader_") + std::to_string(workers) + "_workers_";
     spdlog::info(
-        "bench loader: {:.2f} GB of records ({} cases), {} workers x {} threads, {}x{}x{} crops: "
+        "bench loader: {}{:.2f} GB of records ({} cases), {} workers x {} threads, {}x{}x{} crops: "
         "{:.1f} samples/s, {:.2f} GB read from storage ({} page cache); peak resident {:.0f} MiB "
-        "per worker (mapped records included: shared through the page cache), private {:.0f} MiB "
+        "per worker (mapped records included, in File mode: shared through the page cache), private "
+        "{:.0f} MiB "
         "per worker and {:.0f} MiB per host",
+        pipe ? "Pipe mode (streamed through a FIFO and a shuffle buffer), " : "File mode, ",
         data_gb, cases, workers, std::max(1, options.threads), options.roi[0], options.roi[1],
         options.roi[2], samples / slowest, read / 1e9, cold ? "cold" : "possibly warm",
         peak / (1 << 20), largest_private / (1 << 20), host_private / (1 << 20));

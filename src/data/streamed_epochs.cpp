@@ -45,7 +45,7 @@ void read_epoch(const std::shared_ptr<StreamedEpochs::Shared>& shared, ByteSourc
   };
   const auto recycle = [&](CaseData&& data) {
     std::lock_guard<std::mutex> lock(shared->mutex);
-    if (shared->spare.size() < 2) shared->spare.push_back(std::move(data));
+    if (shared->spare.empty()) shared->spare.push_back(std::move(data));
   };
   std::vector<CaseData> window;
   const size_t capacity = static_cast<size_t>(std::max<int64_t>(1, options.shuffle_buffer));
@@ -147,7 +147,7 @@ void StreamedEpochs::release(int64_t sample) {
     std::lock_guard<std::mutex> lock(shared_->mutex);
     const auto found = shared_->held.find(sample);
     if (found == shared_->held.end()) return;
-    if (shared_->spare.size() < 2) shared_->spare.push_back(std::move(found->second));
+    if (shared_->spare.empty()) shared_->spare.push_back(std::move(found->second));
     shared_->held.erase(found);
   }
   shared_->changed.notify_all();

@@ -954,8 +954,9 @@ void Trainer::State::open_outputs_and_loader() {
     stream_options.rank = data_group.rank;
     stream_options.world_size = data_group.size;
     stream_options.batch_size = c.train.batch_size;
-    // Every batch slot's samples can be drawn ahead, and one more batch.
-    stream_options.max_held = static_cast<int64_t>(c.data.prefetch_batches + 1) * c.train.batch_size;
+    // A sample is released once its crop is cut: a batch per loader thread, and one drawn ahead.
+    stream_options.max_held =
+        static_cast<int64_t>(automatic.loader_threads + 1) * c.train.batch_size;
     stream_options.skip = streamed_validation_ids;
     stream_options.read.max_record_bytes = static_cast<uint64_t>(c.data.max_case_mb) << 20;
     streamed_epochs = std::make_unique<StreamedEpochs>(open_pipe_epoch, stream_options);

@@ -12,6 +12,7 @@
 
 #include "io/medseg_record.h"
 #include "test_support.h"
+#include "train/pipe_feeder.h"
 #include "train/training_jobs.h"
 
 namespace medseg {
@@ -105,6 +106,63 @@ TEST(BoundedMemoryTest, TrainsOnFourTimesItsMemoryLimitWithOneAndTwoWorkers) {
         private_memory);
     EXPECT_GE(private_memory, 0.0) << result.output;
     EXPECT_LT(private_memory * kMiB, data_bytes / 8) << result.output;
+    if (!cgroup.path().empty()) EXPECT_LE(cgroup.peak_bytes(), limit);
+  }
+}
+
+// Pipe mode streamed epoch by epoch: the same records arrive through one FIFO per epoch (a
+// feeder outside the cgroup plays SageMaker), and a worker holds its shuffle buffer and the
+// samples being cropped, not the data set. Every epoch streams the whole set (automatic steps).
+TEST(BoundedMemoryTest, StreamsPipeModeEpochsOfFourTimesItsMemoryLimitWithOneAndTwoWorkers) {
+  testing::TempDir dir;
+  constexpr int kCases = 60;
+  const int64_t data_bytes = write_large_record_set(dir.file("records"), kCases);
+  std::string stream;
+  for (int n = 0; n < kCases; ++n) {
+    stream += testing::read_text(dir.file("records/cases-" + std::to_string(n) + ".medrec"));
+  }
+  for (const int workers : {1, 2}) {
+    SCOPED_TRACE(std::to_string(workers) + " workers");
+    const int64_t limit = data_bytes / 4;
+    MemoryCgroup cgroup(limit);
+    const std::string hyperparameters =
+        std::string(R"({"epochs": "2", "batch_size": "1", "shuffle_buffer": "2",
+          "roi_size": "[32, 32, 16]", "validation_fraction": "0", "val_interval": "0",
+          "num_threads": "1", "nproc_per_node": ")") +
+        std::to_string(workers) + R"(", "dist.master_port": ")" +
+        std::to_string(testing::free_loopback_port()) + "\", " + testing::kSmallNetwork + "}";
+    const std::string root = dir.file("pipe-" + std::to_string(workers));
+    testing::make_ml_root(root, hyperparameters,
+                          R"({"train": {"TrainingInputMode": "Pipe", "RecordWrapperType": "RecordIO"}})");
+    std::filesystem::create_directories(root + "/input/data");
+    std::string command = "env MEDSEG_ML_ROOT=" + root + " " + MEDSEG_BINARY + " train";
+    if (!cgroup.path().empty()) {
+      command = "sh -c 'echo $$ > " + cgroup.path() + "/cgroup.procs && exec " + command + "'";
+    }
+    testing::CommandResult result;
+    int fifos = 0;
+    {
+      testing::PipeFeeder feeder(root + "/input/data", stream);
+      result = testing::run_shell(command + " 2>&1");
+      fifos = feeder.fifos_read();
+    }
+    ASSERT_EQ(result.exit_code, 0) << result.output;
+    EXPECT_EQ(fifos, 3) << result.output;  // the count, then one per epoch
+    EXPECT_NE(result.output.find("2 epochs x " + std::to_string(kCases / workers) + " steps"),
+              std::string::npos)
+        << result.output;
+    const double private_memory = private_mib(result.output);
+    std::printf(
+        "[ MEMORY   ] Pipe mode, %d workers, %.0f MiB of decoded training data streamed per "
+        "epoch: %s, private %.0f MiB per worker\n",
+        workers, static_cast<double>(data_bytes) / kMiB,
+        cgroup.path().empty() ? "no memory cgroup here"
+                              : ("host peak " + std::to_string(cgroup.peak_bytes() / kMiB) +
+                                 " MiB under a " + std::to_string(limit / kMiB) + " MiB limit")
+                                    .c_str(),
+        private_memory);
+    EXPECT_GE(private_memory, 0.0) << result.output;
+    EXPECT_LT(private_memory * kMiB, data_bytes / 4) << result.output;
     if (!cgroup.path().empty()) EXPECT_LE(cgroup.peak_bytes(), limit);
   }
 }
