@@ -323,9 +323,11 @@ int serve(const ServeOptions& options, const std::atomic<bool>* stop) {
                                << 20;
       const bool tar = request.get_header_value("Content-Type") == "application/x-tar" ||
                        (request.body.size() > 262 && request.body.compare(257, 5, "ustar") == 0);
+      // A request decodes its image once it holds a replica: at most one decoded case per
+      // replica is in memory, however many requests wait (they hold only their bodies).
+      const ReplicaPool::Lease predictor = pool.borrow();
       const NiftiVolume image = tar ? read_brats_tar(body, folder.path() + "/tar", read_options)
                                     : read_nifti(body, read_options);
-      const ReplicaPool::Lease predictor = pool.borrow();
       const Clock::time_point started = Clock::now();
       const Prediction prediction = predictor->predict(image, "request");
       const double seconds = seconds_since(started);
