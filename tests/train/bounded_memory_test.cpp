@@ -71,6 +71,33 @@ double private_mib(const std::string& log) {
   return std::regex_search(log, match, pattern) ? std::stod(match[1]) : -1.0;
 }
 
+// `medseg train` on `root`, inside `cgroup` when this machine made one.
+testing::CommandResult train_in(const MemoryCgroup& cgroup, const std::string& root) {
+  std::string command = "env MEDSEG_ML_ROOT=" + root + " " + MEDSEG_BINARY + " train";
+  if (!cgroup.path().empty()) {
+    command = "sh -c 'echo $$ > " + cgroup.path() + "/cgroup.procs && exec " + command + "'";
+  }
+  return testing::run_shell(command + " 2>&1");
+}
+
+// Prints and checks what the job held: its private memory (from its log) under data_bytes /
+// `share`, the host's peak within the cgroup's limit.
+void expect_bounded(const std::string& what, const MemoryCgroup& cgroup, int64_t limit,
+                    int64_t data_bytes, int share, const std::string& log) {
+  const double private_memory = private_mib(log);
+  std::printf("[ MEMORY   ] %s, %.0f MiB of decoded training data: %s, private %.0f MiB per worker\n",
+              what.c_str(), static_cast<double>(data_bytes) / kMiB,
+              cgroup.path().empty()
+                  ? "no memory cgroup here"
+                  : ("host peak " + std::to_string(cgroup.peak_bytes() / kMiB) + " MiB under a " +
+                     std::to_string(limit / kMiB) + " MiB limit")
+                        .c_str(),
+              private_memory);
+  EXPECT_GE(private_memory, 0.0) << log;
+  EXPECT_LT(private_memory * kMiB, data_bytes / share) << log;
+  if (!cgroup.path().empty()) EXPECT_LE(cgroup.peak_bytes(), limit);
+}
+
 TEST(BoundedMemoryTest, TrainsOnFourTimesItsMemoryLimitWithOneAndTwoWorkers) {
   testing::TempDir dir;
   const int64_t data_bytes = write_large_record_set(dir.file("records"), 40);
@@ -88,25 +115,10 @@ TEST(BoundedMemoryTest, TrainsOnFourTimesItsMemoryLimitWithOneAndTwoWorkers) {
     testing::make_ml_root(root, hyperparameters, R"({"train": {"TrainingInputMode": "File"}})");
     std::filesystem::create_directories(root + "/input/data");
     std::filesystem::create_directory_symlink(dir.file("records"), root + "/input/data/train");
-    std::string command = "env MEDSEG_ML_ROOT=" + root + " " + MEDSEG_BINARY + " train";
-    if (!cgroup.path().empty()) {
-      command = "sh -c 'echo $$ > " + cgroup.path() + "/cgroup.procs && exec " + command + "'";
-    }
-    const testing::CommandResult result = testing::run_shell(command + " 2>&1");
+    const testing::CommandResult result = train_in(cgroup, root);
     ASSERT_EQ(result.exit_code, 0) << result.output;
-    const double private_memory = private_mib(result.output);
-    std::printf(
-        "[ MEMORY   ] %d workers, %.0f MiB of decoded training data: %s, private %.0f MiB "
-        "per worker\n",
-        workers, static_cast<double>(data_bytes) / kMiB,
-        cgroup.path().empty() ? "no memory cgroup here"
-                              : ("host peak " + std::to_string(cgroup.peak_bytes() / kMiB) +
-                                 " MiB under a " + std::to_string(limit / kMiB) + " MiB limit")
-                                    .c_str(),
-        private_memory);
-    EXPECT_GE(private_memory, 0.0) << result.output;
-    EXPECT_LT(private_memory * kMiB, data_bytes / 8) << result.output;
-    if (!cgroup.path().empty()) EXPECT_LE(cgroup.peak_bytes(), limit);
+    expect_bounded("File mode, " + std::to_string(workers) + " workers", cgroup, limit, data_bytes,
+                   8, result.output);
   }
 }
 
@@ -135,15 +147,11 @@ TEST(BoundedMemoryTest, StreamsPipeModeEpochsOfFourTimesItsMemoryLimitWithOneAnd
     testing::make_ml_root(root, hyperparameters,
                           R"({"train": {"TrainingInputMode": "Pipe", "RecordWrapperType": "RecordIO"}})");
     std::filesystem::create_directories(root + "/input/data");
-    std::string command = "env MEDSEG_ML_ROOT=" + root + " " + MEDSEG_BINARY + " train";
-    if (!cgroup.path().empty()) {
-      command = "sh -c 'echo $$ > " + cgroup.path() + "/cgroup.procs && exec " + command + "'";
-    }
     testing::CommandResult result;
     int fifos = 0;
     {
       testing::PipeFeeder feeder(root + "/input/data", stream);
-      result = testing::run_shell(command + " 2>&1");
+      result = train_in(cgroup, root);
       fifos = feeder.fifos_read();
     }
     ASSERT_EQ(result.exit_code, 0) << result.output;
@@ -151,19 +159,8 @@ TEST(BoundedMemoryTest, StreamsPipeModeEpochsOfFourTimesItsMemoryLimitWithOneAnd
     EXPECT_NE(result.output.find("2 epochs x " + std::to_string(kCases / workers) + " steps"),
               std::string::npos)
         << result.output;
-    const double private_memory = private_mib(result.output);
-    std::printf(
-        "[ MEMORY   ] Pipe mode, %d workers, %.0f MiB of decoded training data streamed per "
-        "epoch: %s, private %.0f MiB per worker\n",
-        workers, static_cast<double>(data_bytes) / kMiB,
-        cgroup.path().empty() ? "no memory cgroup here"
-                              : ("host peak " + std::to_string(cgroup.peak_bytes() / kMiB) +
-                                 " MiB under a " + std::to_string(limit / kMiB) + " MiB limit")
-                                    .c_str(),
-        private_memory);
-    EXPECT_GE(private_memory, 0.0) << result.output;
-    EXPECT_LT(private_memory * kMiB, data_bytes / 4) << result.output;
-    if (!cgroup.path().empty()) EXPECT_LE(cgroup.peak_bytes(), limit);
+    expect_bounded("Pipe mode, " + std::to_string(workers) + " workers, streamed every epoch",
+                   cgroup, limit, data_bytes, 4, result.output);
   }
 }
 

@@ -15,6 +15,7 @@
 #include <regex>
 #include <thread>
 
+#include "train/pipe_feeder.h"
 #include "train/training_jobs.h"
 
 namespace medseg {
@@ -305,30 +306,6 @@ TEST(TrainerTest, TrainsFromRecordShardsInFileAndFastFileMode) {
   }
 }
 
-// Writes `payload` into the FIFO as SageMaker's Pipe mode does: the FIFO appears after a while,
-// and each object is wrapped in RecordIO records, here split into two parts.
-void serve_pipe(const std::string& fifo, const std::string& payload) {
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
-  const int fd = ::open(fifo.c_str(), O_WRONLY);
-  ASSERT_GE(fd, 0);
-  auto write_part = [fd](uint32_t flag, const std::string& part) {
-    const uint32_t header[2] = {0xced7230a, static_cast<uint32_t>(part.size()) | (flag << 29)};
-    std::string frame(reinterpret_cast<const char*>(header), sizeof(header));
-    frame += part;
-    frame.append((4 - part.size() % 4) % 4, '\0');
-    for (size_t done = 0; done < frame.size();) {
-      const ssize_t n = ::write(fd, frame.data() + done, frame.size() - done);
-      if (n <= 0) return;
-      done += static_cast<size_t>(n);
-    }
-  };
-  const size_t half = payload.size() / 2 + 3;
-  write_part(1, payload.substr(0, half));
-  write_part(3, payload.substr(half));
-  ::close(fd);
-}
-
 // The records of `dir`'s shards back to back, as Pipe mode streams a channel's S3 objects.
 std::string pipe_payload(const testing::TempDir& dir) {
   const std::string records = make_record_shards(dir);
@@ -353,10 +330,12 @@ TEST(TrainerTest, TrainsFromAPipeModeChannelWithRecordIO) {
       std::string(kTinyRun).substr(0, std::string(kTinyRun).size() - 1) +
       R"(, "shuffle_buffer": "0"})";
   testing::make_ml_root(dir.file("ml"), in_memory, kPipeChannel);
-  std::thread writer(serve_pipe, dir.file("ml/input/data/train_0"), payload);
-  const testing::CommandResult result =
-      testing::run_medseg({"train"}, {"MEDSEG_ML_ROOT=" + dir.file("ml")});
-  writer.join();
+  // SageMaker's part: train_0 (read once and kept in memory), then the next FIFOs unread.
+  testing::CommandResult result;
+  {
+    testing::PipeFeeder feeder(dir.file("ml/input/data"), payload);
+    result = testing::run_medseg({"train"}, {"MEDSEG_ML_ROOT=" + dir.file("ml")});
+  }
   ASSERT_EQ(result.exit_code, 0) << result.output;
   EXPECT_NE(result.output.find("data: 4 training and 2 validation cases"), std::string::npos)
       << result.output;
@@ -373,10 +352,12 @@ TEST(TrainerTest, TwoWorkersShareOnePipeModeFifo) {
                                   "dist.master_port": ")" +
       std::to_string(testing::free_loopback_port()) + R"("})";
   testing::make_ml_root(dir.file("ml"), two_workers, kPipeChannel);
-  std::thread writer(serve_pipe, dir.file("ml/input/data/train_0"), payload);
-  const testing::CommandResult result =
-      testing::run_medseg({"train"}, {"MEDSEG_ML_ROOT=" + dir.file("ml")});
-  writer.join();
+  // SageMaker's part: train_0 (read once and kept in memory), then the next FIFOs unread.
+  testing::CommandResult result;
+  {
+    testing::PipeFeeder feeder(dir.file("ml/input/data"), payload);
+    result = testing::run_medseg({"train"}, {"MEDSEG_ML_ROOT=" + dir.file("ml")});
+  }
   ASSERT_EQ(result.exit_code, 0) << result.output;
   EXPECT_NE(result.output.find("Pipe mode: 6 cases of channel 'train' read once and shared with "
                                "this host's 1 other workers"),
