@@ -279,6 +279,16 @@ void Trainer::State::count_streamed_channel(bool split_validation) {
   CaseData record;
   int64_t bytes = 0;
   while (reader.next(&record)) {
+    if (record.image_channels != config().model.in_channels ||
+        record.label_channels != config().model.out_channels) {
+      throw ClientError(source->name() + ": case " + record.case_id + " has " +
+                        std::to_string(record.image_channels) + " image and " +
+                        std::to_string(record.label_channels) +
+                        " label channels; the model expects model.in_channels = " +
+                        std::to_string(config().model.in_channels) +
+                        " and model.out_channels = " +
+                        std::to_string(config().model.out_channels));
+    }
     bytes += static_cast<int64_t>(record.image.size() * sizeof(float) + record.label.size());
     if (split_validation && in_streamed_validation_share(record.case_id, data.validation_fraction,
                                                          static_cast<uint64_t>(config().train.seed))) {

@@ -115,6 +115,22 @@ TEST(StreamedPipeTest, MoreStepsThanTheStreamHoldsIsAClientErrorNamingTheKey) {
   EXPECT_NE(failure.find("each is used at most once per epoch"), std::string::npos) << failure;
 }
 
+TEST(StreamedPipeTest, RecordsTheModelCannotTakeAreAClientErrorNamingTheCase) {
+  testing::TempDir dir;
+  const std::string stream = record_stream(dir, 4);
+  testing::make_ml_root(dir.file("ml"), hyperparameters(R"(, "model.in_channels": "3")"),
+                        kPipeChannel);
+  PipeFeeder feeder(dir.file("ml/input/data"), stream);
+  const testing::CommandResult result =
+      testing::run_medseg({"train"}, {"MEDSEG_ML_ROOT=" + dir.file("ml")});
+  EXPECT_EQ(result.exit_code, 2) << result.output;
+  const std::string failure = testing::read_text(dir.file("ml/output/failure"));
+  EXPECT_NE(failure.find("train_0"), std::string::npos) << failure;
+  EXPECT_NE(failure.find("has 4 image and 3 label channels; the model expects model.in_channels = 3"),
+            std::string::npos)
+      << failure;
+}
+
 // Spot: killed mid-epoch and restarted in a fresh container (its FIFOs start again at train_0),
 // the job replays the epoch's draws up to its checkpoint and ends with the weights of a run that
 // was never interrupted (the feeder streams the same bytes every epoch).
