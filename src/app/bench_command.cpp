@@ -141,18 +141,19 @@ int bench_preprocess(const BenchCommandOptions& options) {
   load.transforms.pixdim = {config.data.pixdim[0], config.data.pixdim[1], config.data.pixdim[2]};
   load.read.max_bytes = int64_t{8} << 30;
 
-  // Warm the page cache and the thread's buffers once, then time, as preprocess's threads work:
-  // case after case with one set of reused buffers.
+  // As preprocess's threads work: case after case with one set of reused buffers. Returns the
+  // preprocessed shape.
+  const auto preprocess = [&](const CaseSource& source, CaseBuffers& buffers) {
+    CaseData data = load_case(source, load, &buffers);
+    give_back(data, buffers);
+    return data.spatial_shape;
+  };
+  // Warm the page cache and the thread's buffers once, then time.
   CaseBuffers buffers;
-  CaseData warm = load_case(index.cases[0], load, &buffers);
-  give_back(warm, buffers);
+  preprocess(index.cases[0], buffers);
   const auto one_started = Clock::now();
   std::array<int64_t, 3> output_shape{};
-  for (const CaseSource& source : index.cases) {
-    CaseData data = load_case(source, load, &buffers);
-    output_shape = data.spatial_shape;
-    give_back(data, buffers);
-  }
+  for (const CaseSource& source : index.cases) output_shape = preprocess(source, buffers);
   const double one_thread = seconds_since(one_started) / index.cases.size();
 
   decode_floor_seconds(index.cases[0]);  // its buffers warmed up too
@@ -165,16 +166,12 @@ int bench_preprocess(const BenchCommandOptions& options) {
   const size_t rounds = index.cases.size() * static_cast<size_t>(threads);
   std::vector<CaseBuffers> thread_buffers(static_cast<size_t>(threads));
   run_parallel(threads, [&](int thread) {  // each thread's buffers warmed up first, as above
-    CaseBuffers& mine = thread_buffers[static_cast<size_t>(thread)];
-    CaseData data = load_case(index.cases[static_cast<size_t>(thread) % index.cases.size()], load,
-                              &mine);
-    give_back(data, mine);
+    preprocess(index.cases[static_cast<size_t>(thread) % index.cases.size()],
+               thread_buffers[static_cast<size_t>(thread)]);
   });
   const double wall = run_parallel(threads, [&](int thread) {
-    CaseBuffers& mine = thread_buffers[static_cast<size_t>(thread)];
     for (size_t i = next++; i < rounds; i = next++) {
-      CaseData data = load_case(index.cases[i % index.cases.size()], load, &mine);
-      give_back(data, mine);
+      preprocess(index.cases[i % index.cases.size()], thread_buffers[static_cast<size_t>(thread)]);
     }
   });
   const double all_threads = wall / static_cast<double>(rounds);

@@ -39,15 +39,16 @@ std::vector<int64_t> epoch_case_order(int64_t num_cases, int64_t num_samples, ui
 }
 
 BatchLoader::BatchLoader(const TrainingSet* cases, BatchLoaderOptions options)
-    : cases_(cases), options_(std::move(options)) {
+    : BatchLoader(cases, nullptr, std::move(options)) {
   if (cases_->empty()) throw ClientError("no training cases to load");
-  options_.num_workers = std::max(1, options_.num_workers);
-  options_.prefetch_batches = std::max(1, options_.prefetch_batches);
-  for (int i = 0; i < options_.prefetch_batches; ++i) slots_.push_back(std::make_unique<Slot>());
 }
 
 BatchLoader::BatchLoader(StreamedEpochs* stream, BatchLoaderOptions options)
-    : stream_(stream), options_(std::move(options)) {
+    : BatchLoader(nullptr, stream, std::move(options)) {}
+
+BatchLoader::BatchLoader(const TrainingSet* cases, StreamedEpochs* stream,
+                         BatchLoaderOptions options)
+    : cases_(cases), stream_(stream), options_(std::move(options)) {
   options_.num_workers = std::max(1, options_.num_workers);
   options_.prefetch_batches = std::max(1, options_.prefetch_batches);
   for (int i = 0; i < options_.prefetch_batches; ++i) slots_.push_back(std::make_unique<Slot>());

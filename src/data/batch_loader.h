@@ -5,7 +5,8 @@
 // threads, and a resumed epoch replays exactly.
 //
 // Data order: epoch e visits cases in epoch_case_order() (or in the order a stream draws them);
-// with W ranks and per-rank batch B, step t of rank r takes the global samples t*W*B + r*B + [0, B).
+// with W ranks and per-rank batch B, step t of rank r takes the global samples
+// t*W*B + r*B + [0, B).
 //
 // Thread safety: one consumer thread calls start_epoch()/next(); the workers are internal.
 #pragma once
@@ -74,6 +75,8 @@ class BatchLoader {
 
  private:
   struct Slot;
+  // One of `cases` and `stream` is given.
+  BatchLoader(const TrainingSet* cases, StreamedEpochs* stream, BatchLoaderOptions options);
   void worker_loop();
   void stop_workers();
 

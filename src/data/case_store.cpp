@@ -113,11 +113,7 @@ std::vector<CaseData> load_channel_cases(const JobEnvironment& environment,
     options.record_io = channel_config.record_wrapper == "RecordIO";
     PipeChannel pipe_channel(options);
     std::unique_ptr<ByteSource> stream = pipe_channel.open_next_epoch();
-    // A record header is believed only up to data.max_case_mb: buffers are sized from it before
-    // the payload arrives.
-    RecordReadOptions read_options;
-    read_options.max_record_bytes = static_cast<uint64_t>(config.data.max_case_mb) << 20;
-    RecordStreamReader reader(*stream, read_options);
+    RecordStreamReader reader(*stream, stream_read_options_from_config(config));
     CaseData data;
     while (reader.next(&data)) cases.push_back(data);
     if (cases.empty()) {
@@ -139,6 +135,12 @@ std::vector<CaseData> load_channel_cases(const JobEnvironment& environment,
     return cases;
   }
   return load_cases(index, load_options_from(config, normalize));
+}
+
+RecordReadOptions stream_read_options_from_config(const Config& config) {
+  RecordReadOptions options;
+  options.max_record_bytes = static_cast<uint64_t>(config.data.max_case_mb) << 20;
+  return options;
 }
 
 StaticTransformOptions static_transform_options_from_config(const Config& config, bool normalize) {

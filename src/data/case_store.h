@@ -63,6 +63,10 @@ std::vector<CaseData> load_channel_cases(const JobEnvironment& environment,
 // resampled case); `normalize` says whether NormalizeIntensity runs on the whole volume.
 StaticTransformOptions static_transform_options_from_config(const Config& config, bool normalize);
 
+// How Pipe-mode streams are read: a record header is believed only up to data.max_case_mb, since
+// buffers are sized from it before the payload arrives.
+RecordReadOptions stream_read_options_from_config(const Config& config);
+
 // The folder of a File/FastFile channel that holds medseg record shards (which training maps
 // rather than decodes), or "" for any other channel (Pipe mode, NIfTI, missing).
 std::string record_channel_folder(const JobEnvironment& environment, const std::string& channel,

@@ -18,6 +18,12 @@ struct StreamedEpochs::Shared {
   std::exception_ptr failure;
   bool stopping = false;
   bool finished = true;
+
+  // Keeps one used case for the reader to decode the next record into (its buffers reused);
+  // others are freed. The caller holds `mutex`.
+  void keep_spare(CaseData&& data) {
+    if (spare.empty()) spare.push_back(std::move(data));
+  }
 };
 
 namespace {
@@ -45,7 +51,7 @@ void read_epoch(const std::shared_ptr<StreamedEpochs::Shared>& shared, ByteSourc
   };
   const auto recycle = [&](CaseData&& data) {
     std::lock_guard<std::mutex> lock(shared->mutex);
-    if (shared->spare.empty()) shared->spare.push_back(std::move(data));
+    shared->keep_spare(std::move(data));
   };
   std::vector<CaseData> window;
   const size_t capacity = static_cast<size_t>(std::max<int64_t>(1, options.shuffle_buffer));
@@ -62,7 +68,8 @@ void read_epoch(const std::shared_ptr<StreamedEpochs::Shared>& shared, ByteSourc
                         " samples (steps per epoch x batch x workers): does every epoch's FIFO "
                         "stream the whole channel, and is train.steps_per_epoch too large?");
     }
-    const size_t pick = static_cast<size_t>(random.uniform_int(0, static_cast<int64_t>(window.size()) - 1));
+    const auto last = static_cast<int64_t>(window.size()) - 1;
+    const auto pick = static_cast<size_t>(random.uniform_int(0, last));
     CaseData chosen = std::move(window[pick]);
     if (next_record(incoming)) {
       window[pick] = std::move(incoming);
@@ -147,7 +154,7 @@ void StreamedEpochs::release(int64_t sample) {
     std::lock_guard<std::mutex> lock(shared_->mutex);
     const auto found = shared_->held.find(sample);
     if (found == shared_->held.end()) return;
-    if (shared_->spare.empty()) shared_->spare.push_back(std::move(found->second));
+    shared_->keep_spare(std::move(found->second));
     shared_->held.erase(found);
   }
   shared_->changed.notify_all();

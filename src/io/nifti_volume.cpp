@@ -143,6 +143,11 @@ bool ends_with(const std::string& text, const std::string& suffix) {
          text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
+PlatformError out_of_memory(double bytes, const std::string& path) {
+  return PlatformError("out of memory allocating " + format_bytes(bytes) + " to read NIfTI file " +
+                       path);
+}
+
 // new[] without value-initialisation: buffers here are always overwritten before being read.
 std::unique_ptr<uint8_t[]> allocate_bytes(int64_t count, const std::string& path) {
   try {
@@ -151,8 +156,7 @@ std::unique_ptr<uint8_t[]> allocate_bytes(int64_t count, const std::string& path
     advise_huge_pages(buffer.get(), static_cast<size_t>(count));
     return buffer;
   } catch (const std::bad_alloc&) {
-    throw PlatformError("out of memory allocating " + format_bytes(static_cast<double>(count)) +
-                        " to read NIfTI file " + path);
+    throw out_of_memory(static_cast<double>(count), path);
   }
 }
 
@@ -161,8 +165,7 @@ std::vector<uint8_t> take_bytes(BufferPool<uint8_t>& pool, int64_t count, const 
   try {
     return pool.take(static_cast<size_t>(std::max<int64_t>(count, 1)));
   } catch (const std::bad_alloc&) {
-    throw PlatformError("out of memory allocating " + format_bytes(static_cast<double>(count)) +
-                        " to read NIfTI file " + path);
+    throw out_of_memory(static_cast<double>(count), path);
   }
 }
 
@@ -177,9 +180,7 @@ std::vector<float> allocate_floats(int64_t count, const std::string& path, CaseB
     values.resize(static_cast<size_t>(count));
     return values;
   } catch (const std::bad_alloc&) {
-    throw PlatformError("out of memory allocating " +
-                        format_bytes(static_cast<double>(count) * sizeof(float)) +
-                        " to read NIfTI file " + path);
+    throw out_of_memory(static_cast<double>(count) * sizeof(float), path);
   }
 }
 

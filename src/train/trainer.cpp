@@ -231,7 +231,9 @@ std::function<std::unique_ptr<ByteSource>()> Trainer::State::pipe_epochs(
   const std::string local = (fs::temp_directory_path() /
                              ("medseg-pipe-" + std::to_string(::getppid()) + "-" + channel))
                                 .string();
-  const auto worker_dir = [local](int worker) { return local + "/worker-" + std::to_string(worker); };
+  const auto worker_dir = [local](int worker) {
+    return local + "/worker-" + std::to_string(worker);
+  };
   PipeChannelOptions options;
   options.channel = channel;
   if (dist.local_rank != 0) {
@@ -255,9 +257,23 @@ std::function<std::unique_ptr<ByteSource>()> Trainer::State::pipe_epochs(
   };
 }
 
+namespace {
+
+// A case whose channels the model cannot take: a ClientError, `where` (a source, or "") first.
+void check_model_channels(const Config& config, const std::string& where,
+                          const std::string& case_id, int64_t image_channels,
+                          int64_t label_channels) {
+  if (label_channels != config.model.out_channels || image_channels != config.model.in_channels) {
+    throw ClientError(where + "case " + case_id + " has " + std::to_string(image_channels) +
+                      " image and " + std::to_string(label_channels) +
+                      " label channels; the model expects model.in_channels = " +
+                      std::to_string(config.model.in_channels) +
+                      " and model.out_channels = " + std::to_string(config.model.out_channels));
+  }
+}
+
 // Whether a streamed case is held out for validation: by its id (each with probability
 // data.validation_fraction, seeded), since a stream's order may change from epoch to epoch.
-namespace {
 bool in_streamed_validation_share(const std::string& case_id, double fraction, uint64_t seed) {
   uint64_t hash = mix64(seed ^ 0x7a11da7eULL);
   for (const char c : case_id) hash = mix64(hash ^ static_cast<uint8_t>(c));
@@ -273,25 +289,16 @@ void Trainer::State::count_streamed_channel(bool split_validation) {
   const auto started = Clock::now();
   open_pipe_epoch = pipe_epochs(data.train_channel);
   std::unique_ptr<ByteSource> source = open_pipe_epoch();
-  RecordReadOptions read_options;
-  read_options.max_record_bytes = static_cast<uint64_t>(data.max_case_mb) << 20;
-  RecordStreamReader reader(*source, read_options);
+  RecordStreamReader reader(*source, stream_read_options_from_config(config()));
   CaseData record;
   int64_t bytes = 0;
   while (reader.next(&record)) {
-    if (record.image_channels != config().model.in_channels ||
-        record.label_channels != config().model.out_channels) {
-      throw ClientError(source->name() + ": case " + record.case_id + " has " +
-                        std::to_string(record.image_channels) + " image and " +
-                        std::to_string(record.label_channels) +
-                        " label channels; the model expects model.in_channels = " +
-                        std::to_string(config().model.in_channels) +
-                        " and model.out_channels = " +
-                        std::to_string(config().model.out_channels));
-    }
+    check_model_channels(config(), source->name() + ": ", record.case_id, record.image_channels,
+                         record.label_channels);
     bytes += static_cast<int64_t>(record.image.size() * sizeof(float) + record.label.size());
-    if (split_validation && in_streamed_validation_share(record.case_id, data.validation_fraction,
-                                                         static_cast<uint64_t>(config().train.seed))) {
+    const auto seed = static_cast<uint64_t>(config().train.seed);
+    if (split_validation &&
+        in_streamed_validation_share(record.case_id, data.validation_fraction, seed)) {
       streamed_validation_ids.insert(record.case_id);
       validation_cases.push_back(record);
     } else {
@@ -407,23 +414,13 @@ void Trainer::State::load_data() {
   if (!normalize_volumes) {
     for (CaseData& validation_case : validation_cases) normalize_intensity_nonzero(validation_case);
   }
-  const auto check_channels = [&](const std::string& case_id, int64_t image_channels,
-                                  int64_t label_channels) {
-    if (label_channels != config().model.out_channels ||
-        image_channels != config().model.in_channels) {
-      throw ClientError("case " + case_id + " has " + std::to_string(image_channels) +
-                        " image and " + std::to_string(label_channels) +
-                        " label channels; the model expects model.in_channels = " +
-                        std::to_string(config().model.in_channels) +
-                        " and model.out_channels = " + std::to_string(config().model.out_channels));
-    }
-  };
   for (size_t i = 0; i < train_cases.size(); ++i) {
     const CaseView view = train_cases.view(i);
-    check_channels(*view.case_id, view.image_channels, view.label_channels);
+    check_model_channels(config(), "", *view.case_id, view.image_channels, view.label_channels);
   }
   for (const CaseData& loaded : validation_cases) {
-    check_channels(loaded.case_id, loaded.image_channels, loaded.label_channels);
+    check_model_channels(config(), "", loaded.case_id, loaded.image_channels,
+                         loaded.label_channels);
   }
   spdlog::info(
       "data: {} training and {} validation cases preprocessed in {:.1f} s, {:.0f} MiB in "
@@ -878,12 +875,13 @@ void Trainer::State::set_up() {
   if (streamed) {
     const int64_t group_batch = static_cast<int64_t>(config().train.batch_size) * data_group.size;
     if (steps_per_epoch * group_batch > training_count()) {
+      const int64_t most = std::max<int64_t>(1, training_count() / group_batch);
       throw ClientError(
           "train.steps_per_epoch = " + std::to_string(steps_per_epoch) + " needs " +
           std::to_string(steps_per_epoch * group_batch) + " samples per epoch from the stream of "
           "Pipe-mode channel '" + config().data.train_channel + "', which holds " +
           std::to_string(training_count()) + " training records (each is used at most once per "
-          "epoch): expected at most " + std::to_string(std::max<int64_t>(1, training_count() / group_batch)) +
+          "epoch): expected at most " + std::to_string(most) +
           " steps, or data.shuffle_buffer = 0 to keep the cases in memory");
     }
   }
@@ -968,7 +966,7 @@ void Trainer::State::open_outputs_and_loader() {
     stream_options.max_held =
         static_cast<int64_t>(automatic.loader_threads + 1) * c.train.batch_size;
     stream_options.skip = streamed_validation_ids;
-    stream_options.read.max_record_bytes = static_cast<uint64_t>(c.data.max_case_mb) << 20;
+    stream_options.read = stream_read_options_from_config(c);
     streamed_epochs = std::make_unique<StreamedEpochs>(open_pipe_epoch, stream_options);
     loader = std::make_unique<BatchLoader>(streamed_epochs.get(), options);
   } else {
