@@ -161,6 +161,15 @@ void expect_matches_monai_after_each_stage(const std::string& dir, const std::st
   EXPECT_GE(final_stage.label_agreement, 0.999);
 }
 
+// The options the fixture cases were made with (any channel count, empty channels allowed).
+StaticTransformOptions fixture_options(const nlohmann::json& fixture) {
+  StaticTransformOptions options;
+  options.expected_channels = 0;
+  options.allow_empty_channels = true;
+  for (int a = 0; a < 3; ++a) options.pixdim[a] = fixture["pixdim"][a].get<double>();
+  return options;
+}
+
 class StaticTransformsMonai : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(StaticTransformsMonai, MatchesMonaiAfterEachStage) {
@@ -174,10 +183,7 @@ TEST_P(StaticTransformsMonai, PreprocessCaseEqualsTheStages) {
       read_nifti(kFixtureDir + fixture["inputs"]["image"]["file"].get<std::string>());
   const NiftiVolume label =
       read_nifti(kFixtureDir + fixture["inputs"]["label"]["file"].get<std::string>());
-  StaticTransformOptions options;
-  options.expected_channels = 0;
-  options.allow_empty_channels = true;
-  for (int a = 0; a < 3; ++a) options.pixdim[a] = fixture["pixdim"][a].get<double>();
+  StaticTransformOptions options = fixture_options(fixture);
   const CaseData one_thread = preprocess_case(image, &label, options, name);
   options.threads = 3;
   const CaseData three_threads = preprocess_case(image, &label, options, name);
@@ -204,10 +210,7 @@ TEST(StaticTransforms, ReusedBuffersGiveTheCasesOfFreshOnes) {
                      &buffers);
       const NiftiVolume label =
           read_nifti(kFixtureDir + fixture["inputs"]["label"]["file"].get<std::string>());
-      StaticTransformOptions options;
-      options.expected_channels = 0;
-      options.allow_empty_channels = true;
-      for (int a = 0; a < 3; ++a) options.pixdim[a] = fixture["pixdim"][a].get<double>();
+      const StaticTransformOptions options = fixture_options(fixture);
       const CaseData fresh = preprocess_case(image, &label, options, name);
       CaseData reused = preprocess_case(image, &label, options, name, &buffers);
       EXPECT_EQ(reused.image, fresh.image) << name << ", pass " << pass;

@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <string>
 #include <thread>
+#include <utility>
 
 #include "test_support.h"
 #include "train/pipe_feeder.h"
@@ -57,17 +58,19 @@ std::string hyperparameters(const std::string& extra) {
          extra + "}";
 }
 
+// `medseg train` on the ML root `ml` while a feeder streams `stream`; also how many FIFOs the
+// feeder saw read.
+std::pair<testing::CommandResult, int> train_fed(const std::string& ml, const std::string& stream) {
+  PipeFeeder feeder(ml + "/input/data", stream);
+  testing::CommandResult result = testing::run_medseg({"train"}, {"MEDSEG_ML_ROOT=" + ml});
+  return {result, feeder.fifos_read()};
+}
+
 TEST(StreamedPipeTest, EveryEpochStreamsItsOwnFifoThroughTheShuffleBuffer) {
   testing::TempDir dir;
   const std::string stream = record_stream(dir, 10);
   testing::make_ml_root(dir.file("ml"), hyperparameters(""), kPipeChannel);
-  testing::CommandResult result;
-  int fifos = 0;
-  {
-    PipeFeeder feeder(dir.file("ml/input/data"), stream);
-    result = testing::run_medseg({"train"}, {"MEDSEG_ML_ROOT=" + dir.file("ml")});
-    fifos = feeder.fifos_read();
-  }
+  const auto [result, fifos] = train_fed(dir.file("ml"), stream);
   ASSERT_EQ(result.exit_code, 0) << result.output;
   // The counting pass, then one FIFO per epoch.
   EXPECT_EQ(fifos, 4) << result.output;
@@ -88,13 +91,7 @@ TEST(StreamedPipeTest, TwoWorkersOfAHostShareOneReaderPerFifo) {
                         hyperparameters(R"(, "nproc_per_node": "2", "dist.master_port": ")" +
                                         std::to_string(testing::free_loopback_port()) + "\""),
                         kPipeChannel);
-  testing::CommandResult result;
-  int fifos = 0;
-  {
-    PipeFeeder feeder(dir.file("ml/input/data"), stream);
-    result = testing::run_medseg({"train"}, {"MEDSEG_ML_ROOT=" + dir.file("ml")});
-    fifos = feeder.fifos_read();
-  }
+  const auto [result, fifos] = train_fed(dir.file("ml"), stream);
   ASSERT_EQ(result.exit_code, 0) << result.output;
   EXPECT_EQ(fifos, 4) << result.output;
   EXPECT_EQ(result.output.find("hosts hold different cases"), std::string::npos) << result.output;
