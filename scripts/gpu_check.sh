@@ -85,6 +85,24 @@ for amp in bf16 off; do
     record "medseg_${amp}_b${batch}_peak_memory_mib=${mib:-error}"
   done
 done
+# 3b. Each GPU switch's effect at batch 4 bf16 (one change from the defaults each), and the two
+#     data paths of a real training job: host loader threads + pinned side-stream copies, and
+#     the device-resident case cache (crops on the GPU).
+bench_variant() {  # name, then extra bench train arguments
+  local name="$1"; shift
+  local out sps
+  out="$("$build_dir"/medseg bench train --device cuda --roi 128 128 64 --batch 4 --amp bf16 \
+         --warmup 5 --steps 20 "$@" 2>&1)" || out="error: $(echo "$out" | tail -2)"
+  sps="$(echo "$out" | sed -n 's/^train_samples_per_second=//p')"
+  record "medseg_variant_${name}_samples_per_second=${sps:-error}"
+  record "medseg_variant_${name}_data_seconds_median=$(echo "$out" | sed -n 's/^train_data_seconds_median=//p')"
+}
+bench_variant defaults
+bench_variant no_cudnn_benchmark --set train.cudnn_benchmark=false
+bench_variant channels_last --set train.channels_last=true
+bench_variant unfused_adam --set optim.fused=false
+bench_variant input_loader --input loader --cases 8 --shape 160 160 96
+bench_variant input_device_cache --input device-cache --cases 8 --shape 160 160 96
 record "medseg bench: done after $((SECONDS - started)) s"
 
 # 4. MONAI's training step, eager and compiled.

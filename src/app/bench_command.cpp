@@ -43,6 +43,7 @@
 #include "model/unet.h"
 #include "train/automatic_settings.h"
 #include "train/compute.h"
+#include "train/device_batches.h"
 #include "train/loss_scaler.h"
 #include "train/optimizer.h"
 #include "train/training_step.h"
@@ -279,6 +280,26 @@ int bench_records(const BenchCommandOptions& options) {
   return 0;
 }
 
+// --cases random cases of --shape (normal intensities, about 30% foreground labels) for the
+// input benchmarks of bench train.
+std::vector<CaseData> bench_cases(const BenchCommandOptions& options, const UNetOptions& unet) {
+  std::vector<CaseData> cases(static_cast<size_t>(options.cases));
+  for (int n = 0; n < options.cases; ++n) {
+    CaseData& data = cases[static_cast<size_t>(n)];
+    data.case_id = "bench" + std::to_string(n);
+    data.spatial_shape = {options.shape[0], options.shape[1], options.shape[2]};
+    data.image_channels = unet.in_channels;
+    data.label_channels = unet.out_channels;
+    const int64_t voxels = data.voxels_per_channel();
+    data.image.resize(static_cast<size_t>(voxels * unet.in_channels));
+    at::from_blob(data.image.data(), {voxels * unet.in_channels}, at::kFloat).normal_();
+    data.label.resize(static_cast<size_t>(voxels * unet.out_channels));
+    at::from_blob(data.label.data(), {voxels * unet.out_channels}, at::kByte)
+        .copy_(at::rand({voxels * unet.out_channels}) > 0.7);
+  }
+  return cases;
+}
+
 int bench_train(const BenchCommandOptions& options) {
   Config config = bench_config(options);
   // --nproc N: N local workers with data parallelism, to measure the gradient sync.
@@ -300,6 +321,8 @@ int bench_train(const BenchCommandOptions& options) {
   request.local_rank = dist.local_rank;
   request.device_setting = "bench train --device";
   request.amp_setting = "bench train --amp";
+  request.cudnn_benchmark = config.train.cudnn_benchmark;
+  request.channels_last = config.train.channels_last;
   const Compute compute = resolve_compute(request);
   const at::Device device = compute.device;
   // --threads 0: the rule train.num_threads 0 follows (cores divided among the host's workers).
@@ -307,10 +330,13 @@ int bench_train(const BenchCommandOptions& options) {
   HostShape host;
   host.cores = all_cores();
   host.local_workers = dist.local_world_size;
-  at::set_num_threads(resolve_automatic_settings(config, host).compute_threads);
+  host.cuda = device.is_cuda();
+  const AutomaticSettings automatic = resolve_automatic_settings(config, host);
+  at::set_num_threads(automatic.compute_threads);
   const UNetOptions unet = unet_options_from_config(config.model);
   UNet model(unet);
   model->to(device);
+  to_compute_layout(*model, compute);
   auto optimizer = make_optimizer(config.optim, model->parameters());
   DynamicLossScaler scaler(compute.loss_scaling);
   std::unique_ptr<Collectives> collectives;
@@ -334,10 +360,50 @@ int bench_train(const BenchCommandOptions& options) {
       (at::rand({options.batch, unet.out_channels, options.roi[0], options.roi[1], options.roi[2]},
                 at::TensorOptions().device(device)) > 0.7)
           .to(at::kFloat);
+  // --input loader or device-cache: each step's batch is cut from --cases random cases of
+  // --shape by the host loader's threads (copied per step) or on the device, and its time is
+  // part of the step.
+  std::unique_ptr<TrainingSet> cases;
+  std::unique_ptr<BatchLoader> loader;
+  std::unique_ptr<DeviceBatches> batches;
+  if (options.input != "tensor") {
+    cases = std::make_unique<TrainingSet>(bench_cases(options, unet));
+    BatchLoaderOptions loader_options;
+    loader_options.transforms = RandomTransformOptions::from_config(config);
+    loader_options.transforms.roi_size = options.roi;
+    loader_options.batch_size = options.batch;
+    loader_options.num_workers = automatic.loader_threads;
+    loader_options.prefetch_batches = config.data.prefetch_batches;
+    if (options.input == "loader") {
+      loader = std::make_unique<BatchLoader>(cases.get(), loader_options);
+      batches = make_host_batches(*loader, device);
+    } else {
+      DeviceCacheOptions cache_options;
+      cache_options.transforms = loader_options.transforms;
+      cache_options.batch_size = options.batch;
+      batches = make_device_cache(*cases, cache_options, device);
+    }
+    batches->start_epoch(0, options.warmup + options.steps, 0);
+    spdlog::info("bench train: batches from {} ({} cases of {}x{}x{}; {} loader threads, {} "
+                 "compute threads)",
+                 options.input, cases->size(), options.shape[0], options.shape[1],
+                 options.shape[2], loader ? automatic.loader_threads : 0,
+                 automatic.compute_threads);
+  }
   int64_t step_number = 0;
   StepTimes times;
+  DeviceBatch batch;
   auto step = [&] {
-    times = training_step.run(image, label, step_number++, /*synchronize_phases=*/true).times;
+    if (!batches) {
+      times = training_step.run(image, label, step_number++, /*synchronize_phases=*/true).times;
+      return;
+    }
+    const Clock::time_point started = Clock::now();
+    batches->next(batch);
+    if (device.is_cuda()) cuda::synchronize();
+    const double data_seconds = seconds_since(started);
+    times = training_step.run(batch.image, batch.label, step_number++, true).times;
+    times.data_wait = data_seconds;
   };
   for (int i = 0; i < options.warmup; ++i) step();
   std::vector<double> seconds;
@@ -367,6 +433,7 @@ int bench_train(const BenchCommandOptions& options) {
     print_result("train_gradient_sync_share", median_sync / median);
   }
   const std::pair<const char*, double StepTimes::*> phases[] = {
+      {"data", &StepTimes::data_wait},
       {"forward", &StepTimes::forward},
       {"backward", &StepTimes::backward},
       {"optimizer", &StepTimes::optimizer}};
@@ -391,10 +458,12 @@ int bench_train(const BenchCommandOptions& options) {
                                            : memory_usage().peak_resident_bytes) /
       (1 << 20);
   spdlog::info(
-      "bench train: {} batch {} roi {}x{}x{} precision {}: median step {:.3f} s, {:.2f} samples/s, "
-      "peak {} memory {:.0f} MiB ({} timed steps after {} warm-up, {} parameters)",
+      "bench train: {} batch {} roi {}x{}x{} precision {}{}{}, input {}: median step {:.3f} s, "
+      "{:.2f} samples/s, peak {} memory {:.0f} MiB ({} timed steps after {} warm-up, {} "
+      "parameters)",
       device.str(), options.batch, options.roi[0], options.roi[1], options.roi[2],
-      compute.precision, median, samples_per_second, device.is_cuda() ? "GPU" : "process", peak_mib,
+      compute.precision, compute.cudnn_benchmark ? ", cuDNN benchmark" : "",
+      compute.channels_last ? ", channels-last" : "", options.input, median, samples_per_second, device.is_cuda() ? "GPU" : "process", peak_mib,
       options.steps, options.warmup, count_parameters(*model));
   print_result("train_step_seconds_median", median);
   print_result("train_samples_per_second", samples_per_second);

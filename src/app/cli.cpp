@@ -169,9 +169,9 @@ int run_cli(int argc, char** argv) {
       ->check(CLI::Range(0.01, 10000.0));
   bench->add_option("--max-workers", bench_options.nproc_max, "loader: 1, 2, 4 ... up to this")
       ->check(CLI::Range(1, 64));
-  bench->add_option("--cases", bench_options.cases, "preprocess, records: cases")
+  bench->add_option("--cases", bench_options.cases, "preprocess, records, train --input: cases")
       ->check(CLI::Range(1, 64));
-  bench->add_option("--shape", bench_shape, "preprocess: case size X Y Z")->expected(3);
+  bench->add_option("--shape", bench_shape, "preprocess, train --input: case size X Y Z")->expected(3);
   bench->add_option("--roi", bench_roi, "crops, train: crop size X Y Z")->expected(3);
   bench->add_option("--batch", bench_options.batch, "train: batch size")->check(CLI::Range(1, 512));
   bench->add_option("--amp", bench_options.amp, "train: off, bf16 or fp16")
@@ -190,6 +190,12 @@ int run_cli(int argc, char** argv) {
       ->add_option("--nproc", bench_options.nproc,
                    "train: local data-parallel workers (measures the gradient sync)")
       ->check(CLI::Range(1, 64));
+  bench
+      ->add_option("--input", bench_options.input,
+                   "train: batches from fixed tensors on the device (compute only), the host "
+                   "loader's threads (cropped on the CPU, copied per step) or the device cache "
+                   "(cropped on the device), from --cases random cases of --shape")
+      ->check(CLI::IsMember({"tensor", "loader", "device-cache"}));
   bench->add_flag("--sync", bench_options.sync,
                   "train: sync gradients through a real process group even with one worker");
   bench

@@ -41,6 +41,7 @@ struct BenchCommandOptions {
   int nproc = 1;                                // train: local data-parallel workers
   bool sync = false;                            // train: gradient sync even for one worker
   int master_port = 29517;                      // train: rendezvous port with --nproc
+  std::string input = "tensor";                 // train: tensor, loader or device-cache
   double gigabytes = 2.0;                       // loader: size of the record set
   int nproc_max = 4;                            // loader: 1, 2, 4 workers up to this
   std::vector<std::string> overrides;           // --set key=value (model, optimiser)

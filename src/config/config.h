@@ -23,6 +23,7 @@ struct DataConfig {
   int max_case_mb = 2048;
   std::string cache_dir;
   int shuffle_buffer = 16;
+  std::string device_cache = "auto";
 };
 
 struct AugmentConfig {
@@ -67,6 +68,8 @@ struct TrainConfig {
   std::string loss = "dice";
   std::string amp = "auto";
   std::string device = "auto";
+  bool cudnn_benchmark = true;
+  bool channels_last = false;
   int seed = 0;
   int num_threads = 0;
   int steps_per_epoch = 0;
@@ -95,7 +98,7 @@ struct DistConfig {
   std::string backend = "auto";
   int nproc_per_node = 0;
   int master_port = 29500;
-  int bucket_mb = 25;
+  int bucket_mb = 4;
   int timeout_seconds = 1800;
   int dns_retry_seconds = 300;
   std::string instance_group;

@@ -105,6 +105,13 @@ std::vector<ConfigField> build_schema() {
           "Pipe mode: each epoch streams its FIFO through a shuffle buffer of this many cases "
           "(memory: that many decoded cases per worker); 0 = read the first FIFO once and keep "
           "every case in memory (exact shuffles, the data must fit)");
+  f.emplace_back(FIELD(data.device_cache))
+      .choices({"auto", "on", "off"})
+      .help(
+          "Keep every training case on the training device and cut crops and augmentations "
+          "there (no host loader, no copies per step); auto = on when training on a GPU and the "
+          "cases take at most half of its free memory; on = also on the CPU; off = host loader "
+          "threads");
   // augment
   f.emplace_back(FIELD(augment.roi_size))
       .alias("roi_size")
@@ -203,6 +210,10 @@ std::vector<ConfigField> build_schema() {
       .alias("device")
       .choices({"auto", "cpu", "cuda"})
       .help("Device to train on");
+  f.emplace_back(FIELD(train.cudnn_benchmark))
+      .help("GPU: let cuDNN time its convolution algorithms for the fixed crop shape once");
+  f.emplace_back(FIELD(train.channels_last))
+      .help("GPU: convolution weights and inputs in channels-last (NDHWC) layout");
   f.emplace_back(FIELD(train.seed))
       .alias("seed")
       .range(0, 2147483647)
@@ -277,7 +288,11 @@ std::vector<ConfigField> build_schema() {
       .range(0, 64)
       .help("Workers per host; 0 = one per GPU (1 on CPU)");
   f.emplace_back(FIELD(dist.master_port)).range(1, 65535).help("TCPStore port on hosts[0]");
-  f.emplace_back(FIELD(dist.bucket_mb)).range(1, 4096).help("Gradient bucket size in MiB");
+  f.emplace_back(FIELD(dist.bucket_mb))
+      .range(1, 4096)
+      .help(
+          "Gradient all-reduce bucket size in MiB: each bucket is reduced as soon as backward "
+          "has produced it, the last one after backward ends");
   f.emplace_back(FIELD(dist.timeout_seconds))
       .range(10, 86400)
       .help("A silent worker or peer ends the job after this many seconds");

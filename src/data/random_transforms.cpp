@@ -118,22 +118,15 @@ void normalize_nonzero_channelwise(float* values, int64_t channels, int64_t voxe
   }
 }
 
-SampleDraws make_random_sample(const CaseView& source, const RandomTransformOptions& options,
-                               uint64_t seed, uint64_t epoch, uint64_t sample_index, Sample& out) {
-  if ((source.image_float32 == nullptr) == (source.image_float16 == nullptr) ||
-      (source.label_channels > 0 && source.label == nullptr)) {
-    throw InternalError("case " + *source.case_id + ": a view without its image or label");
-  }
+SampleDraws draw_random_sample(const std::array<int64_t, 3>& spatial_shape,
+                               const RandomTransformOptions& options, uint64_t seed,
+                               uint64_t epoch, uint64_t sample_index) {
   RandomStream random(seed, epoch, sample_index);
   SampleDraws draws;
-  std::array<std::vector<int64_t>, 3> index;
-  bool z_contiguous = true;
-  std::array<int64_t, 3> starts{};
   for (int axis = 0; axis < 3; ++axis) {
-    const int64_t padded = std::max(source.spatial_shape[axis], options.roi_size[axis]);
-    starts[axis] = random.uniform_int(0, padded - options.roi_size[axis]);
+    const int64_t padded = std::max(spatial_shape[axis], options.roi_size[axis]);
+    draws.crop_start[axis] = random.uniform_int(0, padded - options.roi_size[axis]);
   }
-  draws.crop_start = starts;
   for (int axis : options.flip_axes) draws.flipped[axis] = random.bernoulli(options.flip_prob);
   if (random.bernoulli(options.scale_prob)) {
     draws.scale = random.uniform(-options.scale_factor, options.scale_factor);
@@ -141,6 +134,20 @@ SampleDraws make_random_sample(const CaseView& source, const RandomTransformOpti
   if (random.bernoulli(options.shift_prob)) {
     draws.offset = random.uniform(-options.shift_offset, options.shift_offset);
   }
+  return draws;
+}
+
+SampleDraws make_random_sample(const CaseView& source, const RandomTransformOptions& options,
+                               uint64_t seed, uint64_t epoch, uint64_t sample_index, Sample& out) {
+  if ((source.image_float32 == nullptr) == (source.image_float16 == nullptr) ||
+      (source.label_channels > 0 && source.label == nullptr)) {
+    throw InternalError("case " + *source.case_id + ": a view without its image or label");
+  }
+  const SampleDraws draws =
+      draw_random_sample(source.spatial_shape, options, seed, epoch, sample_index);
+  std::array<std::vector<int64_t>, 3> index;
+  bool z_contiguous = true;
+  const std::array<int64_t, 3>& starts = draws.crop_start;
   for (int axis = 0; axis < 3; ++axis) {
     axis_indices(source.spatial_shape[axis], options.roi_size[axis], starts[axis],
                  draws.flipped[axis], index[axis]);

@@ -47,6 +47,13 @@ struct SampleDraws {
   double offset = 0.0;  // o in v + o; 0 when not applied
 };
 
+// The random draws of sample `sample_index` of `epoch` from a volume of `spatial_shape`: what
+// make_random_sample applies (and the GPU-resident cache, train/device_batches.h, applies on the
+// device).
+SampleDraws draw_random_sample(const std::array<int64_t, 3>& spatial_shape,
+                               const RandomTransformOptions& options, uint64_t seed,
+                               uint64_t epoch, uint64_t sample_index);
+
 // Crops and augments one sample from `source` into `out` (its buffers are reused, so a loader
 // thread allocates nothing in steady state). A volume smaller than the ROI on an axis is padded
 // with zeros, symmetrically (the extra voxel after), before cropping. A float16 image is widened

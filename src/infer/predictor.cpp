@@ -238,10 +238,13 @@ void CasePredictor::State::load_folder(const std::string& folder, const std::str
   request.amp_setting = "the model's train.amp";
   const bool may_use_gpu = request.device != "cpu" && torch::cuda::is_available();
   request.amp = may_use_gpu ? config.train.amp : "off";
+  request.cudnn_benchmark = config.train.cudnn_benchmark;
+  request.channels_last = config.train.channels_last;
   compute = resolve_compute(request);
   model = UNet(unet_options_from_config(config.model));
   load_model_pth(weights_file, *model);
   model->to(compute.device);
+  to_compute_layout(*model, compute);
   model->eval();
 
   window = sliding_window_options_from_config(config);

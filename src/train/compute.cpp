@@ -1,6 +1,8 @@
 #include "train/compute.h"
 
+#include <ATen/Context.h>
 #include <torch/cuda.h>
+#include <torch/nn/module.h>
 
 #include "util/error.h"
 
@@ -26,6 +28,11 @@ Compute resolve_compute(const ComputeRequest& request) {
     compute.device = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(request.local_rank));
   }
   const bool on_gpu = compute.device.is_cuda();
+  if (on_gpu) {
+    compute.cudnn_benchmark = request.cudnn_benchmark;
+    compute.channels_last = request.channels_last;
+    at::globalContext().setBenchmarkCuDNN(request.cudnn_benchmark);
+  }
   if (request.amp == "off" || (request.amp == "auto" && !on_gpu)) return compute;
   if (!on_gpu) {
     throw ClientError(request.amp_setting + " = '" + request.amp +
@@ -42,6 +49,21 @@ Compute resolve_compute(const ComputeRequest& request) {
     compute.precision = "bf16";
   }
   return compute;
+}
+
+at::Tensor to_compute_layout(const at::Tensor& input, const Compute& compute) {
+  if (!compute.channels_last || input.dim() != 5) return input;
+  return input.contiguous(at::MemoryFormat::ChannelsLast3d);
+}
+
+void to_compute_layout(torch::nn::Module& module, const Compute& compute) {
+  if (!compute.channels_last) return;
+  torch::NoGradGuard no_grad;
+  for (at::Tensor& parameter : module.parameters()) {
+    if (parameter.dim() == 5) {
+      parameter.set_data(parameter.contiguous(at::MemoryFormat::ChannelsLast3d));
+    }
+  }
 }
 
 }  // namespace medseg

@@ -22,6 +22,7 @@
 
 #include "config/component_options.h"
 #include "data/batch_loader.h"
+#include "train/device_batches.h"
 #include "data/case_store.h"
 #include "data/record_cache.h"
 #include "data/streamed_epochs.h"
@@ -95,7 +96,8 @@ struct Trainer::State {
   std::vector<std::string> streamed_ids;
   std::unordered_set<std::string> streamed_validation_ids;
   std::unique_ptr<StreamedEpochs> streamed_epochs;  // declared before the loader that uses it
-  std::unique_ptr<BatchLoader> loader;
+  std::unique_ptr<BatchLoader> loader;      // host crops; null with the device cache
+  std::unique_ptr<DeviceBatches> batches;   // what the steps train on (after the loader)
   int64_t steps_per_epoch = 1;
   int64_t total_steps = 1;
   int64_t global_step = 0;
@@ -125,6 +127,8 @@ struct Trainer::State {
   int64_t start_epoch = 0;
   int64_t start_step = 0;
   Clock::time_point last_checkpoint = Clock::now();
+  Clock::time_point last_validation_end = Clock::now();  // or the start of training
+  bool warned_validation_share = false;
 
   AutomaticSettings automatic;
   bool resumed = false;
@@ -146,7 +150,8 @@ struct Trainer::State {
   void open_outputs_and_loader();
   void train_epochs();
 
-  void report_progress(int64_t epoch, const Batch& batch, double loss, ProgressMeter& meter);
+  void report_progress(int64_t epoch, const DeviceBatch& batch, double loss, ProgressMeter& meter);
+  bool use_device_cache();
   // Whether any rank was asked to stop; collective, so all ranks stop at the same step.
   bool stop();
   void set_up_device();
@@ -161,7 +166,7 @@ struct Trainer::State {
   }
   void agree_on_data();
   void build_model();
-  StepResult train_step(const Batch& batch, bool timed);
+  StepResult train_step(const DeviceBatch& batch, bool timed);
   DiceAccumulator validate();
   void write_model(const std::string& file_name);
   void write_final_outputs();
@@ -182,9 +187,13 @@ void Trainer::State::set_up_device() {
   request.device = config().train.device;
   request.amp = config().train.amp;
   request.local_rank = dist.local_rank;
+  request.cudnn_benchmark = config().train.cudnn_benchmark;
+  request.channels_last = config().train.channels_last;
   compute = resolve_compute(request);
   torch::manual_seed(static_cast<uint64_t>(config().train.seed));
-  spdlog::info("device {}, precision {}", compute.device.str(), compute.precision);
+  spdlog::info("device {}, precision {}{}{}", compute.device.str(), compute.precision,
+               compute.cudnn_benchmark ? ", cuDNN benchmark" : "",
+               compute.channels_last ? ", channels-last" : "");
 }
 
 // Pipe mode gives a host one FIFO per channel per epoch, for one reader. With several workers on
@@ -508,6 +517,7 @@ void Trainer::State::agree_on_data() {
 void Trainer::State::build_model() {
   model = UNet(unet_options_from_config(config().model));
   model->to(compute.device);
+  to_compute_layout(*model, compute);
   optimizer = make_optimizer(config().optim, model->parameters());
   scaler = std::make_unique<DynamicLossScaler>(compute.loss_scaling);
   spdlog::info("model: MONAI UNet channels [{}] strides [{}] res units {}, {} parameters",
@@ -515,23 +525,9 @@ void Trainer::State::build_model() {
                config().model.num_res_units, count_parameters(*model));
 }
 
-StepResult Trainer::State::train_step(const Batch& batch, bool timed) {
-  if (timed && compute.device.is_cuda()) cuda::synchronize();  // the copy waits for nothing else
-  const Clock::time_point copy_started = Clock::now();
-  const std::vector<int64_t> image_shape = {batch.batch_size, batch.image_channels, batch.shape[0],
-                                            batch.shape[1], batch.shape[2]};
-  const std::vector<int64_t> label_shape = {batch.batch_size, batch.label_channels, batch.shape[0],
-                                            batch.shape[1], batch.shape[2]};
-  const at::Tensor image =
-      at::from_blob(const_cast<float*>(batch.image.data()), image_shape, at::kFloat)
-          .to(compute.device);
-  const at::Tensor label =
-      at::from_blob(const_cast<uint8_t*>(batch.label.data()), label_shape, at::kByte)
-          .to(compute.device)
-          .to(at::kFloat);
-  const double copy_seconds = seconds_since(copy_started);
-  StepResult result = step->run(image, label, global_step, timed);
-  result.times.copy = copy_seconds;
+StepResult Trainer::State::train_step(const DeviceBatch& batch, bool timed) {
+  StepResult result = step->run(batch.image, batch.label, global_step, timed);
+  result.times.copy = batch.copy_seconds;
   return result;
 }
 
@@ -615,6 +611,7 @@ nlohmann::json Trainer::State::job_summary(double writing_seconds) const {
     }
   }
   const double training = std::max(1e-9, times.training);
+  result["validation_share"] = times.validation / (training + times.validation);
   result["seconds"] = {{"setup", times.setup},
                        {"training", times.training},
                        {"validation", times.validation},
@@ -809,6 +806,7 @@ bool Trainer::State::resume_from_checkpoint() {
 
 void Trainer::State::run_validation(int64_t epoch) {
   const auto validation_started = Clock::now();
+  const double trained_since = seconds_since(last_validation_end);
   const DiceAccumulator dice = validate();
   const double mean = dice.mean();
   nlohmann::json entry = {
@@ -828,11 +826,25 @@ void Trainer::State::run_validation(int64_t epoch) {
   }
   const double seconds = seconds_since(validation_started);
   times.validation += seconds;
+  // Its share of the time since the last validation (the training epochs it follows included).
+  const double share = seconds / std::max(1e-9, seconds + trained_since);
   spdlog::info(
       "epoch {} validation: mean Dice {:.4f} (TC {:.4f}, WT {:.4f}, ET {:.4f}) on {} "
-      "cases in {:.1f} s",
+      "cases in {:.1f} s ({:.0f}% of the time since the last validation)",
       epoch + 1, mean, dice.channel_mean(0), dice.channel_mean(1), dice.channel_mean(2),
-      data_group.validation_cases_in_job, seconds);
+      data_group.validation_cases_in_job, seconds, 100.0 * share);
+  const int every = config().train.validate_every_epochs;
+  if (share > 0.25 && !warned_validation_share && epoch + 1 < config().train.epochs) {
+    warned_validation_share = true;
+    // share = V / (V + every * T) for validation time V and epoch time T; a 10% share needs
+    // every' >= 9 V / T.
+    const double ratio = every * share / (1.0 - share);
+    spdlog::warn(
+        "validation takes {:.0f}% of the training time: train.validate_every_epochs = {} "
+        "(val_interval) would bring it to about 10%",
+        100.0 * share, static_cast<int64_t>(std::ceil(9.0 * ratio)));
+  }
+  last_validation_end = Clock::now();
   if (std::isfinite(mean) && mean > summary.best_mean_dice) {
     summary.best_mean_dice = mean;
     summary.best_epoch = epoch + 1;
@@ -956,6 +968,12 @@ void Trainer::State::open_outputs_and_loader() {
   options.num_workers = automatic.loader_threads;
   options.prefetch_batches = c.data.prefetch_batches;
   if (streamed) {
+    if (c.data.device_cache == "on") {
+      throw ClientError(
+          "data.device_cache = on cannot hold Pipe mode's streamed epochs (data.shuffle_buffer "
+          "> 0): set data.shuffle_buffer: 0 to read the FIFO once into memory, or "
+          "data.device_cache: auto");
+    }
     StreamedEpochsOptions stream_options;
     stream_options.shuffle_buffer = c.data.shuffle_buffer;
     stream_options.seed = options.seed;
@@ -969,25 +987,72 @@ void Trainer::State::open_outputs_and_loader() {
     stream_options.read = stream_read_options_from_config(c);
     streamed_epochs = std::make_unique<StreamedEpochs>(open_pipe_epoch, stream_options);
     loader = std::make_unique<BatchLoader>(streamed_epochs.get(), options);
-  } else {
+  } else if (!use_device_cache()) {
     loader = std::make_unique<BatchLoader>(&train_cases, options);
   }
-  // The loader holds at most prefetch_batches batches (plus one sample per slot being cut).
-  const double roi_voxels =
-      static_cast<double>(c.augment.roi_size[0]) * c.augment.roi_size[1] * c.augment.roi_size[2];
-  const double sample_bytes =
-      roi_voxels * (c.model.in_channels * sizeof(float) + c.model.out_channels);
-  const double loader_mib =
-      c.data.prefetch_batches * (c.train.batch_size + 1) * sample_bytes / (1 << 20);
+  std::string data_path;
+  if (loader) {
+    batches = make_host_batches(*loader, compute.device);
+    // The loader holds at most prefetch_batches batches (plus one sample per slot being cut).
+    const double roi_voxels = static_cast<double>(c.augment.roi_size[0]) * c.augment.roi_size[1] *
+                              c.augment.roi_size[2];
+    const double sample_bytes =
+        roi_voxels * (c.model.in_channels * sizeof(float) + c.model.out_channels);
+    const double loader_mib =
+        c.data.prefetch_batches * (c.train.batch_size + 1) * sample_bytes / (1 << 20);
+    data_path = fmt::format("{} loader threads holding at most {:.0f} MiB", options.num_workers,
+                            loader_mib);
+  } else {
+    const Clock::time_point started = Clock::now();
+    DeviceCacheOptions cache_options;
+    cache_options.transforms = options.transforms;
+    cache_options.batch_size = options.batch_size;
+    cache_options.rank = options.rank;
+    cache_options.world_size = options.world_size;
+    cache_options.seed = options.seed;
+    batches = make_device_cache(train_cases, cache_options, compute.device);
+    data_path = fmt::format("the {} training cases cached on {} ({:.0f} MiB, uploaded in {:.1f} s)",
+                            train_cases.size(), compute.device.str(),
+                            static_cast<double>(batches->device_bytes()) / (1 << 20),
+                            seconds_since(started));
+  }
   spdlog::info(
       "training: {} epochs x {} steps, batch {} per worker (roi {}x{}x{}), {} compute threads, "
-      "{} loader threads holding at most {:.0f} MiB, checkpoints in {}{}",
+      "{}, checkpoints in {}{}",
       c.train.epochs, steps_per_epoch, c.train.batch_size, c.augment.roi_size[0],
-      c.augment.roi_size[1], c.augment.roi_size[2], automatic.compute_threads, options.num_workers,
-      loader_mib, checkpoint_dir, resumed ? " (resumed)" : "");
+      c.augment.roi_size[1], c.augment.roi_size[2], automatic.compute_threads, data_path,
+      checkpoint_dir, resumed ? " (resumed)" : "");
 }
 
-void Trainer::State::report_progress(int64_t epoch, const Batch& batch, double loss,
+// data.device_cache: auto keeps the cases on a GPU when they take at most half of its free memory
+// (the rest is the network's, its activations' and the validation's); on insists, also on the
+// CPU, and fails when they cannot fit; off never. Pipe mode's streamed epochs never hold the
+// cases.
+bool Trainer::State::use_device_cache() {
+  const std::string& setting = config().data.device_cache;
+  if (setting == "off") return false;
+  const std::array<int64_t, 3> roi = RandomTransformOptions::from_config(config()).roi_size;
+  const int64_t bytes = device_cache_bytes(train_cases, roi);
+  const bool on_gpu = compute.device.is_cuda();
+  const int64_t free = on_gpu ? cuda::free_memory_bytes(compute.device.index()) : 0;
+  const auto mib = [](int64_t b) { return fmt::format("{:.0f} MiB", b / 1048576.0); };
+  if (setting == "auto") {
+    if (!on_gpu) return false;
+    if (bytes <= free / 2) return true;
+    spdlog::info("data.device_cache auto: the training cases take {}, more than half of the {} "
+                 "free on {}: host loader threads crop them",
+                 mib(bytes), mib(free), compute.device.str());
+    return false;
+  }
+  if (on_gpu && bytes > free) {
+    throw ClientError("data.device_cache = on: the training cases take " + mib(bytes) +
+                      " on " + compute.device.str() + ", which has " + mib(free) +
+                      " free; use data.device_cache: auto or off");
+  }
+  return true;
+}
+
+void Trainer::State::report_progress(int64_t epoch, const DeviceBatch& batch, double loss,
                                      ProgressMeter& meter) {
   const Config& c = config();
   if (collectives) {  // the loss of the global batch
@@ -1034,16 +1099,21 @@ void Trainer::State::train_epochs() {
   const Config& c = config();
   ProgressMeter meter(global_step, total_steps, dist.world_size);
   last_checkpoint = Clock::now();
+  last_validation_end = Clock::now();
   const Clock::time_point epochs_started = Clock::now();
   const double validation_before = times.validation;
   const double checkpoints_before = times.checkpoints;
   for (int64_t epoch = start_epoch; epoch < c.train.epochs; ++epoch) {
     const int64_t first_step = epoch == start_epoch ? start_step : 0;
-    loader->start_epoch(static_cast<uint64_t>(epoch), steps_per_epoch, first_step);
-    Batch batch;
+    batches->start_epoch(static_cast<uint64_t>(epoch), steps_per_epoch, first_step);
+    DeviceBatch batch;
+    // On a GPU the timed step's copy waits for nothing queued before it.
+    if (compute.device.is_cuda() && (global_step + 1) % c.train.log_every_steps == 0) {
+      cuda::synchronize();
+    }
     Clock::time_point waiting_since = Clock::now();
-    while (loader->next(batch)) {
-      const double data_wait = seconds_since(waiting_since);
+    while (batches->next(batch)) {
+      const double data_wait = std::max(0.0, seconds_since(waiting_since) - batch.copy_seconds);
       // Occasional work first, at the step boundary: a stop request ends the job here.
       if (stop()) {
         summary.stopped_early = true;
@@ -1072,6 +1142,9 @@ void Trainer::State::train_epochs() {
       // Counted in the next progress line's interval, whose wall time includes it.
       if (!last_of_epoch && checkpoint_due()) {
         meter.add_checkpoint(save_checkpoint(epoch, batch.step + 1, "periodic"));
+      }
+      if (compute.device.is_cuda() && (global_step + 1) % c.train.log_every_steps == 0) {
+        cuda::synchronize();
       }
       waiting_since = Clock::now();
     }

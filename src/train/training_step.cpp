@@ -47,7 +47,7 @@ StepResult TrainingStep::run(const at::Tensor& image, const at::Tensor& label, i
   at::Tensor logits;
   {
     const auto autocast = compute_.autocast_guard();
-    logits = model_->forward(image);
+    logits = model_->forward(to_compute_layout(image, compute_));
   }
   const at::Tensor loss = compute_loss(options_.loss, logits, label);
   result.loss = loss.item<double>();

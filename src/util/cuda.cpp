@@ -61,4 +61,17 @@ int64_t peak_memory_bytes([[maybe_unused]] int device) {
 #endif
 }
 
+int64_t free_memory_bytes([[maybe_unused]] int device) {
+#ifdef MEDSEG_WITH_CUDA
+  int previous = 0;
+  if (cudaGetDevice(&previous) != cudaSuccess || cudaSetDevice(device) != cudaSuccess) return 0;
+  size_t free = 0, total = 0;
+  const bool ok = cudaMemGetInfo(&free, &total) == cudaSuccess;
+  cudaSetDevice(previous);
+  return ok ? static_cast<int64_t>(free) : 0;
+#else
+  return 0;
+#endif
+}
+
 }  // namespace medseg::cuda

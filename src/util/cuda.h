@@ -39,4 +39,8 @@ void synchronize();
 // Peak bytes the CUDA caching allocator has handed out on `device` since the process started.
 int64_t peak_memory_bytes(int device = 0);
 
+// Bytes free on GPU `device` now (cudaMemGetInfo; memory the caching allocator holds counts as
+// used). 0 in the CPU build or on error.
+int64_t free_memory_bytes(int device);
+
 }  // namespace medseg::cuda

@@ -92,7 +92,7 @@ TEST(ResumeTest, KilledAtRandomMomentsAndRestartedEndsWithIdenticalWeights) {
   const auto story = [](const std::string& path) {
     nlohmann::json metrics = nlohmann::json::parse(testing::read_text(path));
     for (const char* per_run :
-         {"seconds", "checkpoints", "peak_memory_mib", "samples_per_second"}) {
+         {"seconds", "checkpoints", "peak_memory_mib", "samples_per_second", "validation_share"}) {
       EXPECT_TRUE(metrics["summary"].contains(per_run)) << per_run;
       metrics["summary"].erase(per_run);
     }

@@ -84,6 +84,17 @@ TEST(TrainerTest, LearnsTheSyntheticTumoursAndWritesTheModel) {
   EXPECT_TRUE(summary.contains("best_val_dice_et")) << summary.dump();
   EXPECT_GT(summary["seconds"]["training"].get<double>(), 0.0);
   EXPECT_GT(summary["seconds"]["validation"].get<double>(), 0.0);
+  // Validation's share of training + validation time, also at each validation.
+  const double share = summary["validation_share"].get<double>();
+  EXPECT_NEAR(share,
+              summary["seconds"]["validation"].get<double>() /
+                  (summary["seconds"]["validation"].get<double>() +
+                   summary["seconds"]["training"].get<double>()),
+              1e-9);
+  EXPECT_TRUE(std::regex_search(
+      result.output, std::regex("validation: mean Dice .* in [0-9.]+ s \\([0-9]+% of the time "
+                                "since the last validation\\)")))
+      << result.output;
   EXPECT_EQ(summary["checkpoints"]["written"], 30);  // one per epoch
   EXPECT_GT(summary["samples_per_second"].get<double>(), 0.0);
   EXPECT_GT(summary["peak_memory_mib"]["largest_worker"].get<double>(), 0.0);
@@ -158,6 +169,30 @@ TEST(TrainerTest, SameSeedSameWeights) {
     UNet model = testing::small_unet();
     load_model_pth(root.file("model/model.pth"), *model);
     weights.push_back(model->parameters());
+  }
+  for (size_t i = 0; i < weights[0].size(); ++i) {
+    EXPECT_TRUE(at::equal(weights[0][i], weights[1][i])) << "parameter " << i;
+  }
+}
+
+// data.device_cache = on (here on the CPU, where it runs the GPU's tensor code) trains exactly
+// the weights the host loader's threads give; a Pipe channel streamed per epoch cannot be cached.
+TEST(TrainerTest, TheDeviceCacheTrainsTheHostLoadersWeights) {
+  const std::string run = R"({"epochs": "2", "steps_per_epoch": "3", "batch_size": "2",
+    "roi_size": "[32, 32, 16]", "channels": "[8, 16, 32, 64]", "strides": "[2, 2, 2]",
+    "num_res_units": "1", "val_interval": "1", "num_threads": "2", "seed": "5",
+    "augment.flip_axes": "[0, 1, 2]")";
+  std::vector<std::vector<at::Tensor>> weights;
+  for (const std::string setting : {"off", "on"}) {
+    testing::TempDir root;
+    make_job(root.path(), run + R"(, "data.device_cache": ")" + setting + "\"}");
+    const testing::CommandResult result =
+        testing::run_medseg({"train"}, {"MEDSEG_ML_ROOT=" + root.path()});
+    ASSERT_EQ(result.exit_code, 0) << result.output;
+    EXPECT_EQ(result.output.find("training cases cached on cpu") != std::string::npos,
+              setting == "on")
+        << result.output;
+    weights.push_back(testing::trained_weights(root.path()));
   }
   for (size_t i = 0; i < weights[0].size(); ++i) {
     EXPECT_TRUE(at::equal(weights[0][i], weights[1][i])) << "parameter " << i;
