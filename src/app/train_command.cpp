@@ -91,7 +91,16 @@ int run_train_command(const std::string& ml_root, const TrainCommandOptions& opt
     init_logging(LogOptions{config.train.log_level, dist.rank, dist.world_size, dist.local_rank});
   }
   Trainer trainer(resolved, environment, signals.flag(), dist);
-  const TrainSummary summary = trainer.run();
+  TrainSummary summary;
+  try {
+    summary = trainer.run();
+  } catch (const StopRequested& stopped) {
+    // Before training began (a stop during validation or at a step is handled by the trainer,
+    // which writes a checkpoint and the model).
+    spdlog::warn("stop requested {}: exiting before training; checkpoints are as they were",
+                 stopped.what());
+    return 0;
+  }
   if (summary.stopped_early) {
     spdlog::warn("stopped by signal after {} steps; the model so far was written",
                  summary.global_steps);

@@ -13,6 +13,7 @@
 #include "io/pipe_channel.h"
 #include "sagemaker/job_environment.h"
 #include "util/error.h"
+#include "util/stop_signals.h"
 
 namespace medseg {
 
@@ -67,6 +68,10 @@ std::vector<CaseData> load_cases(const DatasetIndex& index, const CaseLoadOption
     workers.emplace_back([&] {
       for (size_t i = next++; i < cases.size(); i = next++) {
         try {
+          if (stop_requested()) {
+            throw StopRequested("while decoding the " + std::to_string(cases.size()) +
+                                " cases of " + index.root);
+          }
           cases[i] = load_case(index.cases[i], options);
         } catch (...) {
           std::lock_guard<std::mutex> lock(failure_mutex);

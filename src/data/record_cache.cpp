@@ -16,6 +16,7 @@
 #include "util/clock.h"
 #include "util/error.h"
 #include "util/file_io.h"
+#include "util/stop_signals.h"
 
 namespace medseg {
 namespace fs = std::filesystem;
@@ -142,7 +143,14 @@ void build_record_cache(const JobEnvironment& environment, const std::string& ch
   PreprocessJobOptions job = preprocess_options(config, normalize);
   job.input_dir = environment.paths.channel_dir(channel);
   job.output_dir = prepare_cache(cache, channel);
+  job.stop = stop_flag();
   const PreprocessSummary summary = run_preprocess_job(job);
+  if (summary.stopped) {
+    throw StopRequested("while building the record cache of channel '" + channel + "' (" +
+                        std::to_string(summary.cases_written) + " of " +
+                        std::to_string(summary.cases_total) +
+                        " cases done; the next start builds it again)");
+  }
   publish_cache(job.output_dir, cache);
   spdlog::info(
       "record cache: channel '{}' preprocessed once for this host: {} cases, {:.0f} MiB in "

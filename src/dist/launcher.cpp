@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <spdlog/spdlog.h>
 
 #include <atomic>
 #include <cerrno>
@@ -176,6 +177,7 @@ LaunchResult run_workers(const std::vector<std::string>& argv, int nproc,
   bool stopping = false;
   bool killed = false;
   auto stop_deadline = std::chrono::steady_clock::now();
+  auto forwarded_deadline = std::chrono::steady_clock::now();
   auto begin_stopping = [&]() {
     if (stopping) return;
     stopping = true;
@@ -241,10 +243,27 @@ LaunchResult run_workers(const std::vector<std::string>& argv, int nproc,
     for (const Worker& worker : workers) any_running = any_running || worker.running;
     if (!any_running) break;
 
-    // 2. Forward stop signals.
+    // 2. Forward stop signals. A worker still running kill_grace_seconds later (one blocked in
+    //    a collective whose peer has already stopped) gets SIGKILL, as in 4.
     if (const int signal_number = g_pending_signal.exchange(0); signal_number != 0) {
+      if (result.forwarded_signal == 0) {
+        forwarded_deadline =
+            std::chrono::steady_clock::now() + std::chrono::seconds(options.kill_grace_seconds);
+      }
       result.forwarded_signal = signal_number;
       for (const Worker& worker : workers) signal_worker(worker, signal_number);
+    }
+    if (result.forwarded_signal != 0 && !stopping &&
+        std::chrono::steady_clock::now() >= forwarded_deadline) {
+      for (const Worker& worker : workers) {
+        if (!worker.running) continue;
+        spdlog::warn("rank {} {} had not stopped {} s after {}: SIGKILL", rank_of(worker),
+                     describe(worker), options.kill_grace_seconds,
+                     signal_name(result.forwarded_signal));
+      }
+      stopping = true;  // what follows is the stop, not a failure
+      killed = true;
+      for (const Worker& worker : workers) signal_worker(worker, SIGKILL);
     }
 
     // 3. Hang detection.

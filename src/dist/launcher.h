@@ -3,7 +3,8 @@
 // run_workers re-executes the binary (/proc/self/exe) nproc times with the same arguments and
 // MEDSEG_WORKER=1 (so the worker trains instead of launching again), MEDSEG_LOCAL_RANK=i and
 // MEDSEG_HEARTBEAT_FILE=<a file per worker in a private temporary folder>. While they run it:
-//  - forwards SIGTERM and SIGINT to every worker (SageMaker's stop only reaches this process);
+//  - forwards SIGTERM and SIGINT to every worker (SageMaker's stop only reaches this process),
+//    and kills the ones still running kill_grace_seconds later;
 //  - when a worker exits non-zero or is killed by a signal, stops the others (SIGTERM, then
 //    SIGKILL after kill_grace_seconds) and reports which rank failed and how;
 //  - when a worker's heartbeat file has not been touched for heartbeat_timeout_seconds (a hung
@@ -34,7 +35,8 @@ struct LaunchOptions {
   // A worker whose heartbeat is older than this is hung (dist.timeout_seconds); 0 = no check.
   // The clock starts when the worker is spawned, so start-up (rendezvous, DNS) counts too.
   int heartbeat_timeout_seconds = 1800;
-  // After SIGTERM, how long stopping workers get before SIGKILL.
+  // After SIGTERM (forwarded, or sent because a worker failed), how long stopping workers get
+  // before SIGKILL.
   int kill_grace_seconds = 30;
   // Global rank of local worker 0 (node_rank * nproc), used only in messages.
   int first_rank = 0;

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "util/error.h"
+#include "util/stop_signals.h"
 
 namespace medseg {
 
@@ -84,6 +85,8 @@ at::Tensor sliding_window_inference(const at::Tensor& input, const SlidingWindow
   at::Tensor counts = at::zeros({padded_size[0], padded_size[1], padded_size[2]},
                                 image.options().dtype(at::kFloat));
   for (size_t first = 0; first < windows.size(); first += options.batch_size) {
+    // A whole volume can take minutes on a CPU: a stop request is honoured between batches.
+    if (stop_requested()) throw StopRequested("during a sliding-window prediction");
     const size_t last = std::min(windows.size(), first + static_cast<size_t>(options.batch_size));
     std::vector<at::Tensor> crops;
     for (size_t w = first; w < last; ++w) {

@@ -157,6 +157,10 @@ RecordHeader decode_header(const uint8_t* data, const std::string& context) {
   RecordHeader header;
   header.case_id.assign(reinterpret_cast<const char*>(data + kRecordFixedHeaderBytes),
                         case_id_bytes);
+  if (const std::string problem = case_id_problem(header.case_id); !problem.empty()) {
+    throw ClientError(context + ": invalid case id '" + printable_case_id(header.case_id) +
+                      "': " + problem);
+  }
   const std::string context_with_id = context + " (case '" + header.case_id + "')";
   auto corrupt = [&](const std::string& what) {
     return ClientError(context_with_id + ": invalid header: " + what);
@@ -246,11 +250,76 @@ void check_label_values(const uint8_t* label, uint64_t bytes, const RecordHeader
   }
 }
 
+// The length of the UTF-8 sequence `text` starts at `at`, 0 when it is not valid UTF-8.
+size_t utf8_sequence_length(const std::string& text, size_t at) {
+  const auto byte = [&](size_t i) { return static_cast<uint8_t>(text[i]); };
+  const uint8_t first = byte(at);
+  size_t length = 0;
+  uint32_t code = 0;
+  if (first < 0x80) return 1;
+  if ((first & 0xE0) == 0xC0) {
+    length = 2;
+    code = first & 0x1F;
+  } else if ((first & 0xF0) == 0xE0) {
+    length = 3;
+    code = first & 0x0F;
+  } else if ((first & 0xF8) == 0xF0) {
+    length = 4;
+    code = first & 0x07;
+  } else {
+    return 0;
+  }
+  if (at + length > text.size()) return 0;
+  for (size_t i = 1; i < length; ++i) {
+    if ((byte(at + i) & 0xC0) != 0x80) return 0;
+    code = (code << 6) | (byte(at + i) & 0x3F);
+  }
+  // Overlong forms, surrogates and code points beyond Unicode are not UTF-8.
+  static constexpr uint32_t kSmallest[] = {0, 0, 0x80, 0x800, 0x10000};
+  if (code < kSmallest[length] || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) return 0;
+  return length;
+}
+
+}  // namespace
+
+std::string case_id_problem(const std::string& case_id) {
+  if (case_id.empty() || case_id.size() > kMaxCaseIdBytes) {
+    return "it must be 1.." + std::to_string(kMaxCaseIdBytes) + " bytes long (it has " +
+           std::to_string(case_id.size()) + ")";
+  }
+  if (case_id == "." || case_id == "..") return "'.' and '..' are not case names";
+  for (size_t at = 0; at < case_id.size();) {
+    const auto c = static_cast<uint8_t>(case_id[at]);
+    if (c < 0x20 || c == 0x7F) return "it contains a control character at byte " + std::to_string(at);
+    if (c == '/' || c == '\\') return "it contains a path separator at byte " + std::to_string(at);
+    const size_t length = utf8_sequence_length(case_id, at);
+    if (length == 0) return "it is not valid UTF-8 at byte " + std::to_string(at);
+    at += length;
+  }
+  return "";
+}
+
+std::string printable_case_id(const std::string& case_id) {
+  std::string out;
+  for (const char ch : case_id) {
+    const auto c = static_cast<uint8_t>(ch);
+    if (c >= 0x20 && c < 0x7F) {
+      out += ch;
+    } else {
+      static constexpr char kHex[] = "0123456789abcdef";
+      out += std::string("\\x") + kHex[c >> 4] + kHex[c & 15];
+    }
+    if (out.size() >= 80) return out.substr(0, 77) + "...";
+  }
+  return out;
+}
+
+namespace {
+
 void check_case(const CaseData& case_data) {
-  const std::string context = "record for case '" + case_data.case_id + "'";
-  if (case_data.case_id.empty() || case_data.case_id.size() > kMaxCaseIdBytes) {
-    throw ClientError(context + ": case id must be 1.." + std::to_string(kMaxCaseIdBytes) +
-                      " bytes long");
+  const std::string context = "record for case '" + printable_case_id(case_data.case_id) + "'";
+  if (const std::string problem = case_id_problem(case_data.case_id); !problem.empty()) {
+    throw ClientError(context + ": invalid case id: " + problem);
   }
   for (int64_t extent : case_data.spatial_shape) {
     if (extent < 1 || extent > kMaxDimension) {

@@ -78,6 +78,14 @@ inline constexpr size_t kMaxCaseIdBytes = 4096;
 // Shard files in a folder are recognised by this suffix; other files are ignored.
 inline constexpr const char* kShardFileSuffix = ".medrec";
 
+// What is wrong with `case_id` as a case id, "" when nothing: it must be 1..kMaxCaseIdBytes bytes
+// of UTF-8 without control characters, '/' or '\\', and not "." or "..", because case ids name
+// output files (infer, serve), TensorBoard tags and log lines. Records are refused without one.
+std::string case_id_problem(const std::string& case_id);
+
+// `case_id` fit for a message: control and non-ASCII bytes as \xNN, at most 80 characters.
+std::string printable_case_id(const std::string& case_id);
+
 enum class ImageDType : uint32_t { kFloat16 = 1, kFloat32 = 2 };
 
 // "float16" / "float32".

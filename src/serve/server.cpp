@@ -24,6 +24,7 @@
 #include "util/clock.h"
 #include "util/error.h"
 #include "util/file_io.h"
+#include "util/stop_signals.h"
 
 namespace medseg {
 namespace fs = std::filesystem;
@@ -366,6 +367,8 @@ int serve(const ServeOptions& options, const std::atomic<bool>* stop) {
       send_error(
           response, 400,
           message.rfind("the request body", 0) == 0 ? message : "the request body: " + message);
+    } catch (const StopRequested&) {
+      send_error(response, 503, "the server is stopping (SIGTERM); send the request again");
     } catch (const std::exception& error) {
       spdlog::error("serve: request failed: {}", error.what());
       send_error(response, 500, error.what());

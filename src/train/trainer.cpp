@@ -54,6 +54,7 @@
 #include "util/log.h"
 #include "util/memory.h"
 #include "util/random.h"
+#include "util/stop_signals.h"
 
 namespace medseg {
 namespace fs = std::filesystem;
@@ -168,6 +169,9 @@ struct Trainer::State {
   void build_model();
   StepResult train_step(const DeviceBatch& batch, bool timed);
   DiceAccumulator validate();
+  void validate_share(const SlidingWindowOptions& options, DiceAccumulator& dice);
+  bool validation_due(int64_t epoch) const;
+  bool validated(int64_t epoch) const;
   void write_model(const std::string& file_name);
   void write_final_outputs();
   nlohmann::json job_summary(double writing_seconds) const;
@@ -281,6 +285,19 @@ void check_model_channels(const Config& config, const std::string& where,
   }
 }
 
+// A channel must hold each case once: an id seen twice means shards copied twice or an image
+// listed twice in dataset.json, which would train (or validate) on that case twice as often.
+void refuse_duplicate_case_ids(const std::vector<std::string>& ids, const std::string& channel) {
+  std::unordered_set<std::string> seen;
+  for (const std::string& id : ids) {
+    if (!seen.insert(id).second) {
+      throw ClientError("channel '" + channel + "' holds case '" + printable_case_id(id) +
+                        "' more than once: each case must appear once (shards copied twice? an "
+                        "image listed twice in dataset.json?)");
+    }
+  }
+}
+
 // Whether a streamed case is held out for validation: by its id (each with probability
 // data.validation_fraction, seeded), since a stream's order may change from epoch to epoch.
 bool in_streamed_validation_share(const std::string& case_id, double fraction, uint64_t seed) {
@@ -357,6 +374,24 @@ std::string Trainer::State::training_records_folder(bool normalize) {
     } else {
       copy_records_to_cache(environment, channel, cache);
     }
+  } else if (!cache.complete) {
+    // Wait where a stop request is seen (a collective barrier would block through it).
+    const Clock::time_point started = Clock::now();
+    while (!(records.empty() ? find_record_cache(environment, channel, config(), normalize,
+                                                 cache_dir)
+                             : find_record_copy(environment, channel, cache_dir))
+                .complete) {
+      if (::medseg::stop_requested()) {
+        throw StopRequested("while waiting for the host's first worker to build the record cache");
+      }
+      if (seconds_since(started) > config().dist.timeout_seconds) {
+        throw PlatformError("the host's first worker did not finish the record cache " +
+                            cache.folder + " within dist.timeout_seconds = " +
+                            std::to_string(config().dist.timeout_seconds) + " s");
+      }
+      heartbeat.beat();
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
   }
   if (collectives) collectives->barrier();
   return cache.folder;
@@ -430,6 +465,24 @@ void Trainer::State::load_data() {
   for (const CaseData& loaded : validation_cases) {
     check_model_channels(config(), "", loaded.case_id, loaded.image_channels,
                          loaded.label_channels);
+  }
+  std::vector<std::string> training_ids = streamed_ids;
+  for (size_t i = 0; i < train_cases.size(); ++i) training_ids.push_back(train_cases.case_id(i));
+  std::vector<std::string> validation_ids;
+  for (const CaseData& loaded : validation_cases) validation_ids.push_back(loaded.case_id);
+  if (has_validation_channel) {
+    refuse_duplicate_case_ids(training_ids, data.train_channel);
+    refuse_duplicate_case_ids(validation_ids, data.validation_channel);
+    const std::unordered_set<std::string> trained(training_ids.begin(), training_ids.end());
+    for (const std::string& id : validation_ids) {
+      if (trained.count(id) != 0) {
+        spdlog::warn("validation case '{}' is also a training case: its Dice is not held out",
+                     printable_case_id(id));
+      }
+    }
+  } else {
+    training_ids.insert(training_ids.end(), validation_ids.begin(), validation_ids.end());
+    refuse_duplicate_case_ids(training_ids, data.train_channel);
   }
   spdlog::info(
       "data: {} training and {} validation cases preprocessed in {:.1f} s, {:.0f} MiB in "
@@ -536,8 +589,25 @@ DiceAccumulator Trainer::State::validate() {
   model->eval();
   const SlidingWindowOptions options = sliding_window_options_from_config(config());
   DiceAccumulator dice(config().model.out_channels);
+  bool stopped = false;
+  try {
+    validate_share(options, dice);
+  } catch (const StopRequested&) {
+    stopped = true;  // the ranks agree below, at the one collective every rank reaches
+  }
+  std::vector<double> state = dice.state();
+  state.push_back(stopped ? 1.0 : 0.0);
+  if (collectives) collectives->allreduce_sum(state);
+  if (state.back() > 0.0) throw StopRequested("during the validation");
+  state.pop_back();
+  dice.set_state(state);
+  return dice;
+}
+
+// This worker's share of its group's validation cases, into `dice`.
+void Trainer::State::validate_share(const SlidingWindowOptions& options, DiceAccumulator& dice) {
   for (size_t index = 0; index < validation_cases.size(); ++index) {
-    // Each worker validates its share of its group's cases; the sums are merged below.
+    // Each worker validates its share of its group's cases; the sums are merged by validate().
     if (static_cast<int>(index % static_cast<size_t>(data_group.size)) != data_group.rank) continue;
     const CaseData& data = validation_cases[index];
     heartbeat.beat();
@@ -560,12 +630,6 @@ DiceAccumulator Trainer::State::validate() {
                                 masks.data_ptr<uint8_t>() + masks.numel());
     }
   }
-  if (collectives) {
-    std::vector<double> state = dice.state();
-    collectives->allreduce_sum(state);
-    dice.set_state(state);
-  }
-  return dice;
 }
 
 void Trainer::State::write_model(const std::string& file_name) {
@@ -804,9 +868,27 @@ bool Trainer::State::resume_from_checkpoint() {
   return true;
 }
 
+// Whether epoch (0-based) ends with a validation: every train.validate_every_epochs and the last.
+bool Trainer::State::validation_due(int64_t epoch) const {
+  const int every = config().train.validate_every_epochs;
+  return data_group.validation_cases_in_job > 0 && every > 0 &&
+         ((epoch + 1) % every == 0 || epoch + 1 == config().train.epochs);
+}
+
+// Whether the job's history holds epoch's validation (0-based).
+bool Trainer::State::validated(int64_t epoch) const {
+  for (const nlohmann::json& entry : report->history()) {
+    if (entry.value("type", "") == "validation" && entry.value("epoch", -1) == epoch + 1) {
+      return true;
+    }
+  }
+  return false;
+}
+
 void Trainer::State::run_validation(int64_t epoch) {
   const auto validation_started = Clock::now();
   const double trained_since = seconds_since(last_validation_end);
+  spdlog::info("epoch {}: validating {} cases", epoch + 1, data_group.validation_cases_in_job);
   const DiceAccumulator dice = validate();
   const double mean = dice.mean();
   nlohmann::json entry = {
@@ -1101,6 +1183,14 @@ void Trainer::State::train_epochs() {
   last_checkpoint = Clock::now();
   last_validation_end = Clock::now();
   const Clock::time_point epochs_started = Clock::now();
+  // Resumed at the end of an epoch whose validation a stop request interrupted: validate it now.
+  if (start_epoch > 0 && start_step == 0 && validation_due(start_epoch - 1) &&
+      !validated(start_epoch - 1)) {
+    spdlog::info("epoch {} was not validated before the restart: validating it now",
+                 start_epoch);
+    run_validation(start_epoch - 1);
+    save_checkpoint(start_epoch - 1, steps_per_epoch, "epoch end");
+  }
   const double validation_before = times.validation;
   const double checkpoints_before = times.checkpoints;
   for (int64_t epoch = start_epoch; epoch < c.train.epochs; ++epoch) {
@@ -1151,12 +1241,20 @@ void Trainer::State::train_epochs() {
     if (summary.stopped_early) break;
     summary.epochs_completed = epoch + 1;
     log_metric("epoch", static_cast<double>(epoch + 1));
-    const bool last_epoch = epoch + 1 == c.train.epochs;
-    const int every = c.train.validate_every_epochs;
     const Clock::time_point epoch_end_started = Clock::now();
-    if (data_group.validation_cases_in_job > 0 && every > 0 &&
-        ((epoch + 1) % every == 0 || last_epoch)) {
-      run_validation(epoch);
+    if (validation_due(epoch)) {
+      try {
+        run_validation(epoch);
+      } catch (const StopRequested&) {
+        // The epoch's training is whole: its checkpoint keeps it, and the next start validates
+        // the epoch before it trains on.
+        summary.stopped_early = true;
+        spdlog::warn("stop requested during the validation of epoch {}: writing the epoch's "
+                     "checkpoint and the model; the next start validates epoch {} first",
+                     epoch + 1, epoch + 1);
+        save_checkpoint(epoch, steps_per_epoch, "stop");
+        break;
+      }
     }
     save_checkpoint(epoch, steps_per_epoch, "epoch end");
     meter.exclude(seconds_since(epoch_end_started));

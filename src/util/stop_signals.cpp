@@ -7,6 +7,7 @@ namespace {
 
 std::atomic<bool> g_stop_requested{false};
 std::atomic<int> g_signal{0};
+std::atomic<bool> g_alive{false};
 struct sigaction g_previous_term;
 struct sigaction g_previous_int;
 
@@ -27,9 +28,11 @@ StopSignals::StopSignals() {
   action.sa_flags = SA_RESTART;
   sigaction(SIGTERM, &action, &g_previous_term);
   sigaction(SIGINT, &action, &g_previous_int);
+  g_alive = true;
 }
 
 StopSignals::~StopSignals() {
+  g_alive = false;
   sigaction(SIGTERM, &g_previous_term, nullptr);
   sigaction(SIGINT, &g_previous_int, nullptr);
 }
@@ -37,5 +40,9 @@ StopSignals::~StopSignals() {
 const std::atomic<bool>* StopSignals::flag() const { return &g_stop_requested; }
 
 int StopSignals::signal_number() const { return g_signal.load(); }
+
+bool stop_requested() { return g_alive.load() && g_stop_requested.load(); }
+
+const std::atomic<bool>* stop_flag() { return g_alive.load() ? &g_stop_requested : nullptr; }
 
 }  // namespace medseg

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <csignal>
+#include <stdexcept>
 
 namespace medseg {
 
@@ -19,6 +20,20 @@ class StopSignals {
   const std::atomic<bool>* flag() const;
   // The signal that arrived first (0 = none).
   int signal_number() const;
+};
+
+// Whether the live StopSignals has seen SIGTERM or SIGINT (false while none is alive), for long
+// work deep inside a job that is not handed the flag: decoding cases, building the record cache,
+// validation. `stop_flag()` is the same as a pointer (null while none is alive).
+bool stop_requested();
+const std::atomic<bool>* stop_flag();
+
+// Thrown by a long phase that gives up at a stop request; what() says what was interrupted. It is
+// not an error: the commands end with exit 0 after keeping what is safe (a checkpoint, whole
+// shards).
+class StopRequested : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
 };
 
 }  // namespace medseg

@@ -518,6 +518,38 @@ TEST_F(MedsegRecordBadInput, AbsurdSizesAreRefusedBeforeAllocating) {
                                {"stream 'train'", "record 0", "limit"});
 }
 
+// Case ids name output files and TensorBoard tags: a CRC-valid record whose id holds a path
+// separator, a control character or bytes that are not UTF-8 is refused, naming the problem and
+// showing the id escaped; the writer refuses such ids, and "..", too.
+TEST_F(MedsegRecordBadInput, InvalidCaseIdsAreRefused) {
+  const std::pair<const char*, const char*> variants[] = {
+      {"go/d", "path separator at byte 2"},
+      {"go\x01" "d", "control character at byte 2"},
+      {"\xff\xfe\x80\x80", "not valid UTF-8 at byte 0"},
+      {"\xc0\xafxy", "not valid UTF-8 at byte 0"},  // an overlong '/'
+  };
+  for (const auto& [id, problem] : variants) {
+    SCOPED_TRACE(problem);
+    std::vector<uint8_t> bytes = first_;
+    std::memcpy(&bytes[400], id, 4);  // "good" is 4 bytes long
+    uLong crc = ::crc32(0, bytes.data(), 396);
+    crc = ::crc32(crc, bytes.data() + 400, 4);
+    const uint32_t crc32_value = static_cast<uint32_t>(crc);
+    std::memcpy(&bytes[396], &crc32_value, 4);
+    testing::expect_client_error([&] { MappedRecordReader reader(write_shard(bytes)); },
+                                 {"bad.medrec", "record 0", "invalid case id", problem});
+    testing::expect_client_error([&] { read_as_stream(bytes); },
+                                 {"stream 'train'", "invalid case id", problem});
+  }
+  EXPECT_NE(std::string(printable_case_id("go\x01" "d")).find("go\\x01d"), std::string::npos);
+  for (const std::string& id : {std::string(".."), std::string("a\\b"), std::string()}) {
+    testing::expect_client_error(
+        [&] { encode_record(make_case(id, {2, 2, 2}, 1, 3, 5), ImageDType::kFloat32); },
+        {"invalid case id"});
+  }
+  EXPECT_EQ(case_id_problem("BraTS2021_00495 \xc3\xa9t\xc3\xa9"), "");  // UTF-8 is fine
+}
+
 // ------------------------------------------------------------------------------------------------
 // Python reader
 

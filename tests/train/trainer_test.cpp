@@ -199,6 +199,25 @@ TEST(TrainerTest, TheDeviceCacheTrainsTheHostLoadersWeights) {
   }
 }
 
+// A case listed twice (here in dataset.json; also shards copied twice) is refused by name
+// instead of being trained on twice as often.
+TEST(TrainerTest, ACaseListedTwiceIsAClientErrorNamingIt) {
+  testing::TempDir root;
+  make_job(root.path(), R"({"epochs": "1", "steps_per_epoch": "1", "val_interval": "0",
+    "roi_size": "[32, 32, 16]", "channels": "[8, 16, 32, 64]", "strides": "[2, 2, 2]",
+    "num_res_units": "1", "cache_dir": "memory"})");
+  const std::string listing = root.file("input/data/train/dataset.json");
+  nlohmann::json dataset = nlohmann::json::parse(testing::read_text(listing));
+  dataset["training"].push_back(dataset["training"][0]);
+  testing::write_text(listing, dataset.dump());
+  const testing::CommandResult result =
+      testing::run_medseg({"train"}, {"MEDSEG_ML_ROOT=" + root.path()});
+  EXPECT_EQ(result.exit_code, 2) << result.output;
+  const std::string failure = testing::read_text(root.file("output/failure"));
+  EXPECT_NE(failure.find("channel 'train' holds case '"), std::string::npos) << failure;
+  EXPECT_NE(failure.find("more than once"), std::string::npos) << failure;
+}
+
 std::vector<std::string> folder_names(const std::string& folder) {
   std::vector<std::string> names;
   for (const auto& entry : std::filesystem::directory_iterator(folder)) {
