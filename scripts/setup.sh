@@ -4,6 +4,7 @@
 #
 #   scripts/setup.sh              Debian packages + the project's Python environment, CPU build
 #   scripts/setup.sh --cuda       the same, then the CUDA build (needs the CUDA toolkit, no GPU)
+#   scripts/setup.sh --sanitize   the CPU build with AddressSanitizer + UBSan, in build-asan/
 #   scripts/setup.sh --deps-only  packages and Python environment only
 #
 # LibTorch is PyPI's torch wheel, pinned in scripts/requirements.txt and installed into the
@@ -13,7 +14,8 @@
 # too.
 #
 # Environment:
-#   MEDSEG_BUILD_DIR       build folder (default: build, or build-cuda with --cuda)
+#   MEDSEG_BUILD_DIR       build folder (default: build, build-cuda with --cuda, build-asan with
+#                          --sanitize)
 #   MEDSEG_BUILD_TYPE      CMake build type (default: Release)
 #   MEDSEG_BUILD_TESTS     ON or OFF (default: ON)
 #   MEDSEG_VENV            the virtual environment (default: .venv in the project)
@@ -25,12 +27,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-cuda=OFF deps_only=0
+cuda=OFF deps_only=0 sanitize=OFF
 for arg in "$@"; do
   case "$arg" in
     --cuda) cuda=ON ;;
     --deps-only) deps_only=1 ;;
-    *) echo "setup: unknown option '$arg' (expected --cuda or --deps-only)" >&2; exit 2 ;;
+    --sanitize) sanitize=ON ;;
+    *) echo "setup: unknown option '$arg' (expected --cuda, --sanitize or --deps-only)" >&2; exit 2 ;;
   esac
 done
 build_tests="${MEDSEG_BUILD_TESTS:-ON}"
@@ -90,9 +93,12 @@ fi
 
 # CPU build; with --cuda the CUDA build too (into its own folder).
 build() {
-  local build_dir=$1 cuda_flag=$2
-  local args=(-G Ninja -DCMAKE_BUILD_TYPE="${MEDSEG_BUILD_TYPE:-Release}"
+  local build_dir=$1 cuda_flag=$2 sanitize_flag=${3:-OFF}
+  local build_type="${MEDSEG_BUILD_TYPE:-Release}"
+  [ "$sanitize_flag" = ON ] && build_type="${MEDSEG_BUILD_TYPE:-RelWithDebInfo}"
+  local args=(-G Ninja -DCMAKE_BUILD_TYPE="$build_type"
               -DMEDSEG_BUILD_TESTS="$build_tests" -DMEDSEG_CUDA="$cuda_flag"
+              -DMEDSEG_SANITIZE="$sanitize_flag"
               -DMEDSEG_TORCH_DIR="$MEDSEG_TORCH_DIR" -DMEDSEG_PYTHON="$python")
   if command -v ccache >/dev/null; then
     # Paths under the project are hashed relative to it, so fresh clones reuse the cache.
@@ -121,6 +127,8 @@ if [ "$cuda" = ON ]; then
     exit 2
   fi
   build "${MEDSEG_BUILD_DIR:-build-cuda}" ON
+elif [ "$sanitize" = ON ]; then
+  build "${MEDSEG_BUILD_DIR:-build-asan}" OFF ON
 else
   build "${MEDSEG_BUILD_DIR:-build}" OFF
 fi

@@ -7,8 +7,22 @@
 # installed (CI's machines have it; no GPU is needed) it also builds the CUDA binary (build-cuda/,
 # with NCCL) and runs its build checks and GPU tests, which skip with their reason where there is
 # no GPU. Under CI=true a missing CUDA toolkit is a failure, not a skip.
+#
+#   scripts/test.sh --sanitize   instead: the CPU build with AddressSanitizer + UBSan (build-asan/)
+#                                and the whole ctest suite under it; a finding fails its test.
+#                                The memory-bound tests are left out: ASan's shadow memory does
+#                                not fit their cgroup limits.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = "--sanitize" ]; then
+  scripts/setup.sh --sanitize
+  # LibTorch is not instrumented: its containers cannot be checked for overflow, and its
+  # process-lifetime allocations are not leaks.
+  export ASAN_OPTIONS="detect_leaks=0:detect_container_overflow=0:abort_on_error=1:${ASAN_OPTIONS:-}"
+  export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:${UBSAN_OPTIONS:-}"
+  exec ctest --test-dir "${MEDSEG_BUILD_DIR:-build-asan}" --output-on-failure -j "$(nproc)" \
+    --timeout 1200 -E '^BoundedMemoryTest\.'
+fi
 scripts/setup.sh
 if command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ]; then
   scripts/setup.sh --cuda

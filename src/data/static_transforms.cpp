@@ -420,24 +420,55 @@ Taps taps_for(double coord, int64_t size) {
   return t;
 }
 
-// One output voxel of grid_sample(bilinear) on a float32 channel, accumulated in float64 in
-// torch's corner order (x is torch's D, z its W); weights (wz * wy) * wx.
-inline double trilinear(const float* in, int64_t sy, int64_t sx, const Taps& tx, const Taps& ty,
-                        const Taps& tz) {
+// One output voxel of grid_sample(bilinear) on a float32 channel whose x, y, z strides are sx,
+// sy, sz (C order: sz = 1; NIfTI order: sx = 1), accumulated in float64 in torch's corner order
+// (x is torch's D, z its W); weights (wz * wy) * wx.
+inline double trilinear(const float* in, int64_t sx, int64_t sy, int64_t sz, const Taps& tx,
+                        const Taps& ty, const Taps& tz) {
   const float* p00 = in + tx.i0 * sx + ty.i0 * sy;
   const float* p01 = in + tx.i0 * sx + ty.i1 * sy;
   const float* p10 = in + tx.i1 * sx + ty.i0 * sy;
   const float* p11 = in + tx.i1 * sx + ty.i1 * sy;
+  const int64_t z0 = tz.i0 * sz, z1 = tz.i1 * sz;
   double out = 0.0;
-  out += static_cast<double>(p00[tz.i0]) * (tz.w0 * ty.w0 * tx.w0);
-  out += static_cast<double>(p00[tz.i1]) * (tz.w1 * ty.w0 * tx.w0);
-  out += static_cast<double>(p01[tz.i0]) * (tz.w0 * ty.w1 * tx.w0);
-  out += static_cast<double>(p01[tz.i1]) * (tz.w1 * ty.w1 * tx.w0);
-  out += static_cast<double>(p10[tz.i0]) * (tz.w0 * ty.w0 * tx.w1);
-  out += static_cast<double>(p10[tz.i1]) * (tz.w1 * ty.w0 * tx.w1);
-  out += static_cast<double>(p11[tz.i0]) * (tz.w0 * ty.w1 * tx.w1);
-  out += static_cast<double>(p11[tz.i1]) * (tz.w1 * ty.w1 * tx.w1);
+  out += static_cast<double>(p00[z0]) * (tz.w0 * ty.w0 * tx.w0);
+  out += static_cast<double>(p00[z1]) * (tz.w1 * ty.w0 * tx.w0);
+  out += static_cast<double>(p01[z0]) * (tz.w0 * ty.w1 * tx.w0);
+  out += static_cast<double>(p01[z1]) * (tz.w1 * ty.w1 * tx.w0);
+  out += static_cast<double>(p10[z0]) * (tz.w0 * ty.w0 * tx.w1);
+  out += static_cast<double>(p10[z1]) * (tz.w1 * ty.w0 * tx.w1);
+  out += static_cast<double>(p11[z0]) * (tz.w0 * ty.w1 * tx.w1);
+  out += static_cast<double>(p11[z1]) * (tz.w1 * ty.w1 * tx.w1);
   return out;
+}
+
+// Per-axis tap tables of an axis-aligned plan (empty otherwise): the coordinates along the first
+// row of each axis.
+std::array<std::vector<Taps>, 3> axis_tables(const SamplingPlan& plan) {
+  std::array<std::vector<Taps>, 3> table;
+  if (!plan.axis_aligned) return table;
+  for (int a = 0; a < 3; ++a) {
+    table[a].resize(plan.out_shape[a]);
+    for (int64_t j = 0; j < plan.out_shape[a]; ++j) {
+      const double coord = plan.source(a, a == 0 ? j : 0, a == 1 ? j : 0, a == 2 ? j : 0);
+      table[a][j] = taps_for(coord, plan.in_shape[a]);
+    }
+  }
+  return table;
+}
+
+// The nearest input voxel of output voxel (x, y, z) from its taps; on an axis-aligned plan a tap
+// within 1e-6 of a .5 tie is decided by the voxel's exact coordinate.
+inline int64_t nearest_offset(const SamplingPlan& plan, const Taps& px, const Taps& py,
+                              const Taps& pz, int64_t x, int64_t y, int64_t z, int64_t sx,
+                              int64_t sy, int64_t sz) {
+  int64_t ix = px.nearest, iy = py.nearest, iz = pz.nearest;
+  if (plan.axis_aligned) {
+    if (px.near_tie) ix = static_cast<int64_t>(std::nearbyint(plan.source(0, x, y, z)));
+    if (py.near_tie) iy = static_cast<int64_t>(std::nearbyint(plan.source(1, x, y, z)));
+    if (pz.near_tie) iz = static_cast<int64_t>(std::nearbyint(plan.source(2, x, y, z)));
+  }
+  return ix * sx + iy * sy + iz * sz;
 }
 
 void resample(const SamplingPlan& plan, int64_t image_channels, const std::vector<float>& image,
@@ -450,21 +481,10 @@ void resample(const SamplingPlan& plan, int64_t image_channels, const std::vecto
   const int64_t sx = in[1] * in[2], sy = in[2];
   image_out->resize(image_channels * out_voxels);
   label_out->resize(label_channels * out_voxels);
-
-  // Axis-aligned grids: per-axis tables from the coordinates along the first row of each axis.
-  std::array<std::vector<Taps>, 3> table;
-  if (plan.axis_aligned) {
-    for (int a = 0; a < 3; ++a) {
-      table[a].resize(out[a]);
-      for (int64_t j = 0; j < out[a]; ++j) {
-        const double coord = plan.source(a, a == 0 ? j : 0, a == 1 ? j : 0, a == 2 ? j : 0);
-        table[a][j] = taps_for(coord, in[a]);
-      }
-    }
-  }
+  const std::array<std::vector<Taps>, 3> table = axis_tables(plan);
   parallel_for(out[0], threads, [&](int64_t x_begin, int64_t x_end) {
     std::vector<Taps> row_x(out[2]), row_y(out[2]), row_z(out[2]);
-    std::vector<int64_t> nearest_offset(out[2]);
+    std::vector<int64_t> nearest(out[2]);
     for (int64_t x = x_begin; x < x_end; ++x) {
       for (int64_t y = 0; y < out[1]; ++y) {
         const Taps* tx;
@@ -491,27 +511,79 @@ void resample(const SamplingPlan& plan, int64_t image_channels, const std::vecto
           const float* src = image.data() + c * in_voxels;
           float* dst = image_out->data() + c * out_voxels + out_row;
           for (int64_t z = 0; z < out[2]; ++z) {
-            dst[z] =
-                static_cast<float>(trilinear(src, sy, sx, tx[z * step_xy], ty[z * step_xy], tz[z]));
+            dst[z] = static_cast<float>(
+                trilinear(src, sx, sy, 1, tx[z * step_xy], ty[z * step_xy], tz[z]));
           }
         }
         if (label_channels == 0) continue;
         for (int64_t z = 0; z < out[2]; ++z) {
-          const Taps& px = tx[z * step_xy];
-          const Taps& py = ty[z * step_xy];
-          const Taps& pz = tz[z];
-          int64_t ix = px.nearest, iy = py.nearest, iz = pz.nearest;
-          if (plan.axis_aligned) {  // ties: the exact coordinate of this voxel decides
-            if (px.near_tie) ix = static_cast<int64_t>(std::nearbyint(plan.source(0, x, y, z)));
-            if (py.near_tie) iy = static_cast<int64_t>(std::nearbyint(plan.source(1, x, y, z)));
-            if (pz.near_tie) iz = static_cast<int64_t>(std::nearbyint(plan.source(2, x, y, z)));
-          }
-          nearest_offset[z] = ix * sx + iy * sy + iz;
+          nearest[z] = nearest_offset(plan, tx[z * step_xy], ty[z * step_xy], tz[z], x, y, z, sx,
+                                      sy, 1);
         }
         for (int64_t c = 0; c < label_channels; ++c) {
           const uint8_t* src = label.data() + c * in_voxels;
           uint8_t* dst = label_out->data() + c * out_voxels + out_row;
-          for (int64_t z = 0; z < out[2]; ++z) dst[z] = src[nearest_offset[z]];
+          for (int64_t z = 0; z < out[2]; ++z) dst[z] = src[nearest[z]];
+        }
+      }
+    }
+  });
+}
+
+// The same resampling from and to NIfTI order (x fastest: in[(z * Y + y) * X + x], and so the
+// output), so that the input needs no transpose first: rows run along x, which both the reads
+// and the writes follow. Every voxel is computed as resample() computes it (bit-identical).
+void resample_nifti_order(const SamplingPlan& plan, int64_t image_channels, const float* image,
+                          int64_t label_channels, const uint8_t* label, float* image_out,
+                          uint8_t* label_out, int threads) {
+  const auto& in = plan.in_shape;
+  const auto& out = plan.out_shape;
+  const int64_t in_voxels = in[0] * in[1] * in[2];
+  const int64_t out_voxels = out[0] * out[1] * out[2];
+  const int64_t sx = 1, sy = in[0], sz = in[0] * in[1];
+  const std::array<std::vector<Taps>, 3> table = axis_tables(plan);
+  parallel_for(out[2], threads, [&](int64_t z_begin, int64_t z_end) {
+    std::vector<Taps> row_x(out[0]), row_y(out[0]), row_z(out[0]);
+    std::vector<int64_t> nearest(out[0]);
+    for (int64_t z = z_begin; z < z_end; ++z) {
+      for (int64_t y = 0; y < out[1]; ++y) {
+        const Taps* tx;
+        const Taps* ty;
+        const Taps* tz;
+        int64_t step_yz = 0;  // 0: the y and z taps are the same for the whole row
+        if (plan.axis_aligned) {
+          tx = table[0].data();
+          ty = &table[1][y];
+          tz = &table[2][z];
+        } else {
+          for (int64_t x = 0; x < out[0]; ++x) {
+            row_x[x] = taps_for(plan.source(0, x, y, z), in[0]);
+            row_y[x] = taps_for(plan.source(1, x, y, z), in[1]);
+            row_z[x] = taps_for(plan.source(2, x, y, z), in[2]);
+          }
+          tx = row_x.data();
+          ty = row_y.data();
+          tz = row_z.data();
+          step_yz = 1;
+        }
+        const int64_t out_row = (z * out[1] + y) * out[0];
+        for (int64_t c = 0; c < image_channels; ++c) {
+          const float* src = image + c * in_voxels;
+          float* dst = image_out + c * out_voxels + out_row;
+          for (int64_t x = 0; x < out[0]; ++x) {
+            dst[x] = static_cast<float>(
+                trilinear(src, sx, sy, sz, tx[x], ty[x * step_yz], tz[x * step_yz]));
+          }
+        }
+        if (label_channels == 0) continue;
+        for (int64_t x = 0; x < out[0]; ++x) {
+          nearest[x] = nearest_offset(plan, tx[x], ty[x * step_yz], tz[x * step_yz], x, y, z, sx,
+                                      sy, sz);
+        }
+        for (int64_t c = 0; c < label_channels; ++c) {
+          const uint8_t* src = label + c * in_voxels;
+          uint8_t* dst = label_out + c * out_voxels + out_row;
+          for (int64_t x = 0; x < out[0]; ++x) dst[x] = src[nearest[x]];
         }
       }
     }
@@ -557,12 +629,16 @@ std::array<std::array<int, 2>, 3> io_orientation(const Mat4& affine) {
 
 // out[c][j0][j1][j2] = in[c][i0][i1][i2], with input axis a = output axis ornt[a][0], flipped when
 // ornt[a][1] < 0.
+// `in_stride`: of the input's axes (C order by default; NIfTI order is {1, X, X * Y}).
 template <typename T>
 void flip_transpose(const std::vector<T>& in, int64_t channels,
                     const std::array<int64_t, 3>& in_shape,
                     const std::array<std::array<int, 2>, 3>& ornt,
-                    const std::array<int64_t, 3>& out_shape, std::vector<T>* out, int threads) {
-  const std::array<int64_t, 3> in_stride{in_shape[1] * in_shape[2], in_shape[2], 1};
+                    const std::array<int64_t, 3>& out_shape, std::vector<T>* out, int threads,
+                    std::array<int64_t, 3> in_stride = {0, 0, 0}) {
+  if (in_stride == std::array<int64_t, 3>{0, 0, 0}) {
+    in_stride = {in_shape[1] * in_shape[2], in_shape[2], 1};
+  }
   std::array<int64_t, 3> out_step{};  // input offset change per output index step, per out axis
   int64_t origin = 0;                 // input offset of output voxel (0, 0, 0)
   for (int a = 0; a < 3; ++a) {
@@ -615,9 +691,13 @@ void give_buffer(CaseBuffers* buffers, std::vector<T>&& buffer) {
 
 // ----------------------------------------------------------------------------- public API
 
-CaseData to_channel_first(const NiftiVolume& image, const NiftiVolume* label,
-                          const StaticTransformOptions& options, const std::string& case_id,
-                          CaseBuffers* buffers) {
+namespace {
+
+// EnsureChannelFirst's checks of a case as loaded: the modality count, the data size, no all-zero
+// channel (unless allowed), and a label on the image's grid. Channel c of the NIfTI data is the
+// contiguous block [c * voxels, (c + 1) * voxels) in either voxel order.
+void check_loaded_case(const NiftiVolume& image, const NiftiVolume* label,
+                       const StaticTransformOptions& options, const std::string& case_id) {
   const std::array<int64_t, 3> shape{image.dim[0], image.dim[1], image.dim[2]};
   const int64_t channels = image.ndim >= 4 ? image.dim[3] : 1;
   if (options.expected_channels > 0 && channels != options.expected_channels) {
@@ -631,22 +711,9 @@ CaseData to_channel_first(const NiftiVolume& image, const NiftiVolume* label,
     throw InternalError("case '" + case_id + "': image data size " +
                         std::to_string(image.data.size()) + " does not match its header");
   }
-  CaseData data;
-  data.case_id = case_id;
-  data.spatial_shape = shape;
-  data.image_channels = channels;
-  data.affine = image.affine;
-  data.original.spatial_shape = shape;
-  data.original.affine = image.affine;
-  data.image = take_buffer<float>(buffers, voxels * channels);
-  parallel_for(channels, options.threads, [&](int64_t begin, int64_t end) {
-    for (int64_t c = begin; c < end; ++c) {
-      transpose_to_c_order(image.data.data() + c * voxels, shape, data.image.data() + c * voxels);
-    }
-  });
   if (!options.allow_empty_channels) {
     for (int64_t c = 0; c < channels; ++c) {
-      const float* v = data.image.data() + c * voxels;
+      const float* v = image.data.data() + c * voxels;
       if (std::all_of(v, v + voxels, [](float x) { return x == 0.0f; })) {
         throw ClientError("case '" + case_id + "': image channel " + std::to_string(c) +
                           " is zero everywhere; expected a modality with content (a missing or "
@@ -654,8 +721,7 @@ CaseData to_channel_first(const NiftiVolume& image, const NiftiVolume* label,
       }
     }
   }
-  if (label == nullptr) return data;
-
+  if (label == nullptr) return;
   const std::array<int64_t, 3> label_shape{label->dim[0], label->dim[1], label->dim[2]};
   const int64_t label_frames = label->ndim >= 4 ? label->dim[3] : 1;
   if (label_shape != shape || label_frames != 1) {
@@ -669,6 +735,48 @@ CaseData to_channel_first(const NiftiVolume& image, const NiftiVolume* label,
                       " differs from the image's " + affine_text(image.affine) +
                       " (by more than 1e-3); expected the label on the image's grid");
   }
+}
+
+// The refusal of a resampled case larger than max_output_bytes (data.max_case_mb).
+void check_resampled_size(const SpacingGeometry& g, const std::array<int64_t, 3>& shape,
+                          const std::array<double, 3>& pixdim, int64_t image_channels,
+                          int64_t label_channels, int64_t max_output_bytes,
+                          const std::string& case_id) {
+  const double output_bytes = static_cast<double>(g.output_shape[0]) * g.output_shape[1] *
+                              g.output_shape[2] * (4.0 * image_channels + label_channels);
+  if (output_bytes > static_cast<double>(max_output_bytes)) {
+    throw ClientError("case '" + case_id + "': resampling " + shape_text(shape) +
+                      " voxels to pixdim (" + std::to_string(pixdim[0]) + ", " +
+                      std::to_string(pixdim[1]) + ", " + std::to_string(pixdim[2]) + ") gives " +
+                      shape_text(g.output_shape) + ", " +
+                      std::to_string(static_cast<int64_t>(output_bytes / (1 << 20))) +
+                      " MiB, more than data.max_case_mb allows");
+  }
+}
+
+}  // namespace
+
+CaseData to_channel_first(const NiftiVolume& image, const NiftiVolume* label,
+                          const StaticTransformOptions& options, const std::string& case_id,
+                          CaseBuffers* buffers) {
+  check_loaded_case(image, label, options, case_id);
+  const std::array<int64_t, 3> shape{image.dim[0], image.dim[1], image.dim[2]};
+  const int64_t channels = image.ndim >= 4 ? image.dim[3] : 1;
+  const int64_t voxels = shape[0] * shape[1] * shape[2];
+  CaseData data;
+  data.case_id = case_id;
+  data.spatial_shape = shape;
+  data.image_channels = channels;
+  data.affine = image.affine;
+  data.original.spatial_shape = shape;
+  data.original.affine = image.affine;
+  data.image = take_buffer<float>(buffers, voxels * channels);
+  parallel_for(channels, options.threads, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) {
+      transpose_to_c_order(image.data.data() + c * voxels, shape, data.image.data() + c * voxels);
+    }
+  });
+  if (label == nullptr) return data;
   std::vector<float> values = take_buffer<float>(buffers, voxels);
   transpose_to_c_order(label->data.data(), shape, values.data());
   data.label_channels = 3;
@@ -681,16 +789,8 @@ CaseData to_channel_first(const NiftiVolume& image, const NiftiVolume* label,
 SpacingResult spacing(CaseData& data, const std::array<double, 3>& pixdim, int threads,
                       int64_t max_output_bytes, CaseBuffers* buffers) {
   const SpacingGeometry g = spacing_geometry(data.affine, data.spatial_shape, pixdim, data.case_id);
-  const double output_bytes = static_cast<double>(g.output_shape[0]) * g.output_shape[1] *
-                              g.output_shape[2] * (4.0 * data.image_channels + data.label_channels);
-  if (output_bytes > static_cast<double>(max_output_bytes)) {
-    throw ClientError("case '" + data.case_id + "': resampling " + shape_text(data.spatial_shape) +
-                      " voxels to pixdim (" + std::to_string(pixdim[0]) + ", " +
-                      std::to_string(pixdim[1]) + ", " + std::to_string(pixdim[2]) + ") gives " +
-                      shape_text(g.output_shape) + ", " +
-                      std::to_string(static_cast<int64_t>(output_bytes / (1 << 20))) +
-                      " MiB, more than data.max_case_mb allows");
-  }
+  check_resampled_size(g, data.spatial_shape, pixdim, data.image_channels, data.label_channels,
+                       max_output_bytes, data.case_id);
   SpacingResult result;
   result.output_spacing = g.output_spacing;
   result.resampled = g.resample;
@@ -709,33 +809,48 @@ SpacingResult spacing(CaseData& data, const std::array<double, 3>& pixdim, int t
   return result;
 }
 
-void orient_ras(CaseData& data, int threads, CaseBuffers* buffers) {
-  const auto ornt = io_orientation(data.affine);
+namespace {
+
+// Orientation("RAS") of a grid: the voxel axis permutation and flips, the oriented shape and the
+// voxel map from the oriented grid back to the input one (new affine = affine @ to_input).
+struct Reorientation {
+  std::array<std::array<int, 2>, 3> ornt{};
   bool identity = true;
   std::array<int64_t, 3> out_shape{};
-  for (int a = 0; a < 3; ++a) {
-    out_shape[ornt[a][0]] = data.spatial_shape[a];
-    if (ornt[a][0] != a || ornt[a][1] < 0) identity = false;
-  }
-  if (identity) return;
-  // new affine = affine @ inv_ornt_aff: output voxel j -> input voxel i.
   Mat4 to_input{};
-  to_input[3][3] = 1.0;
+};
+
+Reorientation reorientation(const Mat4& affine, const std::array<int64_t, 3>& shape) {
+  Reorientation r;
+  r.ornt = io_orientation(affine);
   for (int a = 0; a < 3; ++a) {
-    const int k = ornt[a][0];
-    to_input[a][k] = ornt[a][1] < 0 ? -1.0 : 1.0;
-    to_input[a][3] = ornt[a][1] < 0 ? static_cast<double>(data.spatial_shape[a] - 1) : 0.0;
+    r.out_shape[r.ornt[a][0]] = shape[a];
+    if (r.ornt[a][0] != a || r.ornt[a][1] < 0) r.identity = false;
   }
+  r.to_input[3][3] = 1.0;
+  for (int a = 0; a < 3; ++a) {
+    const int k = r.ornt[a][0];
+    r.to_input[a][k] = r.ornt[a][1] < 0 ? -1.0 : 1.0;
+    r.to_input[a][3] = r.ornt[a][1] < 0 ? static_cast<double>(shape[a] - 1) : 0.0;
+  }
+  return r;
+}
+
+}  // namespace
+
+void orient_ras(CaseData& data, int threads, CaseBuffers* buffers) {
+  const Reorientation r = reorientation(data.affine, data.spatial_shape);
+  if (r.identity) return;
   std::vector<float> image = take_buffer<float>(buffers, data.image.size());
-  flip_transpose(data.image, data.image_channels, data.spatial_shape, ornt, out_shape, &image,
+  flip_transpose(data.image, data.image_channels, data.spatial_shape, r.ornt, r.out_shape, &image,
                  threads);
   std::vector<uint8_t> label = take_buffer<uint8_t>(buffers, data.label.size());
-  flip_transpose(data.label, data.label_channels, data.spatial_shape, ornt, out_shape, &label,
+  flip_transpose(data.label, data.label_channels, data.spatial_shape, r.ornt, r.out_shape, &label,
                  threads);
   give_buffer(buffers, std::exchange(data.image, std::move(image)));
   give_buffer(buffers, std::exchange(data.label, std::move(label)));
-  data.affine = matmul(data.affine, to_input);
-  data.spatial_shape = out_shape;
+  data.affine = matmul(data.affine, r.to_input);
+  data.spatial_shape = r.out_shape;
 }
 
 void normalize_intensity_nonzero(CaseData& data) {
@@ -772,9 +887,56 @@ void normalize_intensity_nonzero(CaseData& data) {
 CaseData preprocess_case(const NiftiVolume& image, const NiftiVolume* label,
                          const StaticTransformOptions& options, const std::string& case_id,
                          CaseBuffers* buffers) {
-  CaseData data = to_channel_first(image, label, options, case_id, buffers);
-  spacing(data, options.pixdim, options.threads, options.max_output_bytes, buffers);
-  orient_ras(data, options.threads, buffers);
+  const std::array<int64_t, 3> shape{image.dim[0], image.dim[1], image.dim[2]};
+  check_loaded_case(image, label, options, case_id);
+  const SpacingGeometry g = spacing_geometry(image.affine, shape, options.pixdim, case_id);
+  if (!g.resample) {  // the grid already matches: channel-first, then Orientation
+    CaseData data = to_channel_first(image, label, options, case_id, buffers);
+    orient_ras(data, options.threads, buffers);
+    if (options.normalize) normalize_intensity_nonzero(data);
+    return data;
+  }
+  // Resampled: the same chain, computed from the NIfTI voxel order, so that only the smaller
+  // resampled volume is transposed, by Orientation, straight into C order (bit-identical to
+  // to_channel_first -> spacing -> orient_ras).
+  const int64_t channels = image.ndim >= 4 ? image.dim[3] : 1;
+  const int64_t voxels = shape[0] * shape[1] * shape[2];
+  const int64_t label_channels = label != nullptr ? 3 : 0;
+  check_resampled_size(g, shape, options.pixdim, channels, label_channels,
+                       options.max_output_bytes, case_id);
+  std::vector<uint8_t> label_channels_in = take_buffer<uint8_t>(buffers, label_channels * voxels);
+  if (label != nullptr) {
+    labels_to_channels(label->data.data(), voxels, options.label_scheme, case_id,
+                       label_channels_in.data());
+  }
+  const SamplingPlan plan = make_plan(image.affine, g.output_affine, shape, g.output_shape, case_id);
+  const int64_t out_voxels = g.output_shape[0] * g.output_shape[1] * g.output_shape[2];
+  std::vector<float> image_resampled = take_buffer<float>(buffers, channels * out_voxels);
+  std::vector<uint8_t> label_resampled = take_buffer<uint8_t>(buffers, label_channels * out_voxels);
+  resample_nifti_order(plan, channels, image.data.data(), label_channels,
+                       label_channels_in.data(), image_resampled.data(), label_resampled.data(),
+                       options.threads);
+  give_buffer(buffers, std::move(label_channels_in));
+
+  const Reorientation r = reorientation(g.output_affine, g.output_shape);
+  const std::array<int64_t, 3> nifti_strides{1, g.output_shape[0],
+                                             g.output_shape[0] * g.output_shape[1]};
+  CaseData data;
+  data.case_id = case_id;
+  data.image_channels = channels;
+  data.label_channels = label_channels;
+  data.original.spatial_shape = shape;
+  data.original.affine = image.affine;
+  data.image = take_buffer<float>(buffers, image_resampled.size());
+  flip_transpose(image_resampled, channels, g.output_shape, r.ornt, r.out_shape, &data.image,
+                 options.threads, nifti_strides);
+  data.label = take_buffer<uint8_t>(buffers, label_resampled.size());
+  flip_transpose(label_resampled, label_channels, g.output_shape, r.ornt, r.out_shape, &data.label,
+                 options.threads, nifti_strides);
+  give_buffer(buffers, std::move(image_resampled));
+  give_buffer(buffers, std::move(label_resampled));
+  data.spatial_shape = r.out_shape;
+  data.affine = r.identity ? g.output_affine : matmul(g.output_affine, r.to_input);
   if (options.normalize) normalize_intensity_nonzero(data);
   return data;
 }
