@@ -23,7 +23,9 @@ TEST(SlidingWindowTest, WindowStartsFollowMonai) {
 }
 
 void expect_sliding_window_matches_monai(const std::string& dir) {
-  for (const nlohmann::json& fixture : testing::train_fixture_manifest(dir)["sliding_window"]) {
+  // The manifest must outlive the loop: a range over a member of a temporary reads freed memory.
+  const nlohmann::json manifest = testing::train_fixture_manifest(dir);
+  for (const nlohmann::json& fixture : manifest["sliding_window"]) {
     SlidingWindowOptions options;
     const std::vector<int64_t> roi = fixture["roi"].get<std::vector<int64_t>>();
     options.roi_size = {roi[0], roi[1], roi[2]};
