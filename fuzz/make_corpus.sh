@@ -8,7 +8,8 @@ medseg="${1:-build/medseg}"
 python=.venv/bin/python
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-rm -rf fuzz/corpus && mkdir -p fuzz/corpus/fuzz_nifti fuzz/corpus/fuzz_records fuzz/corpus/fuzz_config
+rm -rf fuzz/corpus && mkdir -p fuzz/corpus/fuzz_nifti fuzz/corpus/fuzz_records fuzz/corpus/fuzz_config \
+  fuzz/corpus/fuzz_archive
 
 # NIfTI: 3-D and 4-D, NIfTI-1 and -2, several data types, scaled, oblique; plain and gzipped.
 "$python" - fuzz/corpus/fuzz_nifti <<'PY'
@@ -59,4 +60,26 @@ printf '\x00{"augment.roi_size": "(48, 48, 32)", "train.max_steps": "None", "mod
 printf '\x01train:\n  epochs: 2\n  amp: off\naugment:\n  roi_size: [32, 32, 16]\n' > $cfg/small.yaml
 printf '\x02[1, 2.5, "a", True, None, (3, 4)]' > $cfg/value_list
 printf "\x02{'a': 1e-5, 'b': [False]}" > $cfg/value_dict
+# Archives: a BraTS case folder as serve takes it (plain and gzipped), a model.tar.gz, and the
+# members that must be refused (a symbolic link, a '..' name, a FIFO).
+python3 - fuzz/corpus/fuzz_archive <<'PY'
+import io, sys, tarfile
+out = sys.argv[1]
+def member(tar, name, data=b"", kind=tarfile.REGTYPE, link=""):
+    info = tarfile.TarInfo(name)
+    info.type, info.size, info.linkname, info.mtime = kind, len(data), link, 0
+    tar.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+for name, mode in [("case.tar", "w"), ("case.tar.gz", "w:gz")]:
+    with tarfile.open(f"{out}/{name}", mode, format=tarfile.GNU_FORMAT) as tar:
+        member(tar, "BraTS_001/", kind=tarfile.DIRTYPE)
+        for modality in ("flair", "t1", "t1ce", "t2"):
+            member(tar, f"BraTS_001/BraTS_001_{modality}.nii.gz", b"\x1f\x8b" + b"x" * 30)
+with tarfile.open(f"{out}/model.tar.gz", "w:gz", format=tarfile.GNU_FORMAT) as tar:
+    member(tar, "model.pth", b"PK\x03\x04" + b"w" * 60)
+    member(tar, "medseg_config.yaml", b"model:\n  channels: [16, 32]\n")
+with tarfile.open(f"{out}/refused.tar", "w", format=tarfile.GNU_FORMAT) as tar:
+    member(tar, "model.pth", kind=tarfile.SYMTYPE, link="/etc/passwd")
+    member(tar, "../escape", b"x")
+    member(tar, "fifo", kind=tarfile.FIFOTYPE)
+PY
 ls fuzz/corpus/*/ | head -40

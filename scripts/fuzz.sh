@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds medseg's libFuzzer harnesses (fuzz/: NIfTI files, record shards and streams, the job's
-# configuration) with clang, AddressSanitizer and UndefinedBehaviorSanitizer into build-fuzz/, and
+# configuration, tar archives) with clang, AddressSanitizer and UndefinedBehaviorSanitizer into build-fuzz/, and
 # runs each for SECONDS (default 60) from its committed seed corpus (fuzz/corpus/<harness>; what
 # the run discovers goes to build-fuzz/corpus/<harness>, not into the repository).
 #
@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 seconds="${1:-60}"
 shift || true
 harnesses=("$@")
-((${#harnesses[@]})) || harnesses=(fuzz_nifti fuzz_records fuzz_config)
+((${#harnesses[@]})) || harnesses=(fuzz_nifti fuzz_records fuzz_config fuzz_archive)
 
 if ! command -v clang++ >/dev/null; then
   echo "fuzz: installing clang"
