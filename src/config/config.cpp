@@ -49,14 +49,8 @@ void validate_config(const Config& config) {
                       std::to_string(static_cast<int64_t>(batch_bytes / (1 << 30))) +
                       " GiB; at most 16 GiB (smaller crops or batches)");
   }
-  // The network: about 2 x sum over levels of 27 x (c_prev x c + num_res_units x c x c) weights
-  // (the down and up paths), each held 4 times in training (weights, gradients, Adam's moments).
-  double weights = 0.0;
-  double previous = model.in_channels;
-  for (const int channels : model.channels) {
-    weights += 2.0 * 27.0 * (previous * channels + model.num_res_units * 1.0 * channels * channels);
-    previous = channels;
-  }
+  // Each weight is held 4 times in training (weights, gradients, Adam's moments).
+  const double weights = estimated_unet_weights(model);
   constexpr double kMaxTrainingStateBytes = 256.0 * (1 << 30);
   if (weights * 4.0 * 4.0 > kMaxTrainingStateBytes) {
     throw ClientError("model.channels " + list_text(model.channels) + ": a network of about " +
@@ -70,6 +64,17 @@ void validate_config(const Config& config) {
                       " x train.batch_size " + std::to_string(config.train.batch_size) +
                       ": more than 100,000,000 samples per epoch per worker; use more epochs");
   }
+}
+
+double estimated_unet_weights(const ModelConfig& model) {
+  // About 2 x sum over levels of 27 x (c_prev x c + num_res_units x c x c).
+  double weights = 0.0;
+  double previous = model.in_channels;
+  for (const int channels : model.channels) {
+    weights += 2.0 * 27.0 * (previous * channels + model.num_res_units * 1.0 * channels * channels);
+    previous = channels;
+  }
+  return weights;
 }
 
 }  // namespace medseg

@@ -128,4 +128,8 @@ struct Config {
 // Throws ClientError naming the keys and values.
 void validate_config(const Config& config);
 
+// About how many weights the UNet of `model` has (the down and up paths of every level), from the
+// configuration alone, before anything is allocated: the memory checks use it.
+double estimated_unet_weights(const ModelConfig& model);
+
 }  // namespace medseg

@@ -4,6 +4,7 @@
 #include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdlib>
 #include <filesystem>
@@ -228,7 +229,17 @@ ResolvedConfig resolve_config(const JobEnvironment& environment, const ConfigReq
   resolved.shipped_layer = request.shipped_config;
   if (!request.shipped_config.empty()) apply_yaml_file(resolved, request.shipped_config);
   const std::string user_config = find_user_config(environment);
-  if (!user_config.empty()) apply_yaml_file(resolved, user_config);
+  if (!user_config.empty()) {
+    const bool named = std::any_of(
+        environment.hyperparameters.begin(), environment.hyperparameters.end(),
+        [](const Hyperparameter& hyperparameter) { return hyperparameter.key == kConfigFileKey; });
+    if (named && !fs::is_regular_file(user_config)) {
+      throw ClientError(environment.paths.hyperparameters_file() + ": config_file = '" +
+                        user_config + "' is not a regular file; expected a YAML configuration "
+                        "file");
+    }
+    apply_yaml_file(resolved, user_config);
+  }
   apply_hyperparameters(resolved, environment.hyperparameters,
                         environment.paths.hyperparameters_file());
   for (const std::string& assignment : request.overrides) apply_override(resolved, assignment);

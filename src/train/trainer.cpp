@@ -153,6 +153,7 @@ struct Trainer::State {
 
   void report_progress(int64_t epoch, const DeviceBatch& batch, double loss, ProgressMeter& meter);
   bool use_device_cache();
+  void check_network_fits() const;
   // Whether any rank was asked to stop; collective, so all ranks stop at the same step.
   bool stop();
   void set_up_device();
@@ -194,6 +195,7 @@ void Trainer::State::set_up_device() {
   request.cudnn_benchmark = config().train.cudnn_benchmark;
   request.channels_last = config().train.channels_last;
   compute = resolve_compute(request);
+  check_network_fits();
   torch::manual_seed(static_cast<uint64_t>(config().train.seed));
   spdlog::info("device {}, precision {}{}{}", compute.device.str(), compute.precision,
                compute.cudnn_benchmark ? ", cuDNN benchmark" : "",
@@ -1104,6 +1106,26 @@ void Trainer::State::open_outputs_and_loader() {
       c.train.epochs, steps_per_epoch, c.train.batch_size, c.augment.roi_size[0],
       c.augment.roi_size[1], c.augment.roi_size[2], automatic.compute_threads, data_path,
       checkpoint_dir, resumed ? " (resumed)" : "");
+}
+
+// Before the network is built: its weights, gradients and Adam's two moments (16 bytes a weight)
+// must fit in what the training device has free, or the job would be killed by the kernel's (or
+// the GPU's) out-of-memory handling instead of saying why.
+void Trainer::State::check_network_fits() const {
+  const double weights = estimated_unet_weights(config().model);
+  const double needed = 16.0 * weights;
+  const bool on_gpu = compute.device.is_cuda();
+  const int64_t available =
+      on_gpu ? cuda::free_memory_bytes(compute.device.index()) : available_memory_bytes();
+  if (available > 0 && needed > static_cast<double>(available)) {
+    throw ClientError(fmt::format(
+        "model.channels [{}]: a network of about {:.0f} million weights needs about {:.1f} GiB "
+        "to train (weights, gradients and Adam's moments), more than the {:.1f} GiB {} has "
+        "free; use fewer channels",
+        fmt::join(config().model.channels, ", "), weights / 1e6, needed / (1 << 30),
+        static_cast<double>(available) / (1 << 30),
+        on_gpu ? compute.device.str() : std::string("this host")));
+  }
 }
 
 // data.device_cache: auto keeps the cases on a GPU when they take at most half of its free memory

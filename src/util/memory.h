@@ -21,6 +21,10 @@ MemoryUsage memory_usage();
 // The same for another process of this host (pid), e.g. a server the benchmark started.
 MemoryUsage memory_usage(int pid);
 
+// Bytes this process could still allocate: the host's MemAvailable, or less when this process's
+// cgroup (v2) has a memory.max below that. 0 when the kernel does not say.
+int64_t available_memory_bytes();
+
 // Asks the kernel to back a large buffer that is about to be written with transparent huge pages
 // (first-touch page faults are a large share of loading a volume: a 143 MB image is 35k 4-KiB
 // faults). Only a hint: failure is ignored.

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -17,6 +18,7 @@
 
 #include "train/pipe_feeder.h"
 #include "train/training_jobs.h"
+#include "util/memory.h"
 
 namespace medseg {
 namespace {
@@ -216,6 +218,31 @@ TEST(TrainerTest, ACaseListedTwiceIsAClientErrorNamingIt) {
   const std::string failure = testing::read_text(root.file("output/failure"));
   EXPECT_NE(failure.find("channel 'train' holds case '"), std::string::npos) << failure;
   EXPECT_NE(failure.find("more than once"), std::string::npos) << failure;
+}
+
+// A network too large for the host's memory is refused by name before anything is allocated
+// (it used to be built, and the kernel's out-of-memory killer ended the job with no message).
+TEST(TrainerTest, ANetworkLargerThanTheHostsMemoryIsAClientErrorBeforeItIsBuilt) {
+  const double available = static_cast<double>(available_memory_bytes());
+  // 4 levels of c channels, 1 residual unit: about 378 c^2 weights, 16 bytes each in training.
+  const int channels = static_cast<int>(std::sqrt(2.0 * available / (16.0 * 378.0)));
+  if (available <= 0 || 16.0 * 378.0 * channels * channels > 200.0 * (1ull << 30)) {
+    GTEST_SKIP() << "this host's memory is beyond the configuration's static 256 GiB bound";
+  }
+  testing::TempDir root;
+  const std::string c = std::to_string(channels);
+  make_job(root.path(), R"({"epochs": "1", "steps_per_epoch": "1", "val_interval": "0",
+    "roi_size": "[32, 32, 16]", "channels": "[)" + c + ", " + c + ", " + c + ", " + c +
+                            R"(]", "strides": "[2, 2, 2]", "num_res_units": "1"})");
+  const auto started = std::chrono::steady_clock::now();
+  const testing::CommandResult result =
+      testing::run_medseg({"train"}, {"MEDSEG_ML_ROOT=" + root.path()});
+  EXPECT_EQ(result.exit_code, 2) << result.output;
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(),
+            30.0);
+  const std::string failure = testing::read_text(root.file("output/failure"));
+  EXPECT_NE(failure.find("model.channels [" + c), std::string::npos) << failure;
+  EXPECT_NE(failure.find("free; use fewer channels"), std::string::npos) << failure;
 }
 
 std::vector<std::string> folder_names(const std::string& folder) {
