@@ -378,10 +378,7 @@ int bench_train(const BenchCommandOptions& options) {
       loader = std::make_unique<BatchLoader>(cases.get(), loader_options);
       batches = make_host_batches(*loader, device);
     } else {
-      DeviceCacheOptions cache_options;
-      cache_options.transforms = loader_options.transforms;
-      cache_options.batch_size = options.batch;
-      batches = make_device_cache(*cases, cache_options, device);
+      batches = make_device_cache(*cases, loader_options, device);
     }
     batches->start_epoch(0, options.warmup + options.steps, 0);
     spdlog::info("bench train: batches from {} ({} cases of {}x{}x{}; {} loader threads, {} "

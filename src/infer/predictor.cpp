@@ -24,11 +24,9 @@
 #include "model/unet.h"
 #include "train/compute.h"
 #include "util/archive.h"
-#include "util/cuda.h"
 #include "util/error.h"
 #include "util/file_io.h"
 #include "util/json_file.h"
-#include "util/memory.h"
 #include "util/strings.h"
 
 namespace medseg {
@@ -246,9 +244,7 @@ void CasePredictor::State::load_folder(const std::string& folder, const std::str
   // The network's weights must fit before it is built (a configuration naming a huge network
   // would otherwise end in the kernel's out-of-memory kill).
   const double weight_bytes = 4.0 * estimated_unet_weights(config.model);
-  const int64_t available = compute.device.is_cuda()
-                                ? cuda::free_memory_bytes(compute.device.index())
-                                : available_memory_bytes();
+  const int64_t available = free_memory_bytes(compute);
   if (available > 0 && weight_bytes > static_cast<double>(available)) {
     throw ClientError("the model's model.channels need about " +
                       std::to_string(static_cast<int64_t>(weight_bytes / (1 << 20))) +

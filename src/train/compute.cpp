@@ -5,6 +5,7 @@
 #include <torch/nn/module.h>
 
 #include "util/error.h"
+#include "util/memory.h"
 
 namespace medseg {
 
@@ -49,6 +50,11 @@ Compute resolve_compute(const ComputeRequest& request) {
     compute.precision = "bf16";
   }
   return compute;
+}
+
+int64_t free_memory_bytes(const Compute& compute) {
+  return compute.device.is_cuda() ? cuda::free_memory_bytes(compute.device.index())
+                                  : available_memory_bytes();
 }
 
 at::Tensor to_compute_layout(const at::Tensor& input, const Compute& compute) {

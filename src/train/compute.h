@@ -44,6 +44,10 @@ struct ComputeRequest {
 // On a GPU it also switches cuDNN's benchmark mode as requested (a process-wide setting).
 Compute resolve_compute(const ComputeRequest& request);
 
+// Bytes free on the compute device: a GPU's free memory, or on the CPU what this process could
+// still allocate (util/memory.h). 0 when unknown.
+int64_t free_memory_bytes(const Compute& compute);
+
 // The layout a network input takes on this setup: channels-last 3-D when compute.channels_last.
 at::Tensor to_compute_layout(const at::Tensor& input, const Compute& compute);
 

@@ -145,8 +145,8 @@ at::Tensor pad_to_roi(const at::Tensor& volume, const std::array<int64_t, 3>& ro
 
 class DeviceCaseCache final : public DeviceBatches {
  public:
-  DeviceCaseCache(const TrainingSet& cases, DeviceCacheOptions options, c10::Device device)
-      : options_(std::move(options)) {
+  DeviceCaseCache(const TrainingSet& cases, const BatchLoaderOptions& options, c10::Device device)
+      : options_(options) {
     entries_.reserve(cases.size());
     for (size_t i = 0; i < cases.size(); ++i) {
       const CaseView view = cases.view(i);
@@ -252,7 +252,7 @@ class DeviceCaseCache final : public DeviceBatches {
     return {image, label};
   }
 
-  DeviceCacheOptions options_;
+  BatchLoaderOptions options_;
   std::vector<Entry> entries_;
   int64_t bytes_ = 0;
   uint64_t epoch_ = 0;
@@ -280,8 +280,9 @@ int64_t device_cache_bytes(const TrainingSet& cases, const std::array<int64_t, 3
 }
 
 std::unique_ptr<DeviceBatches> make_device_cache(const TrainingSet& cases,
-                                                 DeviceCacheOptions options, c10::Device device) {
-  return std::make_unique<DeviceCaseCache>(cases, std::move(options), device);
+                                                 const BatchLoaderOptions& options,
+                                                 c10::Device device) {
+  return std::make_unique<DeviceCaseCache>(cases, options, device);
 }
 
 at::Tensor normalize_nonzero_channelwise(const at::Tensor& image) {

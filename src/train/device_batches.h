@@ -17,11 +17,11 @@
 #include <cstdint>
 #include <memory>
 
+#include "data/batch_loader.h"
 #include "data/random_transforms.h"
 
 namespace medseg {
 
-class BatchLoader;
 class TrainingSet;
 
 // One step's batch on the compute device.
@@ -48,22 +48,16 @@ class DeviceBatches {
 // The loader's batches on `device` (which must outlive nothing: the loader must outlive this).
 std::unique_ptr<DeviceBatches> make_host_batches(BatchLoader& loader, c10::Device device);
 
-struct DeviceCacheOptions {
-  RandomTransformOptions transforms;
-  int64_t batch_size = 2;  // per rank
-  int rank = 0;
-  int world_size = 1;
-  uint64_t seed = 0;
-};
-
 // Bytes the cache of `cases` takes on a device: every image as stored (float16 or float32) and
 // its label, each padded to at least the crop size.
 int64_t device_cache_bytes(const TrainingSet& cases, const std::array<int64_t, 3>& roi);
 
-// Uploads every case of `cases` (read only during construction) to `device`. ClientError when
-// the cases disagree in their channel counts (naming the case).
+// Uploads every case of `cases` (read only during construction) to `device`. The batches are the
+// ones a BatchLoader with `options` gives (its thread and prefetch settings play no part).
+// ClientError when the cases disagree in their channel counts (naming the case).
 std::unique_ptr<DeviceBatches> make_device_cache(const TrainingSet& cases,
-                                                 DeviceCacheOptions options, c10::Device device);
+                                                 const BatchLoaderOptions& options,
+                                                 c10::Device device);
 
 // NormalizeIntensity(nonzero, channel-wise) of a float [C, ...] tensor, as
 // normalize_nonzero_channelwise: statistics over the nonzero voxels in double, zeros kept.

@@ -22,7 +22,6 @@
 
 #include "config/component_options.h"
 #include "data/batch_loader.h"
-#include "train/device_batches.h"
 #include "data/case_store.h"
 #include "data/record_cache.h"
 #include "data/streamed_epochs.h"
@@ -38,6 +37,7 @@
 #include "train/automatic_settings.h"
 #include "train/checkpoint_store.h"
 #include "train/compute.h"
+#include "train/device_batches.h"
 #include "train/dice_metric.h"
 #include "train/job_report.h"
 #include "train/loss_scaler.h"
@@ -365,9 +365,11 @@ std::string Trainer::State::training_records_folder(bool normalize) {
   if (!records.empty() && mode != "FastFile") return records;  // on local disk already
   const std::string cache_dir =
       config().data.cache_dir.empty() ? environment.paths.root + "/cache" : config().data.cache_dir;
-  const RecordCache cache =
-      records.empty() ? find_record_cache(environment, channel, config(), normalize, cache_dir)
-                      : find_record_copy(environment, channel, cache_dir);
+  const auto find_cache = [&] {
+    return records.empty() ? find_record_cache(environment, channel, config(), normalize, cache_dir)
+                           : find_record_copy(environment, channel, cache_dir);
+  };
+  const RecordCache cache = find_cache();
   if (dist.local_rank == 0) {
     if (cache.complete) {
       spdlog::info("record cache: reusing {} (same data and settings)", cache.folder);
@@ -379,10 +381,7 @@ std::string Trainer::State::training_records_folder(bool normalize) {
   } else if (!cache.complete) {
     // Wait where a stop request is seen (a collective barrier would block through it).
     const Clock::time_point started = Clock::now();
-    while (!(records.empty() ? find_record_cache(environment, channel, config(), normalize,
-                                                 cache_dir)
-                             : find_record_copy(environment, channel, cache_dir))
-                .complete) {
+    while (!find_cache().complete) {
       if (::medseg::stop_requested()) {
         throw StopRequested("while waiting for the host's first worker to build the record cache");
       }
@@ -1088,13 +1087,7 @@ void Trainer::State::open_outputs_and_loader() {
                             loader_mib);
   } else {
     const Clock::time_point started = Clock::now();
-    DeviceCacheOptions cache_options;
-    cache_options.transforms = options.transforms;
-    cache_options.batch_size = options.batch_size;
-    cache_options.rank = options.rank;
-    cache_options.world_size = options.world_size;
-    cache_options.seed = options.seed;
-    batches = make_device_cache(train_cases, cache_options, compute.device);
+    batches = make_device_cache(train_cases, options, compute.device);
     data_path = fmt::format("the {} training cases cached on {} ({:.0f} MiB, uploaded in {:.1f} s)",
                             train_cases.size(), compute.device.str(),
                             static_cast<double>(batches->device_bytes()) / (1 << 20),
@@ -1115,8 +1108,7 @@ void Trainer::State::check_network_fits() const {
   const double weights = estimated_unet_weights(config().model);
   const double needed = 16.0 * weights;
   const bool on_gpu = compute.device.is_cuda();
-  const int64_t available =
-      on_gpu ? cuda::free_memory_bytes(compute.device.index()) : available_memory_bytes();
+  const int64_t available = free_memory_bytes(compute);
   if (available > 0 && needed > static_cast<double>(available)) {
     throw ClientError(fmt::format(
         "model.channels [{}]: a network of about {:.0f} million weights needs about {:.1f} GiB "
@@ -1138,7 +1130,7 @@ bool Trainer::State::use_device_cache() {
   const std::array<int64_t, 3> roi = RandomTransformOptions::from_config(config()).roi_size;
   const int64_t bytes = device_cache_bytes(train_cases, roi);
   const bool on_gpu = compute.device.is_cuda();
-  const int64_t free = on_gpu ? cuda::free_memory_bytes(compute.device.index()) : 0;
+  const int64_t free = on_gpu ? free_memory_bytes(compute) : 0;
   const auto mib = [](int64_t b) { return fmt::format("{:.0f} MiB", b / 1048576.0); };
   if (setting == "auto") {
     if (!on_gpu) return false;

@@ -48,16 +48,6 @@ BatchLoaderOptions loader_options() {
   return options;
 }
 
-DeviceCacheOptions cache_options(const BatchLoaderOptions& loader) {
-  DeviceCacheOptions options;
-  options.transforms = loader.transforms;
-  options.batch_size = loader.batch_size;
-  options.rank = loader.rank;
-  options.world_size = loader.world_size;
-  options.seed = loader.seed;
-  return options;
-}
-
 std::vector<DeviceBatch> whole_epoch(DeviceBatches& source, uint64_t epoch, int64_t steps,
                                      int64_t first_step = 0) {
   source.start_epoch(epoch, steps, first_step);
@@ -93,7 +83,7 @@ TEST(DeviceCacheTest, GivesTheLoadersBatches) {
         BatchLoader loader(&cases, options);
         const std::unique_ptr<DeviceBatches> host = make_host_batches(loader, at::kCPU);
         const std::unique_ptr<DeviceBatches> cache =
-            make_device_cache(cases, cache_options(options), at::kCPU);
+            make_device_cache(cases, options, at::kCPU);
         for (const int64_t first_step : {0, 3}) {
           const std::vector<DeviceBatch> a = whole_epoch(*host, 2, 5, first_step);
           const std::vector<DeviceBatch> b = whole_epoch(*cache, 2, 5, first_step);
@@ -123,7 +113,7 @@ TEST(DeviceCacheTest, HoldsEveryCasePaddedToTheCrop) {
   const int64_t expected = 2 * (14 * 12 * 9 + 12 * 13 * 8) * (2 * 4 + 3);
   EXPECT_EQ(device_cache_bytes(cases, roi), expected);
   const std::unique_ptr<DeviceBatches> cache =
-      make_device_cache(cases, cache_options(loader_options()), at::kCPU);
+      make_device_cache(cases, loader_options(), at::kCPU);
   EXPECT_EQ(cache->device_bytes(), expected);
 }
 
@@ -135,7 +125,7 @@ TEST(DeviceCacheTest, CasesWithOtherChannelCountsAreAClientErrorNamingTheCase) {
   EXPECT_THROW(
       {
         try {
-          make_device_cache(set, cache_options(loader_options()), at::kCPU);
+          make_device_cache(set, loader_options(), at::kCPU);
         } catch (const ClientError& error) {
           EXPECT_NE(std::string(error.what()).find("case2 has 1 image"), std::string::npos)
               << error.what();
@@ -166,9 +156,9 @@ TEST(GpuDeviceBatchesTest, CacheAndHostCopiesOnTheGpuGiveTheCpuBatches) {
   const BatchLoaderOptions options = loader_options();
   BatchLoader loader(&cases, options);
   const std::unique_ptr<DeviceBatches> on_cpu =
-      make_device_cache(cases, cache_options(options), at::kCPU);
+      make_device_cache(cases, options, at::kCPU);
   const std::unique_ptr<DeviceBatches> on_gpu =
-      make_device_cache(cases, cache_options(options), at::Device(at::kCUDA, 0));
+      make_device_cache(cases, options, at::Device(at::kCUDA, 0));
   const std::unique_ptr<DeviceBatches> copied =
       make_host_batches(loader, at::Device(at::kCUDA, 0));
   const std::vector<DeviceBatch> a = whole_epoch(*on_cpu, 1, 6);

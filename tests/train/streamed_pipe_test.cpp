@@ -98,30 +98,27 @@ TEST(StreamedPipeTest, TwoWorkersOfAHostShareOneReaderPerFifo) {
   EXPECT_TRUE(testing::file_exists(dir.file("ml/model/model.pth")));
 }
 
-TEST(StreamedPipeTest, MoreStepsThanTheStreamHoldsIsAClientErrorNamingTheKey) {
+// A job over a Pipe channel of `records` records with `extra` hyperparameters that must fail
+// with a ClientError: its failure file.
+std::string streamed_failure(int records, const std::string& extra) {
   testing::TempDir dir;
-  const std::string stream = record_stream(dir, 6);
-  testing::make_ml_root(dir.file("ml"), hyperparameters(R"(, "steps_per_epoch": "50")"),
-                        kPipeChannel);
+  const std::string stream = record_stream(dir, records);
+  testing::make_ml_root(dir.file("ml"), hyperparameters(extra), kPipeChannel);
   PipeFeeder feeder(dir.file("ml/input/data"), stream);
   const testing::CommandResult result =
       testing::run_medseg({"train"}, {"MEDSEG_ML_ROOT=" + dir.file("ml")});
   EXPECT_EQ(result.exit_code, 2) << result.output;
-  const std::string failure = testing::read_text(dir.file("ml/output/failure"));
+  return testing::read_text(dir.file("ml/output/failure"));
+}
+
+TEST(StreamedPipeTest, MoreStepsThanTheStreamHoldsIsAClientErrorNamingTheKey) {
+  const std::string failure = streamed_failure(6, R"(, "steps_per_epoch": "50")");
   EXPECT_NE(failure.find("train.steps_per_epoch = 50"), std::string::npos) << failure;
   EXPECT_NE(failure.find("each is used at most once per epoch"), std::string::npos) << failure;
 }
 
 TEST(StreamedPipeTest, RecordsTheModelCannotTakeAreAClientErrorNamingTheCase) {
-  testing::TempDir dir;
-  const std::string stream = record_stream(dir, 4);
-  testing::make_ml_root(dir.file("ml"), hyperparameters(R"(, "model.in_channels": "3")"),
-                        kPipeChannel);
-  PipeFeeder feeder(dir.file("ml/input/data"), stream);
-  const testing::CommandResult result =
-      testing::run_medseg({"train"}, {"MEDSEG_ML_ROOT=" + dir.file("ml")});
-  EXPECT_EQ(result.exit_code, 2) << result.output;
-  const std::string failure = testing::read_text(dir.file("ml/output/failure"));
+  const std::string failure = streamed_failure(4, R"(, "model.in_channels": "3")");
   EXPECT_NE(failure.find("train_0"), std::string::npos) << failure;
   EXPECT_NE(failure.find("has 4 image and 3 label channels; the model expects model.in_channels = 3"),
             std::string::npos)
