@@ -9,7 +9,7 @@ python=.venv/bin/python
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 rm -rf fuzz/corpus && mkdir -p fuzz/corpus/fuzz_nifti fuzz/corpus/fuzz_records fuzz/corpus/fuzz_config \
-  fuzz/corpus/fuzz_archive
+  fuzz/corpus/fuzz_archive fuzz/corpus/fuzz_checkpoint fuzz/corpus/fuzz_model
 
 # NIfTI: 3-D and 4-D, NIfTI-1 and -2, several data types, scaled, oblique; plain and gzipped.
 "$python" - fuzz/corpus/fuzz_nifti <<'PY'
@@ -82,4 +82,34 @@ with tarfile.open(f"{out}/refused.tar", "w", format=tarfile.GNU_FORMAT) as tar:
     member(tar, "../escape", b"x")
     member(tar, "fifo", kind=tarfile.FIFOTYPE)
 PY
-ls fuzz/corpus/*/ | head -40
+
+# Checkpoints and model.pth files of the harnesses' network (channels [4, 8], strides [2], no
+# residual units), from a real two-step training job; byte 0 of a checkpoint input picks the road
+# (0 whole file, 1 payload only), and MONAI's own torch.save of a state dict joins the models.
+"$medseg" synth --out "$work/tiny/input/data/train" --cases 3 --shape 16 16 16 --seed 4 >/dev/null
+mkdir -p "$work/tiny/input/config"
+echo '{"train": {"TrainingInputMode": "File"}}' > "$work/tiny/input/config/inputdataconfig.json"
+cat > "$work/tiny/input/config/hyperparameters.json" <<'JSON'
+{"epochs": "1", "steps_per_epoch": "2", "batch_size": "1", "roi_size": "[16, 16, 16]",
+ "channels": "[4, 8]", "strides": "[2]", "num_res_units": "0", "val_interval": "0",
+ "validation_fraction": "0", "checkpoint.every_steps": "1", "checkpoint.keep": "2",
+ "num_threads": "1", "tensorboard_dir": "off"}
+JSON
+MEDSEG_ML_ROOT="$work/tiny" "$medseg" train >/dev/null
+for checkpoint in "$work"/tiny/checkpoints/checkpoint-*.ckpt; do
+  name="$(basename "$checkpoint" .ckpt)"
+  { printf '\x00'; cat "$checkpoint"; } > "fuzz/corpus/fuzz_checkpoint/${name}_file"
+  size="$(stat -c %s "$checkpoint")"
+  { printf '\x01'; head -c $((size - 16)) "$checkpoint" | tail -c +33; } \
+    > "fuzz/corpus/fuzz_checkpoint/${name}_payload"
+done
+cp "$work/tiny/model/model.pth" fuzz/corpus/fuzz_model/medseg_model.pth
+"$python" - fuzz/corpus/fuzz_model <<'PY'
+import sys, torch
+from monai.networks.nets import UNet
+torch.manual_seed(0)
+net = UNet(spatial_dims=3, in_channels=4, out_channels=3, channels=(4, 8), strides=(2,),
+           num_res_units=0)
+torch.save(net.state_dict(), f"{sys.argv[1]}/monai_state_dict.pth")
+PY
+ls fuzz/corpus/*/ | head -60

@@ -1,9 +1,13 @@
 #include "model/model_io.h"
 
 #include <ATen/core/Dict.h>
+#include <caffe2/serialize/inline_container.h>
+#include <caffe2/serialize/read_adapter_interface.h>
 #include <c10/util/Exception.h>
+#include <torch/csrc/jit/serialization/import_read.h>
 #include <torch/csrc/jit/serialization/pickle.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -39,19 +43,56 @@ std::string shape_text(c10::IntArrayRef sizes) {
 
 std::string first_line(const std::string& text) { return text.substr(0, text.find('\n')); }
 
+// LibTorch's archive reader over the open file: reads stay inside it, and the file is not copied
+// into memory first. (torch::jit::pickle_load's reader over a byte vector copies whatever miniz
+// asks for, past the end of the vector when a damaged archive points there: a heap overflow
+// fuzz/fuzz_model found.) miniz calls this from C, so failures are short counts, not throws.
+class FileReadAdapter final : public caffe2::serialize::ReadAdapterInterface {
+ public:
+  explicit FileReadAdapter(const ReadOnlyFile& file) : file_(file) {}
+  size_t size() const override { return static_cast<size_t>(file_.size()); }
+  size_t read(uint64_t position, void* out, size_t length, const char*) const override {
+    if (position >= size()) return 0;
+    length = static_cast<size_t>(std::min<uint64_t>(length, size() - position));
+    try {
+      return static_cast<size_t>(
+          file_.read_at(static_cast<int64_t>(position), static_cast<int64_t>(length), out));
+    } catch (const std::exception& error) {
+      failure = error.what();
+      return 0;
+    }
+  }
+  mutable std::string failure;
+
+ private:
+  const ReadOnlyFile& file_;
+};
+
 // The dict stored in `model_path`, as name -> tensor; ClientError for anything else.
 std::map<std::string, torch::Tensor> read_tensor_dict(const std::string& model_path) {
   if (!std::filesystem::is_regular_file(model_path)) {
     throw ClientError("model file " + model_path + " does not exist or is not a regular file");
   }
-  const std::string bytes = read_text_file(model_path);
+  const ReadOnlyFile file(model_path, "model file");
+  const auto adapter = std::make_shared<FileReadAdapter>(file);
   c10::IValue value;
   try {
-    value = torch::jit::pickle_load(std::vector<char>(bytes.begin(), bytes.end()));
-  } catch (const c10::Error& error) {
+    // What torch::jit::pickle_load does, over the adapter: torch.save's zip archive, "data.pkl".
+    caffe2::serialize::PyTorchStreamReader reader(adapter);
+    value = torch::jit::readArchiveAndTensors("data", /*pickle_prefix=*/"", /*tensor_prefix=*/"",
+                                              /*type_resolver=*/std::nullopt,
+                                              /*obj_loader=*/std::nullopt,
+                                              /*device=*/std::nullopt, reader);
+  } catch (const std::exception& error) {
+    if (!adapter->failure.empty()) {
+      throw PlatformError("cannot read model file " + model_path + ": " + adapter->failure);
+    }
+    // c10::Error, and the std::runtime_error or torch::jit::ErrorReport LibTorch throws for
+    // some damaged archives.
+    const c10::Error* c10_error = dynamic_cast<const c10::Error*>(&error);
     throw ClientError(
-        "model file " + model_path +
-        " is not a PyTorch file written by medseg or torch.save: " + first_line(error.what()));
+        "model file " + model_path + " is not a PyTorch file written by medseg or torch.save: " +
+        first_line(c10_error ? c10_error->what_without_backtrace() : error.what()));
   }
   if (!value.isGenericDict()) {
     throw ClientError("model file " + model_path + " holds a " + value.tagKind() +

@@ -495,12 +495,17 @@ void CheckpointStore::load(const CheckpointInfo& info, torch::serialize::InputAr
   try {
     // c10::optional is not std::optional in LibTorch 1.13.
     archive.load_from(read, size, device ? c10::optional<c10::Device>(*device) : c10::nullopt);
-  } catch (const c10::Error& error) {
+  } catch (const std::exception& error) {
     if (!read_failure.empty()) {
       throw PlatformError("cannot load checkpoint " + path + ": " + read_failure);
     }
+    // c10::Error, and the torch::jit::ErrorReport (TorchScript's parser on the archive's code
+    // files) or std::runtime_error LibTorch throws for some damaged archives.
+    const c10::Error* c10_error = dynamic_cast<const c10::Error*>(&error);
+    std::string cause = c10_error ? c10_error->what_without_backtrace() : error.what();
+    cause.erase(0, std::min(cause.size(), cause.find_first_not_of(" \n")));
     throw ClientError("checkpoint " + path + " does not hold a readable LibTorch archive: " +
-                      error.what_without_backtrace());
+                      cause.substr(0, cause.find('\n')));
   }
 }
 

@@ -102,6 +102,23 @@ TEST(ModelIoTest, RejectsMissingAndCorruptFiles) {
             std::string::npos);
 }
 
+// Found by fuzz/fuzz_model: a damaged archive with no end-of-central-directory record made
+// torch::jit::pickle_load's vector reader copy 4 kB past the end of its buffer (a heap overflow
+// under AddressSanitizer, scripts/test.sh --sanitize). It is a ClientError naming the file.
+TEST(ModelIoTest, AnArchiveCutBeforeItsCentralDirectoryIsAClientErrorWithoutAnOverread) {
+  UNetOptions options;
+  options.channels = {4, 8};
+  options.strides = {2};
+  options.num_res_units = 0;
+  UNet unet(options);
+  const std::string damaged = std::string(MEDSEG_SOURCE_DIR) +
+                              "/tests/data/fuzz_findings/model-without-end-of-central-directory.pth";
+  const std::string error = error_of_load(damaged, *unet);
+  EXPECT_NE(error.find("model-without-end-of-central-directory.pth is not a PyTorch file"),
+            std::string::npos)
+      << error;
+}
+
 // A diverged or damaged model (NaN weights) predicted an all-0 map with exit 0 (issue 14).
 TEST(ModelIoTest, NonFiniteWeightsAreAClientErrorNamingTheKey) {
   TempDir dir;

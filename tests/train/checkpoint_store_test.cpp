@@ -252,6 +252,31 @@ TEST(CheckpointStoreTest, IntactFileWithoutALibTorchArchiveIsAClientError) {
   EXPECT_THROW(CheckpointStore(dir.path(), /*keep=*/0), InternalError);
 }
 
+// Found by fuzz/fuzz_checkpoint: an intact checkpoint whose archive's code names a type that
+// does not exist made LibTorch throw torch::jit::ErrorReport (not a c10::Error), which escaped as
+// an InternalError (exit 4). It is a ClientError naming the file and the cause in one line.
+TEST(CheckpointStoreTest, AnArchiveNamingAnUnknownTypeIsAClientError) {
+  testing::TempDir dir;
+  std::filesystem::copy_file(
+      std::string(MEDSEG_SOURCE_DIR) + "/tests/data/fuzz_findings/checkpoint-unknown-type.ckpt",
+      dir.file("checkpoint-0000000001.ckpt"));
+  const CheckpointStore store(dir.path(), /*keep=*/1);
+  const std::optional<CheckpointInfo> found = store.newest_complete();
+  ASSERT_TRUE(found.has_value());
+  InputArchive archive;
+  try {
+    store.load(*found, archive);
+    FAIL() << "the archive must be refused";
+  } catch (const ClientError& error) {
+    const std::string message = error.what();
+    EXPECT_NE(message.find("checkpoint-0000000001.ckpt does not hold a readable LibTorch archive: "
+                           "Unknown type name"),
+              std::string::npos)
+        << message;
+    EXPECT_EQ(message.find('\n'), std::string::npos) << message;
+  }
+}
+
 TEST(CheckpointStoreTest, TemporaryFilesAreNeverTrustedAndRemovedOnceTheirWriterIsGone) {
   testing::TempDir dir;
   CheckpointStore store(dir.path(), /*keep=*/5);
