@@ -71,14 +71,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     store.load(*newest, archive);
     const medseg::CheckpointMeta meta = medseg::read_checkpoint_meta(archive, newest->path);
     medseg::check_position(meta, 5, newest->path);
-    medseg::UNetOptions options;
-    options.channels = {4, 8};
-    options.strides = {2};
-    options.num_res_units = 0;
-    medseg::UNet model(options);
-    medseg::OptimConfig adam;
-    adam.learning_rate = 1e-3;
-    const auto optimizer = medseg::make_optimizer(adam, model->parameters());
+    // One network and optimiser for every input: a read changes them only when all of it fits.
+    static medseg::UNet model = [] {
+      medseg::UNetOptions options;
+      options.channels = {4, 8};
+      options.strides = {2};
+      options.num_res_units = 0;
+      return medseg::UNet(options);
+    }();
+    static const auto optimizer = [] {
+      medseg::OptimConfig adam;
+      adam.learning_rate = 1e-3;
+      return medseg::make_optimizer(adam, model->parameters());
+    }();
     medseg::read_training_state(archive, newest->path, *model, *optimizer);
   });
   return 0;

@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "io/torch_archive.h"
 #include "util/error.h"
 #include "util/file_io.h"
 #include "util/json_file.h"
@@ -79,10 +80,13 @@ std::map<std::string, torch::Tensor> read_tensor_dict(const std::string& model_p
   try {
     // What torch::jit::pickle_load does, over the adapter: torch.save's zip archive, "data.pkl".
     caffe2::serialize::PyTorchStreamReader reader(adapter);
+    check_torch_archive(reader, static_cast<uint64_t>(file.size()), "model file " + model_path);
     value = torch::jit::readArchiveAndTensors("data", /*pickle_prefix=*/"", /*tensor_prefix=*/"",
                                               /*type_resolver=*/std::nullopt,
                                               /*obj_loader=*/std::nullopt,
                                               /*device=*/std::nullopt, reader);
+  } catch (const Error&) {
+    throw;
   } catch (const std::exception& error) {
     if (!adapter->failure.empty()) {
       throw PlatformError("cannot read model file " + model_path + ": " + adapter->failure);
@@ -143,6 +147,11 @@ void load_model_pth(const std::string& model_path, UNetImpl& unet) {
     } else if (found->second.sizes() != tensor.sizes()) {
       problems.push_back("key " + name + " has shape " + shape_text(found->second.sizes()) +
                          " in the file but the model expects " + shape_text(tensor.sizes()));
+    } else if (!found->second.is_floating_point()) {
+      // (An integer, bool, complex or bit-packed tensor: LibTorch cannot even copy some.)
+      problems.push_back("key " + name + " holds " +
+                         std::string(c10::toString(found->second.scalar_type())) +
+                         " values, expected floating-point weights");
     }
   }
   for (const auto& [name, tensor] : loaded) {

@@ -3,6 +3,8 @@
 #include <fcntl.h>
 #include <libdeflate.h>
 #include <signal.h>
+#include <caffe2/serialize/inline_container.h>
+#include <caffe2/serialize/read_adapter_interface.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -14,9 +16,11 @@
 #include <ctime>
 #include <exception>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <utility>
 
+#include "io/torch_archive.h"
 #include "util/error.h"
 #include "util/file_io.h"
 
@@ -492,9 +496,25 @@ void CheckpointStore::load(const CheckpointInfo& info, torch::serialize::InputAr
     return 0;
   };
   auto size = [payload_bytes]() -> size_t { return static_cast<size_t>(payload_bytes); };
+  // The same reads as one of LibTorch's readers, for the size checks before the load.
+  struct PayloadReader final : caffe2::serialize::ReadAdapterInterface {
+    std::function<size_t(uint64_t, void*, size_t)> read_payload;
+    size_t bytes = 0;
+    size_t size() const override { return bytes; }
+    size_t read(uint64_t position, void* out, size_t length, const char*) const override {
+      return read_payload(position, out, length);
+    }
+  };
+  auto payload = std::make_shared<PayloadReader>();
+  payload->read_payload = read;
+  payload->bytes = static_cast<size_t>(payload_bytes);
   try {
+    caffe2::serialize::PyTorchStreamReader reader(payload);
+    check_torch_archive(reader, payload_bytes, "checkpoint " + path);
     // c10::optional is not std::optional in LibTorch 1.13.
     archive.load_from(read, size, device ? c10::optional<c10::Device>(*device) : c10::nullopt);
+  } catch (const Error&) {
+    throw;
   } catch (const std::exception& error) {
     if (!read_failure.empty()) {
       throw PlatformError("cannot load checkpoint " + path + ": " + read_failure);

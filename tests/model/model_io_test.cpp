@@ -1,6 +1,7 @@
 #include "model/model_io.h"
 
 #include <gtest/gtest.h>
+#include <torch/serialize.h>
 
 #include <algorithm>
 #include <cmath>
@@ -117,6 +118,36 @@ TEST(ModelIoTest, AnArchiveCutBeforeItsCentralDirectoryIsAClientErrorWithoutAnOv
   EXPECT_NE(error.find("model-without-end-of-central-directory.pth is not a PyTorch file"),
             std::string::npos)
       << error;
+}
+
+// Found by fuzz/fuzz_model: a weight stored as UInt2 (a bit-packed type LibTorch cannot copy)
+// escaped as c10::NotImplementedError, exit 4. Weights that are not floating-point are refused by
+// name, the found file's and an int32 one written here.
+TEST(ModelIoTest, WeightsThatAreNotFloatingPointAreAClientErrorNamingTheKey) {
+  UNetOptions options;
+  options.channels = {4, 8};
+  options.strides = {2};
+  options.num_res_units = 0;
+  UNet unet(options);
+  const std::string found =
+      std::string(MEDSEG_SOURCE_DIR) + "/tests/data/fuzz_findings/model-with-uint2-weights.pth";
+  EXPECT_NE(error_of_load(found, *unet).find("values, expected floating-point weights"),
+            std::string::npos)
+      << error_of_load(found, *unet);
+
+  TempDir dir;
+  c10::Dict<std::string, torch::Tensor> state;
+  for (const auto& item : unet->named_parameters()) {
+    state.insert(item.key(), item.key() == "model.0.conv.weight" ? item.value().to(torch::kInt32)
+                                                                 : item.value().detach());
+  }
+  const std::vector<char> bytes = torch::pickle_save(c10::IValue(state));
+  testing::write_bytes(dir.file("model.pth"), std::vector<uint8_t>(bytes.begin(), bytes.end()));
+  const std::string message = error_of_load(dir.file("model.pth"), *unet);
+  EXPECT_NE(message.find("key model.0.conv.weight holds Int values, expected floating-point "
+                         "weights"),
+            std::string::npos)
+      << message;
 }
 
 // A diverged or damaged model (NaN weights) predicted an all-0 map with exit 0 (issue 14).

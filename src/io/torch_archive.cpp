@@ -1,0 +1,180 @@
+#include "io/torch_archive.h"
+
+#include <caffe2/serialize/inline_container.h>
+
+#include <cstring>
+#include <vector>
+
+#include "util/error.h"
+
+namespace medseg {
+namespace {
+
+uint64_t little_endian(const uint8_t* bytes, int count) {
+  uint64_t value = 0;
+  for (int i = count - 1; i >= 0; --i) value = (value << 8) | bytes[i];
+  return value;
+}
+
+// What follows an opcode.
+enum class Argument {
+  kNone,
+  kFixed,         // `width` bytes
+  kLength,        // a `width`-byte length, then that many bytes
+  kLine,          // text up to a newline
+  kTwoLines,      // GLOBAL, INST: module and name lines
+  kFrame,         // FRAME: an 8-byte length of the opcodes that follow (not skipped)
+  kPut,           // a `width`-byte memo index that defines an entry
+  kGet,           // a `width`-byte memo index that reads one
+  kPutLine,       // PUT: a decimal memo index on a line
+  kGetLine,       // GET
+  kMemoize,       // MEMOIZE: defines the next memo entry
+  kStop,
+  kUnknown,
+};
+
+struct Opcode {
+  Argument argument = Argument::kUnknown;
+  int width = 0;
+};
+
+Opcode opcode_of(uint8_t code) {
+  switch (code) {
+    case 'K': case 0x80: case 0x82: return {Argument::kFixed, 1};
+    case 'M': case 0x83: return {Argument::kFixed, 2};
+    case 'J': case 0x84: return {Argument::kFixed, 4};
+    case 'G': return {Argument::kFixed, 8};
+    case 'q': return {Argument::kPut, 1};
+    case 'r': return {Argument::kPut, 4};
+    case 'h': return {Argument::kGet, 1};
+    case 'j': return {Argument::kGet, 4};
+    case 'U': case 'C': case 0x8c: case 0x8a: return {Argument::kLength, 1};
+    case 'T': case 'X': case 'B': case 0x8b: return {Argument::kLength, 4};
+    case 0x8d: case 0x8e: case 0x96: return {Argument::kLength, 8};
+    case 'I': case 'L': case 'F': case 'S': case 'V': case 'P': return {Argument::kLine, 0};
+    case 'p': return {Argument::kPutLine, 0};
+    case 'g': return {Argument::kGetLine, 0};
+    case 'c': case 'i': return {Argument::kTwoLines, 0};
+    case 0x95: return {Argument::kFrame, 8};
+    case 0x94: return {Argument::kMemoize, 0};
+    case '.': return {Argument::kStop, 0};
+    case '(': case '0': case '1': case '2': case 'N': case 'R': case 'Q': case ']': case 'a':
+    case 'b': case 'd': case '}': case 'e': case 'l': case ')': case 't': case 's': case 'u':
+    case 'o': case 0x81: case 0x85: case 0x86: case 0x87: case 0x88: case 0x89: case 0x8f:
+    case 0x90: case 0x91: case 0x92: case 0x93: case 0x97: case 0x98:
+      return {Argument::kNone, 0};
+    default: return {Argument::kUnknown, 0};
+  }
+}
+
+std::string at_offset(size_t offset) { return " at byte " + std::to_string(offset); }
+
+}  // namespace
+
+std::string pickle_problem(const uint8_t* data, size_t size) {
+  uint64_t memo_entries = 0;  // indices 0 .. memo_entries - 1 are defined
+  size_t at = 0;
+  const auto line_end = [&](size_t from) -> size_t {
+    const void* newline = from < size ? std::memchr(data + from, '\n', size - from) : nullptr;
+    return newline ? static_cast<size_t>(static_cast<const uint8_t*>(newline) - data)
+                   : std::string::npos;
+  };
+  const auto check_put = [&](uint64_t index, size_t where) -> std::string {
+    if (index > memo_entries) {
+      return "memo index " + std::to_string(index) + at_offset(where) + " skips entries (" +
+             std::to_string(memo_entries) + " defined so far)";
+    }
+    if (index == memo_entries) ++memo_entries;
+    return "";
+  };
+  const auto check_get = [&](uint64_t index, size_t where) -> std::string {
+    if (index >= memo_entries) {
+      return "memo index " + std::to_string(index) + at_offset(where) + " was never defined";
+    }
+    return "";
+  };
+  while (at < size) {
+    const size_t start = at;
+    const Opcode op = opcode_of(data[at++]);
+    if (op.argument == Argument::kStop || op.argument == Argument::kUnknown) return "";
+    std::string problem;
+    switch (op.argument) {
+      case Argument::kNone:
+        break;
+      case Argument::kMemoize:
+        ++memo_entries;
+        break;
+      case Argument::kFixed:
+      case Argument::kPut:
+      case Argument::kGet:
+      case Argument::kLength:
+      case Argument::kFrame: {
+        if (size - at < static_cast<size_t>(op.width)) {
+          return "the pickle ends inside the opcode" + at_offset(start);
+        }
+        const uint64_t value = little_endian(data + at, op.width);
+        at += static_cast<size_t>(op.width);
+        if (op.argument == Argument::kPut) problem = check_put(value, start);
+        if (op.argument == Argument::kGet) problem = check_get(value, start);
+        if ((op.argument == Argument::kLength || op.argument == Argument::kFrame) &&
+            value > size - at) {
+          return "a length of " + std::to_string(value) + " bytes" + at_offset(start) +
+                 ", past the end of the pickle (" + std::to_string(size - at) + " bytes left)";
+        }
+        if (op.argument == Argument::kLength) at += static_cast<size_t>(value);
+        break;
+      }
+      case Argument::kLine:
+      case Argument::kPutLine:
+      case Argument::kGetLine:
+      case Argument::kTwoLines: {
+        size_t end = line_end(at);
+        if (end != std::string::npos && op.argument == Argument::kTwoLines) end = line_end(end + 1);
+        if (end == std::string::npos) return "an unterminated text argument" + at_offset(start);
+        if (op.argument == Argument::kPutLine || op.argument == Argument::kGetLine) {
+          const std::string digits(reinterpret_cast<const char*>(data + at), end - at);
+          if (digits.empty() || digits.size() > 18 ||
+              digits.find_first_not_of("0123456789") != std::string::npos) {
+            return "a memo index that is not a number" + at_offset(start);
+          }
+          const uint64_t index = std::stoull(digits);
+          problem = op.argument == Argument::kPutLine ? check_put(index, start)
+                                                      : check_get(index, start);
+        }
+        at = end + 1;
+        break;
+      }
+      default:
+        break;
+    }
+    if (!problem.empty()) return problem;
+  }
+  return "the pickle ends without STOP";
+}
+
+void check_torch_archive(caffe2::serialize::PyTorchStreamReader& reader, uint64_t archive_bytes,
+                         const std::string& subject) {
+  for (const std::string& name : reader.getAllRecords()) {
+    const uint64_t bytes = reader.getRecordSize(name);
+    if (bytes > archive_bytes) {
+      throw ClientError(subject + ": its record '" + name + "' claims " + std::to_string(bytes) +
+                        " bytes, more than the whole file (" + std::to_string(archive_bytes) +
+                        " bytes): a damaged or hand-made archive, expected one written by "
+                        "torch.save or medseg");
+    }
+    const std::string suffix = ".pkl";
+    if (name.size() < suffix.size() ||
+        name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0) {
+      continue;
+    }
+    const auto [record, size] = reader.getRecord(name);
+    const std::string problem = pickle_problem(static_cast<const uint8_t*>(record.get()), size);
+    if (!problem.empty()) {
+      throw ClientError(subject + ": its record '" + name + "' is not a valid pickle (" + problem +
+                        "): a damaged or hand-made archive, expected one written by torch.save "
+                        "or medseg");
+    }
+  }
+}
+
+}  // namespace medseg

@@ -1,0 +1,30 @@
+// Checks on a PyTorch zip archive (model.pth, a checkpoint's payload) before LibTorch loads it,
+// for the sizes LibTorch trusts: it allocates a record's buffer from the size the zip directory
+// claims, and its unpickler reserves a string's or bytes' length and a memo table's index as the
+// pickle states them, before reading. A 12 kB damaged model.pth made it allocate 3 GB
+// (fuzz/fuzz_model); a LONG_BINPUT index of 4e9 asks for 64 GB. These checks refuse such files
+// with a ClientError first, so loading allocates no more than the archive's size, give or take.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace caffe2::serialize {
+class PyTorchStreamReader;
+}
+
+namespace medseg {
+
+// "" when the pickle `data` (protocol 0-5, as torch.save and torch::pickle_save write) states no
+// length past its end and no memo index beyond the ones it defined; else what is wrong and where.
+// Scanning stops at STOP and at an opcode it does not know (LibTorch refuses those itself).
+std::string pickle_problem(const uint8_t* data, size_t size);
+
+// Refuses (ClientError "<subject>: ...") an archive of `archive_bytes` bytes in which a record
+// claims more bytes than the archive holds (torch.save stores records uncompressed) or a .pkl
+// record fails pickle_problem. `subject` names the file: "model file /opt/ml/model/model.pth".
+void check_torch_archive(caffe2::serialize::PyTorchStreamReader& reader, uint64_t archive_bytes,
+                         const std::string& subject);
+
+}  // namespace medseg
