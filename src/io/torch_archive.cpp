@@ -1,6 +1,9 @@
 #include "io/torch_archive.h"
 
 #include <caffe2/serialize/inline_container.h>
+#include <caffe2/serialize/read_adapter_interface.h>
+
+#include <algorithm>
 
 #include <cstring>
 #include <vector>
@@ -150,6 +153,104 @@ std::string pickle_problem(const uint8_t* data, size_t size) {
     if (!problem.empty()) return problem;
   }
   return "the pickle ends without STOP";
+}
+
+void check_zip_directory(const caffe2::serialize::ReadAdapterInterface& in,
+                         const std::string& subject) {
+  const uint64_t file_bytes = in.size();
+  const auto refuse = [&](const std::string& what) {
+    throw ClientError(subject + " is not a PyTorch file written by medseg or torch.save: " +
+                      what + " (a damaged or hand-made file)");
+  };
+  const auto read = [&](uint64_t offset, size_t count) {
+    std::vector<uint8_t> bytes(count);
+    if (offset > file_bytes || count > file_bytes - offset ||
+        in.read(offset, bytes.data(), count, "zip directory") != count) {
+      refuse("its zip directory points past the end of the file (" + std::to_string(file_bytes) +
+             " bytes)");
+    }
+    return bytes;
+  };
+  // The end-of-central-directory record: 22 bytes and a comment of up to 65535 at the end.
+  constexpr size_t kEnd = 22;
+  if (file_bytes < kEnd) refuse("it is too short for a zip archive");
+  const size_t tail_bytes = static_cast<size_t>(std::min<uint64_t>(file_bytes, kEnd + 65535));
+  const std::vector<uint8_t> tail = read(file_bytes - tail_bytes, tail_bytes);
+  size_t end = std::string::npos;
+  for (size_t i = tail_bytes - kEnd + 1; i-- > 0;) {
+    if (std::memcmp(tail.data() + i, "PK\x05\x06", 4) == 0) {
+      end = i;
+      break;
+    }
+  }
+  if (end == std::string::npos) refuse("it has no zip end-of-central-directory record");
+  const uint64_t end_offset = file_bytes - tail_bytes + end;
+  uint64_t entries = little_endian(tail.data() + end + 10, 2);
+  uint64_t directory_bytes = little_endian(tail.data() + end + 12, 4);
+  uint64_t directory_offset = little_endian(tail.data() + end + 16, 4);
+  if (entries == 0xFFFF || directory_bytes == 0xFFFFFFFF || directory_offset == 0xFFFFFFFF) {
+    // zip64: a 20-byte locator just before the record points at the zip64 end record.
+    if (end_offset < 20) refuse("its zip64 locator is missing");
+    const std::vector<uint8_t> locator = read(end_offset - 20, 20);
+    if (std::memcmp(locator.data(), "PK\x06\x07", 4) != 0) refuse("its zip64 locator is missing");
+    const std::vector<uint8_t> end64 = read(little_endian(locator.data() + 8, 8), 56);
+    if (std::memcmp(end64.data(), "PK\x06\x06", 4) != 0) {
+      refuse("its zip64 end-of-central-directory record is missing");
+    }
+    entries = little_endian(end64.data() + 32, 8);
+    directory_bytes = little_endian(end64.data() + 40, 8);
+    directory_offset = little_endian(end64.data() + 48, 8);
+  }
+  constexpr uint64_t kEntryHeader = 46;
+  if (directory_offset > file_bytes || directory_bytes > file_bytes - directory_offset ||
+      entries > directory_bytes / kEntryHeader) {
+    refuse("its zip directory claims " + std::to_string(entries) + " entries in " +
+           std::to_string(directory_bytes) + " bytes at byte " + std::to_string(directory_offset) +
+           " of a " + std::to_string(file_bytes) + "-byte file");
+  }
+  const std::vector<uint8_t> directory = read(directory_offset, directory_bytes);
+  uint64_t at = 0;
+  for (uint64_t entry = 0; entry < entries; ++entry) {
+    if (directory_bytes - at < kEntryHeader ||
+        std::memcmp(directory.data() + at, "PK\x01\x02", 4) != 0) {
+      refuse("its zip directory entry " + std::to_string(entry) + " is damaged");
+    }
+    const uint8_t* header = directory.data() + at;
+    uint64_t compressed = little_endian(header + 20, 4);
+    uint64_t uncompressed = little_endian(header + 24, 4);
+    const uint64_t name_bytes = little_endian(header + 28, 2);
+    const uint64_t extra_bytes = little_endian(header + 30, 2);
+    const uint64_t comment_bytes = little_endian(header + 32, 2);
+    const uint64_t entry_bytes = kEntryHeader + name_bytes + extra_bytes + comment_bytes;
+    if (entry_bytes > directory_bytes - at) {
+      refuse("its zip directory entry " + std::to_string(entry) + " runs past the directory");
+    }
+    // zip64 sizes live in the extra field 0x0001: uncompressed, then compressed, where the
+    // 32-bit fields hold 0xFFFFFFFF.
+    for (uint64_t extra = 0; extra + 4 <= extra_bytes;) {
+      const uint8_t* field = header + kEntryHeader + name_bytes + extra;
+      const uint64_t id = little_endian(field, 2), length = little_endian(field + 2, 2);
+      if (extra + 4 + length > extra_bytes) break;
+      if (id == 1) {
+        uint64_t used = 0;
+        if (uncompressed == 0xFFFFFFFF && used + 8 <= length) {
+          uncompressed = little_endian(field + 4 + used, 8);
+          used += 8;
+        }
+        if (compressed == 0xFFFFFFFF && used + 8 <= length) {
+          compressed = little_endian(field + 4 + used, 8);
+        }
+      }
+      extra += 4 + length;
+    }
+    if (uncompressed > file_bytes || compressed > file_bytes) {
+      const std::string name(reinterpret_cast<const char*>(header + kEntryHeader), name_bytes);
+      refuse("its zip entry '" + name.substr(0, 200) + "' claims " +
+             std::to_string(std::max(uncompressed, compressed)) +
+             " bytes, more than the whole file (" + std::to_string(file_bytes) + " bytes)");
+    }
+    at += entry_bytes;
+  }
 }
 
 void check_torch_archive(caffe2::serialize::PyTorchStreamReader& reader, uint64_t archive_bytes,

@@ -12,6 +12,7 @@
 
 namespace caffe2::serialize {
 class PyTorchStreamReader;
+class ReadAdapterInterface;
 }
 
 namespace medseg {
@@ -20,6 +21,14 @@ namespace medseg {
 // length past its end and no memo index beyond the ones it defined; else what is wrong and where.
 // Scanning stops at STOP and at an opcode it does not know (LibTorch refuses those itself).
 std::string pickle_problem(const uint8_t* data, size_t size);
+
+// Refuses (ClientError "<subject> is not a PyTorch file ...: <why>") bytes that are not a zip archive whose directory fits
+// them: the end-of-central-directory record (zip64 too) found, the central directory inside the
+// file, its entry count possible, and no entry claiming more bytes than the file holds. For use
+// before a PyTorchStreamReader is made: miniz sizes its tables from these numbers, and the reader's
+// constructor reads a record into a buffer of the size its entry claims.
+void check_zip_directory(const caffe2::serialize::ReadAdapterInterface& in,
+                         const std::string& subject);
 
 // Refuses (ClientError "<subject>: ...") an archive of `archive_bytes` bytes in which a record
 // claims more bytes than the archive holds (torch.save stores records uncompressed) or a .pkl

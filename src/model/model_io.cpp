@@ -79,6 +79,7 @@ std::map<std::string, torch::Tensor> read_tensor_dict(const std::string& model_p
   c10::IValue value;
   try {
     // What torch::jit::pickle_load does, over the adapter: torch.save's zip archive, "data.pkl".
+    check_zip_directory(*adapter, "model file " + model_path);
     caffe2::serialize::PyTorchStreamReader reader(adapter);
     check_torch_archive(reader, static_cast<uint64_t>(file.size()), "model file " + model_path);
     value = torch::jit::readArchiveAndTensors("data", /*pickle_prefix=*/"", /*tensor_prefix=*/"",

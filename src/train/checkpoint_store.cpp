@@ -509,6 +509,7 @@ void CheckpointStore::load(const CheckpointInfo& info, torch::serialize::InputAr
   payload->read_payload = read;
   payload->bytes = static_cast<size_t>(payload_bytes);
   try {
+    check_zip_directory(*payload, "checkpoint " + path);
     caffe2::serialize::PyTorchStreamReader reader(payload);
     check_torch_archive(reader, payload_bytes, "checkpoint " + path);
     // c10::optional is not std::optional in LibTorch 1.13.

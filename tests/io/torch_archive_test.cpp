@@ -68,6 +68,11 @@ TEST(TorchArchiveTest, ArchivesWhosePicklesClaimGigabytesAreRefusedBeforeLoading
       [&] { load_model_pth(findings + "model-claiming-3-gb.pth", *unet); },
       {"model file " + findings + "model-claiming-3-gb.pth: its record", "is not a valid pickle",
        "past the end of the pickle"});
+  // A zip directory entry claiming 1.4 GB, which LibTorch's reader allocated in its constructor.
+  testing::expect_client_error(
+      [&] { load_model_pth(findings + "model-zip-entry-claiming-1-4-gb.pth", *unet); },
+      {"model-zip-entry-claiming-1-4-gb.pth is not a PyTorch file", "claims",
+       "more than the whole file"});
 }
 
 }  // namespace
