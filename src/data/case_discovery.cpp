@@ -211,31 +211,36 @@ DatasetIndex discover_dataset(const std::string& root, const std::string& layout
 NiftiVolume load_case_image(const CaseSource& source, const NiftiReadOptions& options,
                             CaseBuffers* buffers) {
   if (source.image_files.size() == 1) return read_nifti(source.image_files[0], options, buffers);
-  NiftiVolume stacked;
-  for (size_t m = 0; m < source.image_files.size(); ++m) {
-    NiftiVolume modality = read_nifti(source.image_files[m], options, buffers);
+  // The first modality is read on its own (its size says how large the stack is) and copied in;
+  // the others are decoded straight into their place in the stack.
+  NiftiVolume stacked = read_nifti(source.image_files[0], options, buffers);
+  if (stacked.dim[3] != 1) {
+    throw ClientError(source.image_files[0] + ": expected a 3-D modality image, got " +
+                      std::to_string(stacked.dim[3]) + " volumes");
+  }
+  const int64_t volume_size = static_cast<int64_t>(stacked.data.size());
+  const int64_t modalities = static_cast<int64_t>(source.image_files.size());
+  const size_t room = static_cast<size_t>(volume_size * modalities + kNiftiDecodeSlackFloats);
+  std::vector<float> all = buffers != nullptr ? buffers->floats.take(room) : std::vector<float>(room);
+  std::copy(stacked.data.begin(), stacked.data.end(), all.begin());
+  if (buffers != nullptr) buffers->floats.give(std::exchange(stacked.data, std::move(all)));
+  else stacked.data = std::move(all);
+  stacked.ndim = 4;
+  stacked.dim[3] = modalities;
+  for (int64_t m = 1; m < modalities; ++m) {
+    const std::string& file = source.image_files[static_cast<size_t>(m)];
+    float* place = stacked.data.data() + m * volume_size;
+    const int64_t room_left = static_cast<int64_t>(room) - m * volume_size;
+    // A modality of another shape may have been decoded over the places after its own (never
+    // beyond the stack's room); it is refused below either way.
+    NiftiVolume modality = read_nifti(file, options, buffers, place, room_left);
     if (modality.dim[3] != 1) {
-      throw ClientError(source.image_files[m] + ": expected a 3-D modality image, got " +
+      throw ClientError(file + ": expected a 3-D modality image, got " +
                         std::to_string(modality.dim[3]) + " volumes");
-    }
-    if (m == 0) {
-      const size_t volume_size = modality.data.size();
-      stacked = std::move(modality);
-      stacked.ndim = 4;
-      stacked.dim[3] = static_cast<int64_t>(source.image_files.size());
-      if (buffers != nullptr) {  // the stack in a pooled buffer, the first modality's goes back
-        std::vector<float> all = buffers->floats.take(volume_size * source.image_files.size());
-        all.resize(0);  // keeps the capacity: the modalities are appended below
-        all.insert(all.end(), stacked.data.begin(), stacked.data.end());
-        buffers->floats.give(std::exchange(stacked.data, std::move(all)));
-      } else {
-        stacked.data.reserve(volume_size * source.image_files.size());
-      }
-      continue;
     }
     for (int axis = 0; axis < 3; ++axis) {
       if (modality.dim[axis] != stacked.dim[axis]) {
-        throw ClientError("case " + source.case_id + ": " + source.image_files[m] + " has shape " +
+        throw ClientError("case " + source.case_id + ": " + file + " has shape " +
                           std::to_string(modality.dim[0]) + "x" + std::to_string(modality.dim[1]) +
                           "x" + std::to_string(modality.dim[2]) + " but " + source.image_files[0] +
                           " has " + std::to_string(stacked.dim[0]) + "x" +
@@ -245,15 +250,19 @@ NiftiVolume load_case_image(const CaseSource& source, const NiftiReadOptions& op
     for (int row = 0; row < 3; ++row) {
       for (int column = 0; column < 4; ++column) {
         if (std::fabs(modality.affine[row][column] - stacked.affine[row][column]) > 1e-3) {
-          throw ClientError("case " + source.case_id + ": the affine of " + source.image_files[m] +
+          throw ClientError("case " + source.case_id + ": the affine of " + file +
                             " differs from that of " + source.image_files[0] +
                             " (modalities must share one grid)");
         }
       }
     }
-    stacked.data.insert(stacked.data.end(), modality.data.begin(), modality.data.end());
-    if (buffers != nullptr) buffers->floats.give(std::move(modality.data));
+    if (!modality.data.empty()) {  // it needed more room than its place (8-byte voxels)
+      std::copy(modality.data.begin(), modality.data.end(), place);
+      if (buffers != nullptr) buffers->floats.give(std::move(modality.data));
+    }
+    stacked.finite_by_type = stacked.finite_by_type && modality.finite_by_type;
   }
+  stacked.data.resize(static_cast<size_t>(volume_size * modalities));
   return stacked;
 }
 

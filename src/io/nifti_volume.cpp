@@ -676,6 +676,23 @@ void convert_in_place(uint8_t* buffer, int64_t offset, int64_t count, const Scal
 }
 
 // Converts the voxels at byte `offset` of `buffer` to floats at its start (see convert_in_place).
+// Whether the converted values are finite whatever the voxels hold: an integer type, and a
+// scaling whose largest result (with a factor 2 of margin) stays inside float32's range.
+bool finite_by_type(const Header& header, const Layout& layout) {
+  double largest = 0.0;
+  switch (layout.type->code) {
+    case DT_UINT8: case DT_INT8: largest = 256.0; break;
+    case DT_INT16: case DT_UINT16: largest = 65536.0; break;
+    case DT_INT32: case DT_UINT32: largest = 4294967296.0; break;
+    case DT_INT64: case DT_UINT64: largest = 18446744073709551616.0; break;
+    default: return false;  // float data
+  }
+  const bool scaled = std::isfinite(header.scl_slope) && header.scl_slope != 0.0;
+  if (!scaled) return true;
+  const double bound = std::fabs(header.scl_slope) * largest + std::fabs(header.scl_inter);
+  return std::isfinite(bound) && 2.0 * bound < std::numeric_limits<float>::max();
+}
+
 void convert_to_float(const Header& header, const Layout& layout, uint8_t* buffer, int64_t offset) {
   Scaling scaling;
   scaling.swap = header.swapped;
@@ -815,7 +832,7 @@ Affine identity_affine() {
 }
 
 NiftiVolume read_nifti(const std::string& path, const NiftiReadOptions& options,
-                       CaseBuffers* buffers) {
+                       CaseBuffers* buffers, float* into, int64_t into_floats) {
   const ReadOnlyFile file(path, "NIfTI file");
 
   // The first bytes: enough for the header, or the start of the gzip stream holding it.
@@ -898,8 +915,10 @@ NiftiVolume read_nifti(const std::string& path, const NiftiReadOptions& options,
   const int64_t prefix = compressed ? layout.vox_offset : 0;
   const int64_t buffer_bytes =
       std::max(prefix + layout.data_bytes, layout.voxels * int64_t{sizeof(float)});
-  volume.data = allocate_floats((buffer_bytes + 3) / 4, path, buffers);
-  uint8_t* buffer = reinterpret_cast<uint8_t*>(volume.data.data());
+  const int64_t buffer_floats = (buffer_bytes + 3) / 4;
+  const bool decode_into = into != nullptr && into_floats >= buffer_floats;
+  if (!decode_into) volume.data = allocate_floats(buffer_floats, path, buffers);
+  uint8_t* buffer = reinterpret_cast<uint8_t*>(decode_into ? into : volume.data.data());
 
   if (!compressed) {
     if (file.read_at(layout.vox_offset, layout.data_bytes, buffer) < layout.data_bytes) {
@@ -933,6 +952,8 @@ NiftiVolume read_nifti(const std::string& path, const NiftiReadOptions& options,
     }
   }
   convert_to_float(header, layout, buffer, prefix);
+  volume.finite_by_type = finite_by_type(header, layout);
+  if (decode_into) return volume;
   volume.data.resize(static_cast<size_t>(layout.voxels));
   // 8-byte types needed twice the floats' room; give it back (a copy, but only for them).
   if (layout.type->bytes == 8) volume.data.shrink_to_fit();

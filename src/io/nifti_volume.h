@@ -67,6 +67,9 @@ struct NiftiVolume {
   // Header zooms pixdim[1..3] after nibabel's load-time fixes (negative -> abs, 0 -> 1).
   std::array<double, 3> pixdim{1.0, 1.0, 1.0};
   NiftiHeaderInfo header;
+  // True when every value is finite by construction: integer voxels with a scaling that cannot
+  // overflow float32. Float voxels may hold NaN or Inf and must be checked.
+  bool finite_by_type = false;
 
   int64_t voxel_count() const { return dim[0] * dim[1] * dim[2] * dim[3]; }
 };
@@ -80,8 +83,18 @@ struct NiftiReadOptions {
 // truncated or too-large files (the message names `path`), PlatformError for other I/O failures.
 // With `buffers`, the voxels and the compressed bytes are read into buffers of that thread's
 // pools (give the volume's data back when done with it).
+//
+// With `into` (room for `into_floats` values), the voxels are decoded there instead and
+// volume.data stays empty: a stack of modalities is filled without a copy. The room must hold
+// the voxels (twice for 8-byte types) plus, for a .nii.gz, the header bytes the decompression
+// writes first (kNiftiDecodeSlackFloats covers every header); with less, the voxels go to
+// volume.data as without `into`, nothing is written to `into`, and `into` stays untouched.
 NiftiVolume read_nifti(const std::string& path, const NiftiReadOptions& options = {},
-                       CaseBuffers* buffers = nullptr);
+                       CaseBuffers* buffers = nullptr, float* into = nullptr,
+                       int64_t into_floats = 0);
+
+// Room beyond the voxels that read_nifti's `into` needs: the decompressed header comes first.
+inline constexpr int64_t kNiftiDecodeSlackFloats = 16 * 1024;
 
 // Writes `volume` as `type` (integer types: values rounded half-to-even and clamped to the type's
 // range, NaN -> 0). NIfTI-1 when every dimension fits in int16, else NIfTI-2. No scaling is stored

@@ -3,8 +3,11 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <utility>
+#include <vector>
 
 #include "test_support.h"
+#include "util/buffer_pool.h"
 #include "util/error.h"
 
 namespace medseg {
@@ -81,6 +84,60 @@ TEST(CaseDiscoveryTest, BratsFoldersStackModalitiesInTask01Order) {
   EXPECT_NE(index.cases[0].image_files[2].find("_t1ce.nii.gz"), std::string::npos);
   const NiftiVolume image = load_case_image(index.cases[0], {});
   EXPECT_EQ(image.dim, (std::array<int64_t, 4>{6, 5, 4, 4}));
+}
+
+// The modalities are decoded into their places in the stack; each keeps its values, whatever
+// its file's type (an 8-byte type needs more room than its place and is copied in), with or
+// without the thread's buffer pool, and a pooled stack from an earlier case leaves no trace.
+TEST(CaseDiscoveryTest, BratsModalitiesOfEveryTypeLandInTheirPlaceOfTheStack) {
+  testing::TempDir dir;
+  const std::string folder = dir.file("BraTS_00001");
+  std::filesystem::create_directories(folder);
+  const std::vector<std::pair<const char*, NiftiDataType>> files = {
+      {"flair", NiftiDataType::kInt16}, {"t1", NiftiDataType::kFloat32},
+      {"t1ce", NiftiDataType::kUint8}, {"t2", NiftiDataType::kFloat64}};
+  for (size_t m = 0; m < files.size(); ++m) {
+    NiftiVolume volume = small_volume(0.0f);
+    for (size_t i = 0; i < volume.data.size(); ++i) {
+      volume.data[i] = static_cast<float>((i * (m + 3)) % 200);
+    }
+    write_nifti(folder + "/BraTS_00001_" + files[m].first + (m == 1 ? ".nii" : ".nii.gz"), volume,
+                files[m].second);
+  }
+  write_nifti(folder + "/BraTS_00001_seg.nii.gz", small_volume(1.0f), NiftiDataType::kUint8);
+  const DatasetIndex index = discover_dataset(dir.path(), "brats", true);
+  CaseBuffers buffers;
+  buffers.floats.give(std::vector<float>(10000, -1.0f));  // a larger stack of an earlier case
+  for (CaseBuffers* pool : {static_cast<CaseBuffers*>(nullptr), &buffers}) {
+    const NiftiVolume image = load_case_image(index.cases[0], {}, pool);
+    ASSERT_EQ(image.dim, (std::array<int64_t, 4>{6, 5, 4, 4}));
+    ASSERT_EQ(image.data.size(), 6u * 5 * 4 * 4);
+    for (size_t m = 0; m < 4; ++m) {
+      for (size_t i = 0; i < 120; ++i) {
+        ASSERT_EQ(image.data[m * 120 + i], static_cast<float>((i * (m + 3)) % 200))
+            << "modality " << m << ", voxel " << i;
+      }
+    }
+    // int16, float32, uint8, float64: only integer stacks are finite without a check.
+    EXPECT_FALSE(image.finite_by_type);
+  }
+}
+
+TEST(CaseDiscoveryTest, ModalitiesOfDifferentShapesAreRefusedNamingBoth) {
+  testing::TempDir dir;
+  write_brats_case(dir.path(), "case");
+  NiftiVolume larger = small_volume(7.0f);
+  larger.dim = {7, 5, 4, 1};
+  larger.data.assign(7 * 5 * 4, 7.0f);
+  write_nifti(dir.file("case/case_t1.nii.gz"), larger, NiftiDataType::kFloat32);
+  const DatasetIndex index = discover_dataset(dir.path(), "brats", true);
+  CaseBuffers buffers;
+  const std::string message =
+      testing::client_error_message([&] { load_case_image(index.cases[0], {}, &buffers); });
+  EXPECT_NE(message.find(dir.file("case/case_t1.nii.gz") + " has shape 7x5x4 but " +
+                         dir.file("case/case_flair.nii.gz") + " has 6x5x4"),
+            std::string::npos)
+      << message;
 }
 
 TEST(CaseDiscoveryTest, BratsCaseMissingAModalityIsNamed) {

@@ -340,6 +340,24 @@ TEST(NiftiReadTest, SlopeThatIsZeroOrNotFiniteMeansNoScaling) {
   }
 }
 
+// Integer voxels need no finiteness check unless the scaling could overflow float32; float
+// voxels always do (the loader then looks for NaN and Inf, naming the file).
+TEST(NiftiReadTest, OnlyIntegerVoxelsWithATameScalingAreFiniteByType) {
+  TempDir dir;
+  const auto finite = [&](int datatype, double slope) {
+    TestImage image;
+    image.datatype = datatype;
+    image.scl_slope = slope;
+    return write_and_read(dir, image, "image.nii").finite_by_type;
+  };
+  EXPECT_TRUE(finite(DT_INT16, 0.0));
+  EXPECT_TRUE(finite(DT_UINT8, 2.5));
+  EXPECT_TRUE(finite(DT_INT64, 1.0));
+  EXPECT_FALSE(finite(DT_INT16, 1e34));  // 32767 x 1e34 is finite, but near float32's limit
+  EXPECT_FALSE(finite(DT_FLOAT32, 0.0));
+  EXPECT_FALSE(finite(DT_FLOAT64, 0.0));
+}
+
 TEST(NiftiReadTest, ValidSlopeWithNonFiniteInterceptIsRejected) {
   TempDir dir;
   TestImage image;
