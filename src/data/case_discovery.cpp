@@ -260,7 +260,7 @@ NiftiVolume load_case_image(const CaseSource& source, const NiftiReadOptions& op
       std::copy(modality.data.begin(), modality.data.end(), place);
       if (buffers != nullptr) buffers->floats.give(std::move(modality.data));
     }
-    stacked.finite_by_type = stacked.finite_by_type && modality.finite_by_type;
+    stacked.known_finite = stacked.known_finite && modality.known_finite;
   }
   stacked.data.resize(static_cast<size_t>(volume_size * modalities));
   return stacked;

@@ -19,7 +19,7 @@ namespace medseg {
 
 void check_finite_intensities(const NiftiVolume& image, const std::string& case_id,
                               const std::vector<std::string>& image_files) {
-  if (image.finite_by_type) return;  // integer voxels: finite whatever they hold
+  if (image.known_finite) return;  // integer voxels, or floats checked while decoded
   const int64_t per_volume = image.dim[0] * image.dim[1] * image.dim[2];
   for (size_t i = 0; i < image.data.size(); ++i) {
     if (std::isfinite(image.data[i])) continue;

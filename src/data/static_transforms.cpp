@@ -652,14 +652,30 @@ void flip_transpose(const std::vector<T>& in, int64_t channels,
   }
   const int64_t voxels = in_shape[0] * in_shape[1] * in_shape[2];
   out->resize(in.size());
-  parallel_for(channels * out_shape[0], threads, [&](int64_t begin, int64_t end) {
-    for (int64_t cx = begin; cx < end; ++cx) {
-      const int64_t c = cx / out_shape[0], j0 = cx % out_shape[0];
+  // In cubes of kTile^3 voxels: whichever output axis the input's contiguous axis becomes, a
+  // cube's reads touch kTile^2 short runs of cache lines and its writes kTile^2 short rows, all
+  // in cache, instead of one cache line per voxel read when the axes are transposed.
+  constexpr int64_t kTile = 16;
+  const int64_t tiles0 = (out_shape[0] + kTile - 1) / kTile;
+  const int64_t row = out_shape[2], plane = out_shape[1] * out_shape[2];
+  parallel_for(channels * tiles0, threads, [&](int64_t begin, int64_t end) {
+    for (int64_t ct = begin; ct < end; ++ct) {
+      const int64_t c = ct / tiles0, t0 = (ct % tiles0) * kTile;
       const T* src_channel = in.data() + c * voxels + origin;
-      T* dst = out->data() + c * voxels + j0 * out_shape[1] * out_shape[2];
-      for (int64_t j1 = 0; j1 < out_shape[1]; ++j1) {
-        const T* src = src_channel + j0 * out_step[0] + j1 * out_step[1];
-        for (int64_t j2 = 0; j2 < out_shape[2]; ++j2) *dst++ = src[j2 * out_step[2]];
+      T* dst_channel = out->data() + c * voxels;
+      const int64_t e0 = std::min(out_shape[0], t0 + kTile);
+      for (int64_t t1 = 0; t1 < out_shape[1]; t1 += kTile) {
+        const int64_t e1 = std::min(out_shape[1], t1 + kTile);
+        for (int64_t t2 = 0; t2 < out_shape[2]; t2 += kTile) {
+          const int64_t e2 = std::min(out_shape[2], t2 + kTile);
+          for (int64_t j0 = t0; j0 < e0; ++j0) {
+            for (int64_t j1 = t1; j1 < e1; ++j1) {
+              const T* src = src_channel + j0 * out_step[0] + j1 * out_step[1];
+              T* dst = dst_channel + j0 * plane + j1 * row;
+              for (int64_t j2 = t2; j2 < e2; ++j2) dst[j2] = src[j2 * out_step[2]];
+            }
+          }
+        }
       }
     }
   });

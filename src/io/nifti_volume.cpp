@@ -644,22 +644,33 @@ struct Scaling {
 // forwards for types of 4 or more bytes (the floats never overtake the unread input), backwards
 // for 1- and 2-byte types (the floats grow past the input), after setting aside the first voxels,
 // whose floats would overwrite input not yet read.
+// For float types it also checks, each block while it is in cache, that every float is finite,
+// and returns whether they all were (integer types: returns false, see finite_by_type).
 template <typename T>
-void convert_in_place(uint8_t* buffer, int64_t offset, int64_t count, const Scaling& scaling) {
+bool convert_in_place(uint8_t* buffer, int64_t offset, int64_t count, const Scaling& scaling) {
   constexpr int64_t kBlock = 16 * 1024;
   constexpr int64_t kSize = sizeof(T);
   std::vector<uint8_t> block(static_cast<size_t>(kBlock * kSize));
   float* out = reinterpret_cast<float*>(buffer);
+  uint32_t non_finite = 0;  // nonzero once a float had an all-ones exponent (NaN or Inf)
   auto convert = [&](int64_t first, int64_t n, const uint8_t* source) {
     std::memcpy(block.data(), source, static_cast<size_t>(n * kSize));
     convert_voxels<T>(block.data(), n, scaling.swap, scaling.scaled, scaling.slope, scaling.inter,
                       out + first);
+    if constexpr (std::is_floating_point_v<T>) {
+      const float* values = out + first;
+      for (int64_t i = 0; i < n; ++i) {
+        uint32_t bits;
+        std::memcpy(&bits, values + i, 4);
+        non_finite |= static_cast<uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
+      }
+    }
   };
   if (kSize >= 4) {
     for (int64_t first = 0; first < count; first += kBlock) {
       convert(first, std::min(kBlock, count - first), buffer + offset + first * kSize);
     }
-    return;
+    return std::is_floating_point_v<T> && non_finite == 0;
   }
   // Voxel i's float (bytes [4i, 4i + 4)) is clear of every earlier voxel's input once
   // 4i >= offset + kSize * i.
@@ -673,9 +684,9 @@ void convert_in_place(uint8_t* buffer, int64_t offset, int64_t count, const Scal
   for (int64_t first = 0; first < head; first += kBlock) {
     convert(first, std::min(kBlock, head - first), head_input.data() + first * kSize);
   }
+  return false;  // integer voxels
 }
 
-// Converts the voxels at byte `offset` of `buffer` to floats at its start (see convert_in_place).
 // Whether the converted values are finite whatever the voxels hold: an integer type, and a
 // scaling whose largest result (with a factor 2 of margin) stays inside float32's range.
 bool finite_by_type(const Header& header, const Layout& layout) {
@@ -693,7 +704,10 @@ bool finite_by_type(const Header& header, const Layout& layout) {
   return std::isfinite(bound) && 2.0 * bound < std::numeric_limits<float>::max();
 }
 
-void convert_to_float(const Header& header, const Layout& layout, uint8_t* buffer, int64_t offset) {
+// Converts the voxels at byte `offset` of `buffer` to floats at its start (see convert_in_place).
+// Returns whether float voxels were all finite, checked block by block as they were converted
+// (false when they were not converted: an unscaled .nii of float32 is already in place).
+bool convert_to_float(const Header& header, const Layout& layout, uint8_t* buffer, int64_t offset) {
   Scaling scaling;
   scaling.swap = header.swapped;
   scaling.slope = header.scl_slope;
@@ -719,7 +733,7 @@ void convert_to_float(const Header& header, const Layout& layout, uint8_t* buffe
     case DT_UINT64:
       return convert_in_place<uint64_t>(buffer, offset, n, scaling);
     case DT_FLOAT32:
-      if (!scaling.swap && !scaling.scaled && offset == 0) return;  // already floats
+      if (!scaling.swap && !scaling.scaled && offset == 0) return false;  // already floats
       return convert_in_place<float>(buffer, offset, n, scaling);
     case DT_FLOAT64:
       return convert_in_place<double>(buffer, offset, n, scaling);
@@ -951,8 +965,8 @@ NiftiVolume read_nifti(const std::string& path, const NiftiReadOptions& options,
       throw truncated(result.produced - layout.vox_offset);
     }
   }
-  convert_to_float(header, layout, buffer, prefix);
-  volume.finite_by_type = finite_by_type(header, layout);
+  const bool checked_finite = convert_to_float(header, layout, buffer, prefix);
+  volume.known_finite = checked_finite || finite_by_type(header, layout);
   if (decode_into) return volume;
   volume.data.resize(static_cast<size_t>(layout.voxels));
   // 8-byte types needed twice the floats' room; give it back (a copy, but only for them).

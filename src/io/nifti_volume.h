@@ -67,9 +67,10 @@ struct NiftiVolume {
   // Header zooms pixdim[1..3] after nibabel's load-time fixes (negative -> abs, 0 -> 1).
   std::array<double, 3> pixdim{1.0, 1.0, 1.0};
   NiftiHeaderInfo header;
-  // True when every value is finite by construction: integer voxels with a scaling that cannot
-  // overflow float32. Float voxels may hold NaN or Inf and must be checked.
-  bool finite_by_type = false;
+  // True when every value is known to be finite: integer voxels with a scaling that cannot
+  // overflow float32, or float voxels checked while they were converted (a .nii.gz, a scaled or
+  // byte-swapped file). False: they may hold NaN or Inf.
+  bool known_finite = false;
 
   int64_t voxel_count() const { return dim[0] * dim[1] * dim[2] * dim[3]; }
 };

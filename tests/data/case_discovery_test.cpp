@@ -119,7 +119,7 @@ TEST(CaseDiscoveryTest, BratsModalitiesOfEveryTypeLandInTheirPlaceOfTheStack) {
       }
     }
     // int16, float32, uint8, float64: only integer stacks are finite without a check.
-    EXPECT_FALSE(image.finite_by_type);
+    EXPECT_FALSE(image.known_finite);
   }
 }
 

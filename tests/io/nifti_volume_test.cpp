@@ -341,21 +341,29 @@ TEST(NiftiReadTest, SlopeThatIsZeroOrNotFiniteMeansNoScaling) {
 }
 
 // Integer voxels need no finiteness check unless the scaling could overflow float32; float
-// voxels always do (the loader then looks for NaN and Inf, naming the file).
-TEST(NiftiReadTest, OnlyIntegerVoxelsWithATameScalingAreFiniteByType) {
+// voxels are checked while they are converted (a .nii.gz, a float64 or scaled file), and an
+// unconverted float32 .nii is left to the loader's own check (which names the file).
+TEST(NiftiReadTest, KnownFiniteOnlyForTameIntegersAndCheckedFloats) {
   TempDir dir;
-  const auto finite = [&](int datatype, double slope) {
+  const auto known_finite = [&](int datatype, double slope, const char* name,
+                                double first = 0.0) {
     TestImage image;
     image.datatype = datatype;
     image.scl_slope = slope;
-    return write_and_read(dir, image, "image.nii").finite_by_type;
+    image.values.assign(static_cast<size_t>(voxel_count(image)), 1.0);
+    image.values[0] = first;
+    return write_and_read(dir, image, name).known_finite;
   };
-  EXPECT_TRUE(finite(DT_INT16, 0.0));
-  EXPECT_TRUE(finite(DT_UINT8, 2.5));
-  EXPECT_TRUE(finite(DT_INT64, 1.0));
-  EXPECT_FALSE(finite(DT_INT16, 1e34));  // 32767 x 1e34 is finite, but near float32's limit
-  EXPECT_FALSE(finite(DT_FLOAT32, 0.0));
-  EXPECT_FALSE(finite(DT_FLOAT64, 0.0));
+  EXPECT_TRUE(known_finite(DT_INT16, 0.0, "image.nii"));
+  EXPECT_TRUE(known_finite(DT_UINT8, 2.5, "image.nii"));
+  EXPECT_TRUE(known_finite(DT_INT64, 1.0, "image.nii"));
+  EXPECT_FALSE(known_finite(DT_INT16, 1e34, "image.nii"));  // near float32's limit
+  EXPECT_FALSE(known_finite(DT_FLOAT32, 0.0, "image.nii"));  // not converted, not checked
+  EXPECT_TRUE(known_finite(DT_FLOAT32, 0.0, "image.nii.gz"));
+  EXPECT_TRUE(known_finite(DT_FLOAT64, 0.0, "image.nii"));
+  EXPECT_FALSE(known_finite(DT_FLOAT32, 0.0, "image.nii.gz", std::nan("")));
+  EXPECT_FALSE(known_finite(DT_FLOAT64, 0.0, "image.nii", INFINITY));
+  EXPECT_FALSE(known_finite(DT_FLOAT32, 1e30, "image.nii.gz", 1e10));  // scaled to Inf
 }
 
 TEST(NiftiReadTest, ValidSlopeWithNonFiniteInterceptIsRejected) {
