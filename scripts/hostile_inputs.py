@@ -172,6 +172,46 @@ def variants(args):
         rewrite_nifti(path, change)
         return root, ("train",)
 
+    findings = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data",
+                            "fuzz_findings")
+    corpus = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fuzz", "corpus")
+
+    def framed_checkpoint(payload):
+        """CheckpointStore's file layout (train/checkpoint_store.h) around payload, step 1."""
+        import struct
+        import zlib
+        return (b"MEDSEGCK" + struct.pack("<IIQq", 1, zlib.crc32(payload), len(payload), 1) +
+                payload + b"CKPTDONE" + struct.pack("<Q", len(payload)))
+
+    def bad_checkpoint(name, payload):
+        def set_up():
+            root = ml_root(args, name, hyper())
+            os.makedirs(os.path.join(root, "checkpoints"))
+            with open(os.path.join(root, "checkpoints", "checkpoint-0000000001.ckpt"), "wb") as f:
+                f.write(framed_checkpoint(payload))
+            return root, ("train",)
+        return set_up
+
+    def found_checkpoint(file_name):
+        # The fuzz corpus keeps the harness's inputs: byte 0 picks the road, then the payload.
+        return open(os.path.join(corpus, "fuzz_checkpoint", file_name), "rb").read()[1:]
+
+    def bad_model(name, model_bytes):
+        def set_up():
+            root = ml_root(args, name, hyper())
+            model = os.path.join(root, "input", "data", "model")
+            os.makedirs(model)
+            with open(os.path.join(model, "model.pth"), "wb") as f:
+                f.write(model_bytes)
+            with open(os.path.join(model, "medseg_config.yaml"), "w") as f:
+                f.write("model:\n  channels: [4, 8]\n  strides: [2]\n  num_res_units: 0\n")
+            return root, ("infer", "--model", model, "--input", first_image(root), "--output",
+                          os.path.join(root, "out"), "--device", "cpu")
+        return set_up
+
+    def found_model(file_name):
+        return open(os.path.join(findings, file_name), "rb").read()
+
     return [
         ("config", "hyperparameter nested 20,000 deep", ["epochs"], deep_json),
         ("config", "lr 1e400 (JSON overflow)", ["hyperparameters.json"], lr_overflow),
@@ -189,6 +229,25 @@ def variants(args):
         ("NIfTI", ".nii.gz without its gzip trailer", ["imagesTr"], gzip_without_trailer),
         ("NIfTI", "label value 7", ["label value 7"], label_seven),
         ("data set", "a case listed twice", ["more than once"], duplicate_case),
+        ("checkpoint", "CRC-valid, payload not a zip", ["checkpoint-0000000001.ckpt"],
+         bad_checkpoint("ckpt_garbage", b"not a zip archive" * 100)),
+        ("checkpoint", "CRC-valid, code naming an unknown type (fuzz finding)",
+         ["checkpoint-0000000001.ckpt", "Unknown type name"],
+         bad_checkpoint("ckpt_unknown_type", found_checkpoint("unknown_type_payload"))),
+        ("checkpoint", "CRC-valid, a pickle claiming 1.6 GB (fuzz finding)",
+         ["checkpoint-0000000001.ckpt", "not a valid pickle"],
+         bad_checkpoint("ckpt_claims", found_checkpoint("pickle_claiming_1_6_gb_payload"))),
+        ("model", "model.pth cut before its zip directory (fuzz finding)",
+         ["model.pth is not a PyTorch file"],
+         bad_model("model_no_directory", found_model("model-without-end-of-central-directory.pth"))),
+        ("model", "model.pth whose pickle claims 3 GB (fuzz finding)", ["not a valid pickle"],
+         bad_model("model_claims", found_model("model-claiming-3-gb.pth"))),
+        ("model", "model.pth whose zip entry claims 1.4 GB (fuzz finding)",
+         ["more than the whole file"],
+         bad_model("model_zip_claims", found_model("model-zip-entry-claiming-1-4-gb.pth"))),
+        ("model", "model.pth with a UInt2 weight (fuzz finding)",
+         ["expected floating-point weights"],
+         bad_model("model_uint2", found_model("model-with-uint2-weights.pth"))),
     ]
 
 
