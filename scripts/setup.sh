@@ -47,6 +47,7 @@ packages=(
   python3-numpy  # tests run scripts/read_records.py with the system Python
   python3-matplotlib  # scripts/plot_metrics.py (the demo's learning curves)
   clang  # scripts/fuzz.sh: libFuzzer, AddressSanitizer, UndefinedBehaviorSanitizer
+  iproute2  # tests/dist/network_faults_test.cpp: `ip netns`, the hosts' network namespaces
 )
 missing=()
 for pkg in "${packages[@]}"; do
