@@ -5,6 +5,7 @@
 #include <c10/util/Exception.h>
 #include <torch/utils.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <vector>
@@ -143,13 +144,50 @@ void write_training_state(torch::serialize::OutputArchive& archive, const torch:
   write_string(archive, "meta", meta.to_json());
 }
 
+namespace {
+
+// Runs `read`, turning what LibTorch throws on an archive that is not what it seems (c10::Error,
+// and the torch::jit::ObjectAttributeError or ErrorReport of an archive's module missing a field
+// or naming an unknown type) into a ClientError naming the checkpoint; medseg's own errors pass.
+template <typename Read>
+auto reading(const std::string& path, const char* what, Read read) -> decltype(read()) {
+  try {
+    return read();
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& error) {
+    const c10::Error* c10_error = dynamic_cast<const c10::Error*>(&error);
+    std::string cause = c10_error ? c10_error->what_without_backtrace() : error.what();
+    cause.erase(0, std::min(cause.size(), cause.find_first_not_of(" \n")));
+    throw ClientError("checkpoint " + path + ": its " + what + " does not fit this job (" +
+                      truncate_text(cause.substr(0, cause.find('\n')), 300) +
+                      "); start fresh with another checkpoint folder or checkpoint.resume = false");
+  }
+}
+
+void read_training_state_unguarded(torch::serialize::InputArchive& archive,
+                                   const std::string& path, torch::nn::Module& model,
+                                   torch::optim::Optimizer& optimizer);
+
+}  // namespace
+
 CheckpointMeta read_checkpoint_meta(torch::serialize::InputArchive& archive,
                                     const std::string& path) {
-  return CheckpointMeta::parse(read_string(archive, "meta"), path);
+  return reading(path, "metadata",
+                 [&] { return CheckpointMeta::parse(read_string(archive, "meta"), path); });
 }
 
 void read_training_state(torch::serialize::InputArchive& archive, const std::string& path,
                          torch::nn::Module& model, torch::optim::Optimizer& optimizer) {
+  reading(path, "training state (weights, optimiser or random generator)",
+          [&] { read_training_state_unguarded(archive, path, model, optimizer); });
+}
+
+namespace {
+
+void read_training_state_unguarded(torch::serialize::InputArchive& archive,
+                                   const std::string& path, torch::nn::Module& model,
+                                   torch::optim::Optimizer& optimizer) {
   // Every parameter is read and checked before any is changed.
   std::vector<std::pair<at::Tensor, at::Tensor>> updates;
   for (auto& parameter : model.named_parameters()) {
@@ -188,6 +226,8 @@ void read_training_state(torch::serialize::InputArchive& archive, const std::str
                       "); start fresh with another checkpoint folder or checkpoint.resume = false");
   }
 }
+
+}  // namespace
 
 void check_position(const CheckpointMeta& meta, int64_t steps_per_epoch, const std::string& path) {
   constexpr int64_t kMaxEpochs = 1'000'000'000;  // keeps the product below from overflowing

@@ -5,11 +5,15 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/optim/adam.h>
 
+#include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "test_support.h"
+#include "model/unet.h"
 #include "train/checkpoint_store.h"
+#include "train/optimizer.h"
 
 namespace medseg {
 namespace {
@@ -143,6 +147,38 @@ TEST(TrainingCheckpointTest, APositionTheJobCannotReachIsAClientError) {
   meta.next_step = 7;
   meta.global_step = 22;
   testing::expect_client_error([&] { check_position(meta, 5, "ckpt-z"); }, {"next_step 7"});
+}
+
+}  // namespace
+}  // namespace medseg
+
+namespace medseg {
+namespace {
+
+// Found by fuzz/fuzz_checkpoint after 628,000 inputs: an intact checkpoint whose optimiser
+// module lacks a field ('params/8') made LibTorch throw torch::jit::ObjectAttributeError (not a
+// c10::Error) out of the optimiser's load: exit 4. It is a ClientError naming the file.
+TEST(TrainingCheckpointTest, AnOptimiserStateMissingAFieldIsAClientError) {
+  testing::TempDir dir;
+  std::filesystem::copy_file(std::string(MEDSEG_SOURCE_DIR) +
+                                 "/tests/data/fuzz_findings/checkpoint-optimizer-missing-field.ckpt",
+                             dir.file("checkpoint-0000000001.ckpt"));
+  const CheckpointStore store(dir.path(), /*keep=*/1);
+  const std::optional<CheckpointInfo> found = store.newest_complete();
+  ASSERT_TRUE(found.has_value());
+  torch::serialize::InputArchive archive;
+  store.load(*found, archive);
+  UNetOptions options;
+  options.channels = {4, 8};
+  options.strides = {2};
+  options.num_res_units = 0;
+  UNet model(options);
+  OptimConfig adam;
+  const auto optimizer = make_optimizer(adam, model->parameters());
+  testing::expect_client_error(
+      [&] { read_training_state(archive, found->path, *model, *optimizer); },
+      {"checkpoint " + found->path + ": its training state", "does not fit this job",
+       "checkpoint.resume = false"});
 }
 
 }  // namespace
