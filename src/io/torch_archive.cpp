@@ -1,5 +1,6 @@
 #include "io/torch_archive.h"
 
+#include <ATen/core/Tensor.h>
 #include <caffe2/serialize/inline_container.h>
 #include <caffe2/serialize/read_adapter_interface.h>
 
@@ -276,6 +277,44 @@ void check_torch_archive(caffe2::serialize::PyTorchStreamReader& reader, uint64_
                         "or medseg");
     }
   }
+}
+
+std::string shape_text(c10::IntArrayRef sizes) {
+  std::string text = "[";
+  for (size_t i = 0; i < sizes.size(); ++i) text += (i ? ", " : "") + std::to_string(sizes[i]);
+  return text + "]";
+}
+
+std::string tensor_storage_problem(const at::Tensor& tensor) {
+  if (!tensor.defined()) return "an undefined tensor";
+  if (tensor.layout() != at::kStrided || !tensor.has_storage()) {
+    return "a tensor that is not a plain dense one";
+  }
+  if (tensor.numel() == 0) return "";
+  const int64_t offset = tensor.storage_offset();
+  if (offset < 0) return "a negative storage offset " + std::to_string(offset);
+  // The last element's index: offset + sum((size - 1) x stride), all checked for overflow.
+  constexpr uint64_t kLimit = uint64_t{1} << 62;
+  if (static_cast<uint64_t>(offset) > kLimit) return "a storage offset past 2^62 elements";
+  uint64_t last = static_cast<uint64_t>(offset);
+  for (int64_t d = 0; d < tensor.dim(); ++d) {
+    const int64_t size = tensor.size(d);
+    const int64_t stride = tensor.stride(d);
+    if (stride < 0) return "a negative stride " + std::to_string(stride);
+    const uint64_t reach = static_cast<uint64_t>(size - 1);
+    if (stride != 0 && reach > (kLimit - last) / static_cast<uint64_t>(stride)) {
+      return "sizes and strides that reach past 2^62 elements";
+    }
+    last += reach * static_cast<uint64_t>(stride);
+  }
+  const uint64_t item = tensor.dtype().itemsize();
+  const uint64_t storage_bytes = tensor.storage().nbytes();
+  if (item == 0 || last >= storage_bytes / item) {
+    return "a tensor of " + std::to_string(tensor.numel()) + " elements whose last one is element " +
+           std::to_string(last) + " of a storage holding " +
+           std::to_string(item ? storage_bytes / item : 0) + " (a damaged file)";
+  }
+  return "";
 }
 
 }  // namespace medseg

@@ -6,9 +6,15 @@
 // with a ClientError first, so loading allocates no more than the archive's size, give or take.
 #pragma once
 
+#include <c10/util/ArrayRef.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <string>
+
+namespace at {
+class Tensor;
+}
 
 namespace caffe2::serialize {
 class PyTorchStreamReader;
@@ -35,5 +41,15 @@ void check_zip_directory(const caffe2::serialize::ReadAdapterInterface& in,
 // record fails pickle_problem. `subject` names the file: "model file /opt/ml/model/model.pth".
 void check_torch_archive(caffe2::serialize::PyTorchStreamReader& reader, uint64_t archive_bytes,
                          const std::string& subject);
+
+// "" when every element of `tensor` lies inside its storage, else what is wrong. LibTorch's
+// unpickler takes a tensor's offset, sizes and strides from the pickle as they are: a 10-byte
+// storage can come back as a tensor of 5,056 elements, and reading it reads past the buffer
+// (fuzz/fuzz_checkpoint: a SIGSEGV in the random generator's set_state). Check every tensor
+// loaded from a file before its values are used.
+std::string tensor_storage_problem(const at::Tensor& tensor);
+
+// A tensor's shape as messages show it: "[16, 4, 3, 3, 3]".
+std::string shape_text(c10::IntArrayRef sizes);
 
 }  // namespace medseg

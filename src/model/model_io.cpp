@@ -11,7 +11,6 @@
 #include <filesystem>
 #include <map>
 #include <set>
-#include <sstream>
 #include <utility>
 #include <vector>
 
@@ -19,6 +18,7 @@
 #include "util/error.h"
 #include "util/file_io.h"
 #include "util/json_file.h"
+#include "util/strings.h"
 
 namespace medseg {
 namespace {
@@ -34,12 +34,6 @@ std::vector<std::pair<std::string, torch::Tensor>> state_entries(const torch::nn
     entries.emplace_back(item.key(), item.value());
   }
   return entries;
-}
-
-std::string shape_text(c10::IntArrayRef sizes) {
-  std::ostringstream text;
-  text << sizes;
-  return text.str();
 }
 
 std::string first_line(const std::string& text) { return text.substr(0, text.find('\n')); }
@@ -109,6 +103,11 @@ std::map<std::string, torch::Tensor> read_tensor_dict(const std::string& model_p
       throw ClientError("model file " + model_path + " has an entry of types " +
                         entry.key().tagKind() + " -> " + entry.value().tagKind() +
                         ", expected str -> Tensor");
+    }
+    const std::string problem = tensor_storage_problem(entry.value().toTensor());
+    if (!problem.empty()) {
+      throw ClientError("model file " + model_path + ": " +
+                        truncate_text(entry.key().toStringRef(), 200) + " is " + problem);
     }
     tensors.emplace(entry.key().toStringRef(), entry.value().toTensor());
   }

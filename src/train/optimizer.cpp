@@ -12,7 +12,9 @@
 #include <cmath>
 #include <map>
 
+#include "io/torch_archive.h"
 #include "util/error.h"
+#include "util/strings.h"
 
 namespace medseg {
 
@@ -139,6 +141,73 @@ void set_learning_rate(torch::optim::Optimizer& optimizer, double learning_rate)
   for (auto& group : optimizer.param_groups()) group.options().set_lr(learning_rate);
 }
 
+namespace {
+
+// Checks one state tensor of `parameter` (#index in the optimiser) and returns it on the
+// parameter's device: LibTorch loads a checkpoint's tensors onto the CPU.
+at::Tensor fitted(const at::Tensor& stored, const at::Tensor& parameter, size_t index,
+                  const char* name) {
+  const std::string where =
+      "optimiser state '" + std::string(name) + "' of parameter #" + std::to_string(index);
+  if (!stored.defined()) throw ClientError(where + " is missing");
+  const std::string problem = tensor_storage_problem(stored);
+  if (!problem.empty()) throw ClientError(where + " is " + problem);
+  if (stored.sizes() != parameter.sizes() || stored.scalar_type() != parameter.scalar_type()) {
+    throw ClientError(where + " is " + std::string(stored.dtype().name()) + " " +
+                      shape_text(stored.sizes()) + ", its parameter " +
+                      std::string(parameter.dtype().name()) + " " + shape_text(parameter.sizes()));
+  }
+  return stored.to(parameter.device()).contiguous();
+}
+
+template <typename State>
+void fit_adam_state(State& state, const at::Tensor& parameter, size_t index, bool amsgrad) {
+  if (state.step() < 0) {
+    throw ClientError("optimiser state of parameter #" + std::to_string(index) + " has step " +
+                      std::to_string(state.step()) + ", expected >= 0");
+  }
+  state.exp_avg(fitted(state.exp_avg(), parameter, index, "exp_avg"));
+  state.exp_avg_sq(fitted(state.exp_avg_sq(), parameter, index, "exp_avg_sq"));
+  if (amsgrad) {
+    state.max_exp_avg_sq(fitted(state.max_exp_avg_sq(), parameter, index, "max_exp_avg_sq"));
+  }
+}
+
+// Every state the archive gave a parameter must be of this optimiser and fit the parameter: the
+// optimiser's step reads them without checks.
+void fit_loaded_state(torch::optim::Optimizer& optimizer) {
+  size_t index = 0;
+  for (auto& group : optimizer.param_groups()) {
+    for (const at::Tensor& parameter : group.params()) {
+      auto found = optimizer.state().find(parameter.unsafeGetTensorImpl());
+      if (found != optimizer.state().end() && found->second == nullptr) {
+        // LibTorch's load moves one stored state to the first parameter naming it.
+        throw ClientError("optimiser state of parameter #" + std::to_string(index) +
+                          " is another parameter's as well (a damaged file)");
+      }
+      if (found != optimizer.state().end()) {
+        torch::optim::OptimizerParamState& state = *found->second;
+        const torch::optim::OptimizerOptions& options = group.options();
+        if (auto* adam = dynamic_cast<torch::optim::AdamParamState*>(&state)) {
+          const auto* adam_options = dynamic_cast<const torch::optim::AdamOptions*>(&options);
+          fit_adam_state(*adam, parameter, index, adam_options && adam_options->amsgrad());
+        } else if (auto* adamw = dynamic_cast<torch::optim::AdamWParamState*>(&state)) {
+          const auto* adamw_options = dynamic_cast<const torch::optim::AdamWOptions*>(&options);
+          fit_adam_state(*adamw, parameter, index, adamw_options && adamw_options->amsgrad());
+        } else if (auto* sgd = dynamic_cast<torch::optim::SGDParamState*>(&state)) {
+          sgd->momentum_buffer(fitted(sgd->momentum_buffer(), parameter, index, "momentum_buffer"));
+        } else {
+          throw ClientError("optimiser state of parameter #" + std::to_string(index) +
+                            " is of another optimiser");
+        }
+      }
+      ++index;
+    }
+  }
+}
+
+}  // namespace
+
 void load_optimizer_state(torch::optim::Optimizer& optimizer,
                           torch::serialize::InputArchive& archive) {
   std::vector<std::unique_ptr<torch::optim::OptimizerOptions>> configured;
@@ -148,6 +217,7 @@ void load_optimizer_state(torch::optim::Optimizer& optimizer,
   for (size_t i = 0; i < groups.size() && i < configured.size(); ++i) {
     groups[i].set_options(std::move(configured[i]));
   }
+  fit_loaded_state(optimizer);
 }
 
 }  // namespace medseg

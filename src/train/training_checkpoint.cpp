@@ -10,6 +10,7 @@
 #include <functional>
 #include <vector>
 
+#include "io/torch_archive.h"
 #include "train/checkpoint_store.h"
 #include "train/optimizer.h"
 #include "util/error.h"
@@ -18,11 +19,8 @@
 namespace medseg {
 namespace {
 
-std::string shape_text(at::IntArrayRef shape) {
-  std::string text = "[";
-  for (size_t i = 0; i < shape.size(); ++i) text += (i ? ", " : "") + std::to_string(shape[i]);
-  return text + "]";
-}
+constexpr const char* kStartFresh =
+    "; start fresh with another checkpoint folder or checkpoint.resume = false";
 
 // Reads meta[key] into `out`, or throws a ClientError naming the key and what was expected.
 class MetaReader {
@@ -160,8 +158,7 @@ auto reading(const std::string& path, const char* what, Read read) -> decltype(r
     std::string cause = c10_error ? c10_error->what_without_backtrace() : error.what();
     cause.erase(0, std::min(cause.size(), cause.find_first_not_of(" \n")));
     throw ClientError("checkpoint " + path + ": its " + what + " does not fit this job (" +
-                      truncate_text(cause.substr(0, cause.find('\n')), 300) +
-                      "); start fresh with another checkpoint folder or checkpoint.resume = false");
+                      truncate_text(cause.substr(0, cause.find('\n')), 300) + ")" + kStartFresh);
   }
 }
 
@@ -196,6 +193,11 @@ void read_training_state_unguarded(torch::serialize::InputArchive& archive,
       throw ClientError("checkpoint " + path + " has no parameter '" + parameter.key() +
                         "' of this model");
     }
+    const std::string problem = tensor_storage_problem(stored);
+    if (!problem.empty()) {
+      throw ClientError("checkpoint " + path + ": parameter '" + parameter.key() + "' is " +
+                        problem);
+    }
     if (stored.sizes() != parameter.value().sizes() || !stored.is_floating_point()) {
       throw ClientError("checkpoint " + path + ": parameter '" + parameter.key() + "' is " +
                         std::string(stored.dtype().name()) + " " + shape_text(stored.sizes()) +
@@ -207,6 +209,19 @@ void read_training_state_unguarded(torch::serialize::InputArchive& archive,
   if (!archive.try_read("rng/cpu", rng_state)) {
     throw ClientError("checkpoint " + path + " has no 'rng/cpu' random generator state");
   }
+  // The generator copies its state out of the tensor's memory as it finds it.
+  const at::Tensor current_state = at::detail::getDefaultCPUGenerator().get_state();
+  std::string rng_problem = tensor_storage_problem(rng_state);
+  if (rng_problem.empty() && (rng_state.scalar_type() != at::kByte || rng_state.dim() != 1 ||
+                              rng_state.numel() != current_state.numel())) {
+    rng_problem = std::string(rng_state.dtype().name()) + " " + shape_text(rng_state.sizes()) +
+                  ", expected uint8 " + shape_text(current_state.sizes());
+  }
+  if (!rng_problem.empty()) {
+    throw ClientError("checkpoint " + path + ": its random generator state 'rng/cpu' is " +
+                      rng_problem + kStartFresh);
+  }
+  rng_state = rng_state.contiguous();
   torch::serialize::InputArchive optimizer_archive;
   if (!archive.try_read("optimizer", optimizer_archive)) {
     throw ClientError("checkpoint " + path + " has no optimiser state");
@@ -219,11 +234,12 @@ void read_training_state_unguarded(torch::serialize::InputArchive& archive,
     load_optimizer_state(optimizer, optimizer_archive);
     at::Generator generator = at::detail::getDefaultCPUGenerator();  // the global one
     generator.set_state(rng_state);
+  } catch (const ClientError& error) {
+    throw ClientError("checkpoint " + path + ": its " + error.what() + kStartFresh);
   } catch (const c10::Error& error) {
     throw ClientError("checkpoint " + path +
                       ": its optimiser or random generator state does not fit this job (" +
-                      truncate_text(error.what_without_backtrace(), 300) +
-                      "); start fresh with another checkpoint folder or checkpoint.resume = false");
+                      truncate_text(error.what_without_backtrace(), 300) + ")" + kStartFresh);
   }
 }
 

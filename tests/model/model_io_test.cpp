@@ -150,6 +150,34 @@ TEST(ModelIoTest, WeightsThatAreNotFloatingPointAreAClientErrorNamingTheKey) {
       << message;
 }
 
+// LibTorch's unpickler takes a tensor's sizes from the pickle without comparing them with its
+// storage: a weight of the right shape over a storage of two floats read past the buffer.
+TEST(ModelIoTest, AWeightLargerThanItsStorageIsAClientErrorNamingTheKey) {
+  UNetOptions options;
+  options.channels = {4, 8};
+  options.strides = {2};
+  options.num_res_units = 0;
+  UNet unet(options);
+  TempDir dir;
+  c10::Dict<std::string, torch::Tensor> state;
+  for (const auto& item : unet->named_parameters()) {
+    torch::Tensor tensor = item.value().detach().clone();
+    if (item.key() == "model.0.conv.weight") {
+      const std::vector<int64_t> sizes = tensor.sizes().vec();
+      tensor = torch::zeros({2});
+      tensor.unsafeGetTensorImpl()->set_sizes_contiguous(sizes);
+    }
+    state.insert(item.key(), tensor);
+  }
+  const std::vector<char> bytes = torch::pickle_save(c10::IValue(state));
+  testing::write_bytes(dir.file("model.pth"), std::vector<uint8_t>(bytes.begin(), bytes.end()));
+  const std::string message = error_of_load(dir.file("model.pth"), *unet);
+  EXPECT_NE(message.find("model.0.conv.weight is a tensor of 432 elements whose last one is "
+                         "element 431 of a storage holding 2"),
+            std::string::npos)
+      << message;
+}
+
 // A diverged or damaged model (NaN weights) predicted an all-0 map with exit 0 (issue 14).
 TEST(ModelIoTest, NonFiniteWeightsAreAClientErrorNamingTheKey) {
   TempDir dir;
