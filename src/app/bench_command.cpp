@@ -149,18 +149,28 @@ int bench_preprocess(const BenchCommandOptions& options) {
     give_back(data, buffers);
     return data.spatial_shape;
   };
-  // Warm the page cache and the thread's buffers once, then time.
+  // Warm the page cache and the thread's buffers once, then time each case, twice over, as
+  // preprocess's threads work (case after case); then the decode floor the same way. The
+  // medians of the per-case times are robust to the odd slow case a shared machine gives.
   CaseBuffers buffers;
   preprocess(index.cases[0], buffers);
-  const auto one_started = Clock::now();
   std::array<int64_t, 3> output_shape{};
-  for (const CaseSource& source : index.cases) output_shape = preprocess(source, buffers);
-  const double one_thread = seconds_since(one_started) / index.cases.size();
-
+  std::vector<double> case_seconds, floor_seconds;
+  for (int round = 0; round < 2; ++round) {
+    for (const CaseSource& source : index.cases) {
+      const auto started = Clock::now();
+      output_shape = preprocess(source, buffers);
+      case_seconds.push_back(seconds_since(started));
+    }
+  }
   decode_floor_seconds(index.cases[0]);  // its buffers warmed up too
-  double floor = 0.0;
-  for (const CaseSource& source : index.cases) floor += decode_floor_seconds(source);
-  floor /= static_cast<double>(index.cases.size());
+  for (int round = 0; round < 2; ++round) {
+    for (const CaseSource& source : index.cases) {
+      floor_seconds.push_back(decode_floor_seconds(source));
+    }
+  }
+  const double one_thread = percentile(case_seconds, 0.5);
+  const double floor = percentile(floor_seconds, 0.5);
 
   const int threads = options.threads > 0 ? options.threads : all_cores();
   std::atomic<size_t> next{0};
@@ -179,10 +189,12 @@ int bench_preprocess(const BenchCommandOptions& options) {
   fs::remove_all(dir);
 
   spdlog::info(
-      "bench preprocess: {}x{}x{}x4 -> {}x{}x{}: {:.3f} s per case on 1 thread, {:.3f} s "
+      "bench preprocess: {}x{}x{}x4 -> {}x{}x{}: {:.3f} s per case on 1 thread (median of {}), "
+      "{:.3f} s "
       "per case with {} threads ({:.3f} s per case per core)",
       options.shape[0], options.shape[1], options.shape[2], output_shape[0], output_shape[1],
-      output_shape[2], one_thread, all_threads, threads, all_threads * threads);
+      output_shape[2], one_thread, case_seconds.size(), all_threads, threads,
+      all_threads * threads);
   spdlog::info(
       "bench preprocess: decode floor (read + libdeflate gunzip only) {:.3f} s per case on 1 "
       "thread; full preprocessing takes {:.2f}x that",

@@ -130,4 +130,34 @@ void labels_to_channels(const float* values, int64_t count, LabelScheme scheme,
   }
 }
 
+void check_label_values(const float* values, int64_t count, LabelScheme scheme,
+                        const std::string& case_id, uint8_t* bytes) {
+  const ValueMapping* mapping = mapping_for(scheme);
+  bool all_allowed = true;
+  for (int64_t i = 0; i < count; ++i) {
+    const float v = values[i];
+    const int index =
+        (v >= 0.0f && v <= static_cast<float>(kMaxLabelValue)) ? static_cast<int>(v) : 0;
+    const bool allowed = (v >= 0.0f && v <= static_cast<float>(kMaxLabelValue)) &&
+                         static_cast<float>(index) == v && mapping[index].allowed;
+    all_allowed &= allowed;
+    bytes[i] = static_cast<uint8_t>(index);
+  }
+  if (!all_allowed) throw_bad_values(values, count, scheme, case_id);
+}
+
+void label_bytes_to_channels(const uint8_t* bytes, int64_t count, LabelScheme scheme,
+                             uint8_t* channels) {
+  const ValueMapping* mapping = mapping_for(scheme);
+  uint8_t* tc = channels;
+  uint8_t* wt = channels + count;
+  uint8_t* et = channels + 2 * count;
+  for (int64_t i = 0; i < count; ++i) {
+    const ValueMapping& m = mapping[bytes[i] <= kMaxLabelValue ? bytes[i] : 0];
+    tc[i] = m.tc;
+    wt[i] = m.wt;
+    et[i] = m.et;
+  }
+}
+
 }  // namespace medseg

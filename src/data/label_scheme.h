@@ -35,4 +35,17 @@ const char* label_scheme_name(LabelScheme scheme);
 void labels_to_channels(const float* values, int64_t count, LabelScheme scheme,
                         const std::string& case_id, uint8_t* channels);
 
+// The same check as labels_to_channels, writing each value as one byte (0..4) to `bytes` instead
+// of three channels: a nearest-neighbour resampling picks one source voxel for all channels, so
+// resampling these bytes and then mapping them (label_bytes_to_channels) gives the same channels
+// as resampling the channels, from a third of the bytes.
+// REQUIRES: `bytes` holds count bytes. Throws ClientError as labels_to_channels does.
+void check_label_values(const float* values, int64_t count, LabelScheme scheme,
+                        const std::string& case_id, uint8_t* bytes);
+
+// Channels (laid out as labels_to_channels writes them) of `count` bytes that check_label_values
+// wrote. REQUIRES: `channels` holds 3 * count bytes.
+void label_bytes_to_channels(const uint8_t* bytes, int64_t count, LabelScheme scheme,
+                             uint8_t* channels);
+
 }  // namespace medseg

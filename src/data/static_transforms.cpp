@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "data/resample_rows.h"
 #include "util/buffer_pool.h"
 #include "util/error.h"
 
@@ -517,8 +518,8 @@ void resample(const SamplingPlan& plan, int64_t image_channels, const std::vecto
         }
         if (label_channels == 0) continue;
         for (int64_t z = 0; z < out[2]; ++z) {
-          nearest[z] = nearest_offset(plan, tx[z * step_xy], ty[z * step_xy], tz[z], x, y, z, sx,
-                                      sy, 1);
+          nearest[z] =
+              nearest_offset(plan, tx[z * step_xy], ty[z * step_xy], tz[z], x, y, z, sx, sy, 1);
         }
         for (int64_t c = 0; c < label_channels; ++c) {
           const uint8_t* src = label.data() + c * in_voxels;
@@ -542,6 +543,18 @@ void resample_nifti_order(const SamplingPlan& plan, int64_t image_channels, cons
   const int64_t out_voxels = out[0] * out[1] * out[2];
   const int64_t sx = 1, sy = in[0], sz = in[0] * in[1];
   const std::array<std::vector<Taps>, 3> table = axis_tables(plan);
+  RowTaps row_taps;  // an axis-aligned plan's x taps, the same for every row
+  if (plan.axis_aligned) {
+    std::vector<int64_t> x0, x1;
+    std::vector<double> w0, w1;
+    for (const Taps& t : table[0]) {
+      x0.push_back(t.i0);
+      x1.push_back(t.i1);
+      w0.push_back(t.w0);
+      w1.push_back(t.w1);
+    }
+    row_taps = make_row_taps(x0.data(), x1.data(), w0.data(), w1.data(), out[0], in[0]);
+  }
   parallel_for(out[2], threads, [&](int64_t z_begin, int64_t z_end) {
     std::vector<Taps> row_x(out[0]), row_y(out[0]), row_z(out[0]);
     std::vector<int64_t> nearest(out[0]);
@@ -567,7 +580,14 @@ void resample_nifti_order(const SamplingPlan& plan, int64_t image_channels, cons
           step_yz = 1;
         }
         const int64_t out_row = (z * out[1] + y) * out[0];
-        for (int64_t c = 0; c < image_channels; ++c) {
+        if (plan.axis_aligned) {
+          const RowCorners corners{ty->i0 * sy + tz->i0 * sz, ty->i0 * sy + tz->i1 * sz,
+                                   ty->i1 * sy + tz->i0 * sz, ty->i1 * sy + tz->i1 * sz,
+                                   ty->w0, ty->w1, tz->w0, tz->w1};
+          trilinear_rows(image, in_voxels, image_channels, corners, row_taps,
+                         image_out + out_row, out_voxels);
+        }
+        for (int64_t c = 0; c < (plan.axis_aligned ? 0 : image_channels); ++c) {
           const float* src = image + c * in_voxels;
           float* dst = image_out + c * out_voxels + out_row;
           for (int64_t x = 0; x < out[0]; ++x) {
@@ -577,8 +597,8 @@ void resample_nifti_order(const SamplingPlan& plan, int64_t image_channels, cons
         }
         if (label_channels == 0) continue;
         for (int64_t x = 0; x < out[0]; ++x) {
-          nearest[x] = nearest_offset(plan, tx[x], ty[x * step_yz], tz[x * step_yz], x, y, z, sx,
-                                      sy, sz);
+          nearest[x] =
+              nearest_offset(plan, tx[x], ty[x * step_yz], tz[x * step_yz], x, y, z, sx, sy, sz);
         }
         for (int64_t c = 0; c < label_channels; ++c) {
           const uint8_t* src = label + c * in_voxels;
@@ -871,32 +891,54 @@ void orient_ras(CaseData& data, int threads, CaseBuffers* buffers) {
 
 void normalize_intensity_nonzero(CaseData& data) {
   const int64_t voxels = data.voxels_per_channel();
+  constexpr int kLanes = 8;  // independent partial sums: no chain of dependent additions
   for (int64_t c = 0; c < data.image_channels; ++c) {
     float* v = data.image.data() + c * voxels;
     // torch.mean (float32 sum / count) and torch.std(unbiased=False) (float64 sum of squared
-    // deviations from the float32 mean), both returned as float32.
-    int64_t count = 0;
-    double sum = 0.0;
-    for (int64_t i = 0; i < voxels; ++i) {
-      if (v[i] != 0.0f) {
-        sum += v[i];
-        ++count;
+    // deviations from the float32 mean), both returned as float32. The sums run in kLanes
+    // float64 partial sums: exact, hence equal to one running sum, while the total fits 53 bits
+    // (integer intensities, as MRI scanners write); else a few float64 ulps from it, far below
+    // the float32 rounding of the result.
+    double sums[kLanes] = {};
+    int64_t counts[kLanes] = {};
+    const int64_t whole = voxels - voxels % kLanes;
+    for (int64_t i = 0; i < whole; i += kLanes) {
+      for (int k = 0; k < kLanes; ++k) {
+        const float x = v[i + k];
+        sums[k] += x != 0.0f ? static_cast<double>(x) : 0.0;
+        counts[k] += x != 0.0f;
       }
+    }
+    for (int64_t i = whole; i < voxels; ++i) {
+      sums[0] += v[i] != 0.0f ? static_cast<double>(v[i]) : 0.0;
+      counts[0] += v[i] != 0.0f;
+    }
+    double sum = 0.0;
+    int64_t count = 0;
+    for (int k = 0; k < kLanes; ++k) {
+      sum += sums[k];
+      count += counts[k];
     }
     if (count == 0) continue;
     const float mean = static_cast<float>(sum) / static_cast<float>(count);
-    double squares = 0.0;
-    for (int64_t i = 0; i < voxels; ++i) {
-      if (v[i] != 0.0f) {
-        const double d = static_cast<double>(v[i]) - static_cast<double>(mean);
-        squares += d * d;
+    const double mean64 = static_cast<double>(mean);
+    double squares_of[kLanes] = {};
+    for (int64_t i = 0; i < whole; i += kLanes) {
+      for (int k = 0; k < kLanes; ++k) {
+        const float x = v[i + k];
+        const double d = x != 0.0f ? static_cast<double>(x) - mean64 : 0.0;
+        squares_of[k] += d * d;
       }
     }
+    for (int64_t i = whole; i < voxels; ++i) {
+      const double d = v[i] != 0.0f ? static_cast<double>(v[i]) - mean64 : 0.0;
+      squares_of[0] += d * d;
+    }
+    double squares = 0.0;
+    for (int k = 0; k < kLanes; ++k) squares += squares_of[k];
     float std_dev = static_cast<float>(std::sqrt(squares / static_cast<double>(count)));
     if (std_dev == 0.0f) std_dev = 1.0f;
-    for (int64_t i = 0; i < voxels; ++i) {
-      if (v[i] != 0.0f) v[i] = (v[i] - mean) / std_dev;
-    }
+    for (int64_t i = 0; i < voxels; ++i) v[i] = v[i] != 0.0f ? (v[i] - mean) / std_dev : v[i];
   }
 }
 
@@ -918,21 +960,25 @@ CaseData preprocess_case(const NiftiVolume& image, const NiftiVolume* label,
   const int64_t channels = image.ndim >= 4 ? image.dim[3] : 1;
   const int64_t voxels = shape[0] * shape[1] * shape[2];
   const int64_t label_channels = label != nullptr ? 3 : 0;
-  check_resampled_size(g, shape, options.pixdim, channels, label_channels,
-                       options.max_output_bytes, case_id);
-  std::vector<uint8_t> label_channels_in = take_buffer<uint8_t>(buffers, label_channels * voxels);
+  check_resampled_size(g, shape, options.pixdim, channels, label_channels, options.max_output_bytes,
+                       case_id);
+  // The label is resampled as one channel of its values' bytes and mapped to channels after.
+  std::vector<uint8_t> label_bytes_in =
+      take_buffer<uint8_t>(buffers, label != nullptr ? voxels : 0);
   if (label != nullptr) {
-    labels_to_channels(label->data.data(), voxels, options.label_scheme, case_id,
-                       label_channels_in.data());
+    check_label_values(label->data.data(), voxels, options.label_scheme, case_id,
+                       label_bytes_in.data());
   }
-  const SamplingPlan plan = make_plan(image.affine, g.output_affine, shape, g.output_shape, case_id);
+  const SamplingPlan plan =
+      make_plan(image.affine, g.output_affine, shape, g.output_shape, case_id);
   const int64_t out_voxels = g.output_shape[0] * g.output_shape[1] * g.output_shape[2];
   std::vector<float> image_resampled = take_buffer<float>(buffers, channels * out_voxels);
-  std::vector<uint8_t> label_resampled = take_buffer<uint8_t>(buffers, label_channels * out_voxels);
-  resample_nifti_order(plan, channels, image.data.data(), label_channels,
-                       label_channels_in.data(), image_resampled.data(), label_resampled.data(),
+  std::vector<uint8_t> label_bytes =
+      take_buffer<uint8_t>(buffers, label != nullptr ? out_voxels : 0);
+  resample_nifti_order(plan, channels, image.data.data(), label != nullptr ? 1 : 0,
+                       label_bytes_in.data(), image_resampled.data(), label_bytes.data(),
                        options.threads);
-  give_buffer(buffers, std::move(label_channels_in));
+  give_buffer(buffers, std::move(label_bytes_in));
 
   const Reorientation r = reorientation(g.output_affine, g.output_shape);
   const std::array<int64_t, 3> nifti_strides{1, g.output_shape[0],
@@ -946,11 +992,18 @@ CaseData preprocess_case(const NiftiVolume& image, const NiftiVolume* label,
   data.image = take_buffer<float>(buffers, image_resampled.size());
   flip_transpose(image_resampled, channels, g.output_shape, r.ornt, r.out_shape, &data.image,
                  options.threads, nifti_strides);
-  data.label = take_buffer<uint8_t>(buffers, label_resampled.size());
-  flip_transpose(label_resampled, label_channels, g.output_shape, r.ornt, r.out_shape, &data.label,
-                 options.threads, nifti_strides);
+  // The label's bytes are reoriented, then mapped to channels.
+  std::vector<uint8_t> label_oriented = take_buffer<uint8_t>(buffers, label_bytes.size());
+  flip_transpose(label_bytes, label != nullptr ? 1 : 0, g.output_shape, r.ornt, r.out_shape,
+                 &label_oriented, options.threads, nifti_strides);
+  data.label = take_buffer<uint8_t>(buffers, label_channels * out_voxels);
+  if (label != nullptr) {
+    label_bytes_to_channels(label_oriented.data(), out_voxels, options.label_scheme,
+                            data.label.data());
+  }
   give_buffer(buffers, std::move(image_resampled));
-  give_buffer(buffers, std::move(label_resampled));
+  give_buffer(buffers, std::move(label_bytes));
+  give_buffer(buffers, std::move(label_oriented));
   data.spatial_shape = r.out_shape;
   data.affine = r.identity ? g.output_affine : matmul(g.output_affine, r.to_input);
   if (options.normalize) normalize_intensity_nonzero(data);

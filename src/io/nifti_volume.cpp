@@ -653,10 +653,16 @@ bool convert_in_place(uint8_t* buffer, int64_t offset, int64_t count, const Scal
   std::vector<uint8_t> block(static_cast<size_t>(kBlock * kSize));
   float* out = reinterpret_cast<float*>(buffer);
   uint32_t non_finite = 0;  // nonzero once a float had an all-ones exponent (NaN or Inf)
+  // Plain float32 voxels (the usual .nii.gz): each block is moved into place as it is.
+  const bool plain = std::is_same_v<T, float> && !scaling.swap && !scaling.scaled;
   auto convert = [&](int64_t first, int64_t n, const uint8_t* source) {
-    std::memcpy(block.data(), source, static_cast<size_t>(n * kSize));
-    convert_voxels<T>(block.data(), n, scaling.swap, scaling.scaled, scaling.slope, scaling.inter,
-                      out + first);
+    if (plain) {
+      std::memmove(out + first, source, static_cast<size_t>(n * kSize));
+    } else {
+      std::memcpy(block.data(), source, static_cast<size_t>(n * kSize));
+      convert_voxels<T>(block.data(), n, scaling.swap, scaling.scaled, scaling.slope, scaling.inter,
+                        out + first);
+    }
     if constexpr (std::is_floating_point_v<T>) {
       const float* values = out + first;
       for (int64_t i = 0; i < n; ++i) {
@@ -692,11 +698,24 @@ bool convert_in_place(uint8_t* buffer, int64_t offset, int64_t count, const Scal
 bool finite_by_type(const Header& header, const Layout& layout) {
   double largest = 0.0;
   switch (layout.type->code) {
-    case DT_UINT8: case DT_INT8: largest = 256.0; break;
-    case DT_INT16: case DT_UINT16: largest = 65536.0; break;
-    case DT_INT32: case DT_UINT32: largest = 4294967296.0; break;
-    case DT_INT64: case DT_UINT64: largest = 18446744073709551616.0; break;
-    default: return false;  // float data
+    case DT_UINT8:
+    case DT_INT8:
+      largest = 256.0;
+      break;
+    case DT_INT16:
+    case DT_UINT16:
+      largest = 65536.0;
+      break;
+    case DT_INT32:
+    case DT_UINT32:
+      largest = 4294967296.0;
+      break;
+    case DT_INT64:
+    case DT_UINT64:
+      largest = 18446744073709551616.0;
+      break;
+    default:
+      return false;  // float data
   }
   const bool scaled = std::isfinite(header.scl_slope) && header.scl_slope != 0.0;
   if (!scaled) return true;

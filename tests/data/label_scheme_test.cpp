@@ -28,6 +28,12 @@ TEST_P(LabelSchemeTable, MapsValuesToChannels) {
   EXPECT_EQ(std::vector<uint8_t>(channels.begin(), channels.begin() + n), c.tc);
   EXPECT_EQ(std::vector<uint8_t>(channels.begin() + n, channels.begin() + 2 * n), c.wt);
   EXPECT_EQ(std::vector<uint8_t>(channels.begin() + 2 * n, channels.end()), c.et);
+
+  // Through one byte per voxel (what the resampled path moves): the same channels.
+  std::vector<uint8_t> bytes(n, 9), from_bytes(3 * n, 9);
+  check_label_values(c.values.data(), n, c.scheme, "case", bytes.data());
+  label_bytes_to_channels(bytes.data(), n, c.scheme, from_bytes.data());
+  EXPECT_EQ(from_bytes, channels);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -57,14 +63,22 @@ TEST(LabelScheme, ParsesNamesAndRejectsOthers) {
   }
 }
 
+// The message of labels_to_channels, after checking that check_label_values says the same.
 std::string error_for(std::vector<float> values, LabelScheme scheme) {
   std::vector<uint8_t> channels(3 * values.size());
+  std::string message, from_check;
   try {
     labels_to_channels(values.data(), values.size(), scheme, "BRATS_042", channels.data());
   } catch (const ClientError& e) {
-    return e.what();
+    message = e.what();
   }
-  return "";
+  try {
+    check_label_values(values.data(), values.size(), scheme, "BRATS_042", channels.data());
+  } catch (const ClientError& e) {
+    from_check = e.what();
+  }
+  EXPECT_EQ(from_check, message);
+  return message;
 }
 
 TEST(LabelScheme, ValueOutsideSchemeNamesCaseValueCountAndAllowedValues) {

@@ -1,0 +1,45 @@
+// The inner loop of Spacing's trilinear resampling on an axis-aligned grid: one output row along
+// x, for every channel. Each voxel is grid_sample's 8-corner sum in float64 in torch's corner
+// order, as static_transforms' trilinear() computes it, bit for bit; on CPUs with AVX2 four
+// voxels at a time (their 8 x taps read from 8 consecutive floats of each input row, picked
+// into place by a permutation), else one at a time.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace medseg {
+
+// The x taps of an output row (the same for every row of an axis-aligned plan): voxel x reads
+// input x0[x] with weight w0[x] and x1[x] with weight w1[x].
+struct RowTaps {
+  std::vector<int32_t> x0, x1;
+  std::vector<double> w0, w1;
+  // Per group of 4 voxels (x = 4g .. 4g + 3): whether its taps lie within the 8 input floats
+  // from base[g] inside the row, and each voxel's lanes there (pick0, pick1 per voxel).
+  std::vector<uint8_t> vector_group;
+  std::vector<int32_t> base, pick0, pick1;
+};
+
+// `count` voxels' taps; `row_length` is the input's x size (reads stay inside each row).
+RowTaps make_row_taps(const int64_t* x0, const int64_t* x1, const double* w0, const double* w1,
+                      int64_t count, int64_t row_length);
+
+// The four input rows a row of output voxels interpolates between, and their weights in y and z.
+struct RowCorners {
+  int64_t y0z0, y0z1, y1z0, y1z1;  // offsets of the input rows in a channel
+  double wy0, wy1, wz0, wz1;
+};
+
+// dst[c * dst_channel_stride + x] for every channel c < channels and voxel x of `taps`, from
+// src + c * src_channel_stride.
+void trilinear_rows(const float* src, int64_t src_channel_stride, int64_t channels,
+                    const RowCorners& corners, const RowTaps& taps, float* dst,
+                    int64_t dst_channel_stride);
+
+// The same, one voxel at a time whatever the CPU (what trilinear_rows runs without AVX2).
+void trilinear_rows_portable(const float* src, int64_t src_channel_stride, int64_t channels,
+                             const RowCorners& corners, const RowTaps& taps, float* dst,
+                             int64_t dst_channel_stride);
+
+}  // namespace medseg
