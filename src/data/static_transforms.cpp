@@ -7,6 +7,7 @@
 #include <ATen/ops/linspace.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <functional>
 #include <sstream>
@@ -15,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "data/reorient_kernels.h"
 #include "data/resample_rows.h"
 #include "util/buffer_pool.h"
 #include "util/error.h"
@@ -672,6 +674,21 @@ void flip_transpose(const std::vector<T>& in, int64_t channels,
   }
   const int64_t voxels = in_shape[0] * in_shape[1] * in_shape[2];
   out->resize(in.size());
+  if constexpr (std::is_same_v<T, float>) {
+    // A volume resampled in NIfTI order whose x stays the first axis: 8x8 register transposes.
+    if (out_step[0] == 1 || out_step[0] == -1) {
+      std::atomic<bool> done{true};
+      parallel_for(channels, threads, [&](int64_t begin, int64_t end) {
+        for (int64_t c = begin; c < end; ++c) {
+          if (!transpose_x_rows_to_z_runs(in.data() + c * voxels + origin, out_shape, out_step,
+                                          out->data() + c * voxels)) {
+            done = false;
+          }
+        }
+      });
+      if (done) return;
+    }
+  }
   // In cubes of kTile^3 voxels: whichever output axis the input's contiguous axis becomes, a
   // cube's reads touch kTile^2 short runs of cache lines and its writes kTile^2 short rows, all
   // in cache, instead of one cache line per voxel read when the axes are transposed.

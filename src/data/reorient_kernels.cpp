@@ -1,0 +1,94 @@
+#include "data/reorient_kernels.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+namespace medseg {
+namespace {
+
+#if defined(__x86_64__)
+
+constexpr int64_t kBlock = 8;  // floats per AVX2 register
+
+// Transposes the 8x8 block in r[0..7] (r[k] = row k) in place: afterwards r[m] holds element m
+// of every row.
+__attribute__((target("avx2"), always_inline)) inline void transpose8(__m256 r[8]) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+  r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+  r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+  r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+  r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+  r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+  r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+__attribute__((target("avx2"))) void avx2_transpose(const float* src,
+                                                    const std::array<int64_t, 3>& n,
+                                                    const std::array<int64_t, 3>& step,
+                                                    float* dst) {
+  const bool flipped = step[0] < 0;
+  const __m256i reverse = _mm256_setr_epi32(7, 6, 5, 4, 3, 2, 1, 0);
+  const int64_t whole0 = n[0] - n[0] % kBlock, whole2 = n[2] - n[2] % kBlock;
+  for (int64_t j1 = 0; j1 < n[1]; ++j1) {
+    const float* plane = src + j1 * step[1];
+    for (int64_t t2 = 0; t2 < whole2; t2 += kBlock) {
+      for (int64_t t0 = 0; t0 < whole0; t0 += kBlock) {
+        __m256 r[kBlock];
+        for (int64_t k = 0; k < kBlock; ++k) {
+          const float* row = plane + (t2 + k) * step[2];
+          // Elements j0 = t0 .. t0 + 7: ascending addresses, or descending when x is flipped.
+          r[k] = flipped
+                     ? _mm256_permutevar8x32_ps(_mm256_loadu_ps(row - t0 - (kBlock - 1)), reverse)
+                     : _mm256_loadu_ps(row + t0);
+        }
+        transpose8(r);
+        for (int64_t m = 0; m < kBlock; ++m) {
+          _mm256_storeu_ps(dst + ((t0 + m) * n[1] + j1) * n[2] + t2, r[m]);
+        }
+      }
+      for (int64_t j0 = whole0; j0 < n[0]; ++j0) {  // the x edge
+        for (int64_t j2 = t2; j2 < t2 + kBlock; ++j2) {
+          dst[(j0 * n[1] + j1) * n[2] + j2] = plane[j0 * step[0] + j2 * step[2]];
+        }
+      }
+    }
+    for (int64_t j0 = 0; j0 < n[0]; ++j0) {  // the z edge
+      for (int64_t j2 = whole2; j2 < n[2]; ++j2) {
+        dst[(j0 * n[1] + j1) * n[2] + j2] = plane[j0 * step[0] + j2 * step[2]];
+      }
+    }
+  }
+}
+
+const bool kHaveAvx2 = __builtin_cpu_supports("avx2");
+
+#endif
+
+}  // namespace
+
+bool transpose_x_rows_to_z_runs(const float* src, const std::array<int64_t, 3>& n,
+                                const std::array<int64_t, 3>& step, float* dst) {
+#if defined(__x86_64__)
+  if (kHaveAvx2 && (step[0] == 1 || step[0] == -1)) {
+    avx2_transpose(src, n, step, dst);
+    return true;
+  }
+#endif
+  (void)src;
+  (void)n;
+  (void)step;
+  (void)dst;
+  return false;
+}
+
+}  // namespace medseg

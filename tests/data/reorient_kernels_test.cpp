@@ -1,0 +1,57 @@
+// Orientation's blocked transpose equals the element-by-element one, for every flip and for
+// sizes that are not multiples of its block.
+#include "data/reorient_kernels.h"
+
+#include <gtest/gtest.h>
+
+#include <array>
+#include <vector>
+
+namespace medseg {
+namespace {
+
+TEST(ReorientKernelsTest, EqualsTheElementwiseTransposeForEveryFlipAndEdge) {
+  // Input in NIfTI order: x fastest, then y, then z.
+  const std::array<int64_t, 3> in{21, 6, 13};
+  std::vector<float> volume(static_cast<size_t>(in[0] * in[1] * in[2]));
+  for (size_t i = 0; i < volume.size(); ++i) volume[i] = static_cast<float>(i) * 0.5f - 7.0f;
+  const std::array<int64_t, 3> stride{1, in[0], in[0] * in[1]};
+  int checked = 0;
+  for (int flips = 0; flips < 8; ++flips) {
+    for (bool swap_yz : {false, true}) {
+      // Output axes (x, y, z) or (x, z, y), each maybe flipped.
+      const std::array<int, 3> source_axis{0, swap_yz ? 2 : 1, swap_yz ? 1 : 2};
+      std::array<int64_t, 3> n{}, step{};
+      int64_t origin = 0;
+      for (int a = 0; a < 3; ++a) {
+        const int axis = source_axis[a];
+        n[a] = in[axis];
+        const bool flip = (flips >> a) & 1;
+        step[a] = flip ? -stride[axis] : stride[axis];
+        if (flip) origin += (in[axis] - 1) * stride[axis];
+      }
+      std::vector<float> expected(volume.size()), actual(volume.size(), -1.0f);
+      for (int64_t j0 = 0; j0 < n[0]; ++j0) {
+        for (int64_t j1 = 0; j1 < n[1]; ++j1) {
+          for (int64_t j2 = 0; j2 < n[2]; ++j2) {
+            expected[(j0 * n[1] + j1) * n[2] + j2] =
+                volume[origin + j0 * step[0] + j1 * step[1] + j2 * step[2]];
+          }
+        }
+      }
+      if (!transpose_x_rows_to_z_runs(volume.data() + origin, n, step, actual.data())) {
+        GTEST_SKIP() << "this CPU has no AVX2: the blocked transpose is not used here";
+      }
+      EXPECT_EQ(actual, expected) << "flips " << flips << (swap_yz ? ", y and z swapped" : "");
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, 16);
+  // A step along x other than +-1 is not this kernel's case.
+  std::vector<float> out(volume.size());
+  EXPECT_FALSE(transpose_x_rows_to_z_runs(volume.data(), {in[1], in[0], in[2]},
+                                          {in[0], 1, in[0] * in[1]}, out.data()));
+}
+
+}  // namespace
+}  // namespace medseg
