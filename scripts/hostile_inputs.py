@@ -27,6 +27,11 @@ import numpy as np
 SMALL = {"epochs": "1", "steps_per_epoch": "1", "batch_size": "1", "roi_size": "[32, 32, 16]",
          "channels": "[8, 16, 32, 64]", "strides": "[2, 2, 2]", "num_res_units": "1",
          "val_interval": "0", "num_threads": "2", "cache_dir": "memory"}
+# The job fuzz/make_corpus.sh trained for the fuzz_checkpoint corpus: its checkpoints resume here.
+CORPUS_JOB = {"epochs": "1", "steps_per_epoch": "2", "batch_size": "1", "roi_size": "[16, 16, 16]",
+              "channels": "[4, 8]", "strides": "[2]", "num_res_units": "0", "val_interval": "0",
+              "validation_fraction": "0", "checkpoint.every_steps": "1", "checkpoint.keep": "2",
+              "num_threads": "1", "tensorboard_dir": "off"}
 MEMORY_BOUND_MIB = 2048
 
 
@@ -183,9 +188,9 @@ def variants(args):
         return (b"MEDSEGCK" + struct.pack("<IIQq", 1, zlib.crc32(payload), len(payload), 1) +
                 payload + b"CKPTDONE" + struct.pack("<Q", len(payload)))
 
-    def bad_checkpoint(name, payload):
+    def bad_checkpoint(name, payload, hyperparameters=None):
         def set_up():
-            root = ml_root(args, name, hyper())
+            root = ml_root(args, name, hyperparameters or hyper())
             os.makedirs(os.path.join(root, "checkpoints"))
             with open(os.path.join(root, "checkpoints", "checkpoint-0000000001.ckpt"), "wb") as f:
                 f.write(framed_checkpoint(payload))
@@ -195,6 +200,24 @@ def variants(args):
     def found_checkpoint(file_name):
         # The fuzz corpus keeps the harness's inputs: byte 0 picks the road, then the payload.
         return open(os.path.join(corpus, "fuzz_checkpoint", file_name), "rb").read()[1:]
+
+    def rng_beyond_its_storage():
+        # A real checkpoint's payload whose 'rng/cpu' tensor claims 50,624 elements of its
+        # 5,056-byte storage (what fuzz_checkpoint found in CI: the generator read past it).
+        import io
+        import zipfile
+        payload = found_checkpoint("checkpoint-0000000001_payload")
+        source = zipfile.ZipFile(io.BytesIO(payload))
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w") as target:
+            for info in source.infolist():
+                data = source.read(info.filename)
+                if info.filename.endswith("/data.pkl"):
+                    at = data.index(b"rng/cpu")
+                    size = data.index(b"(M\xc0\x13t", at)  # the size tuple (5056,)
+                    data = data[:size] + b"(M\xc0\xc5t" + data[size + 5:]
+                target.writestr(info, data)
+        return out.getvalue()
 
     def bad_model(name, model_bytes):
         def set_up():
@@ -237,6 +260,9 @@ def variants(args):
         ("checkpoint", "CRC-valid, a pickle claiming 1.6 GB (fuzz finding)",
          ["checkpoint-0000000001.ckpt", "not a valid pickle"],
          bad_checkpoint("ckpt_claims", found_checkpoint("pickle_claiming_1_6_gb_payload"))),
+        ("checkpoint", "CRC-valid, the generator state larger than its storage (fuzz finding)",
+         ["checkpoint-0000000001.ckpt", "rng/cpu"],
+         bad_checkpoint("ckpt_rng_beyond", rng_beyond_its_storage(), CORPUS_JOB)),
         ("model", "model.pth cut before its zip directory (fuzz finding)",
          ["model.pth is not a PyTorch file"],
          bad_model("model_no_directory", found_model("model-without-end-of-central-directory.pth"))),
