@@ -47,6 +47,14 @@ std::string allowed_values_text(LabelScheme scheme) {
   return text;
 }
 
+// The index of label value `v` in `mapping`, or -1 when the scheme does not allow it (an integer
+// test without a float -> int conversion of out-of-range values; NaN fails v >= 0).
+inline int allowed_index(float v, const ValueMapping* mapping) {
+  if (!(v >= 0.0f && v <= static_cast<float>(kMaxLabelValue))) return -1;
+  const int index = static_cast<int>(v);
+  return static_cast<float>(index) == v && mapping[index].allowed ? index : -1;
+}
+
 // Collects the offending values (a second pass, only taken when the fast pass found one) so the
 // message can list each with its voxel count.
 [[noreturn]] void throw_bad_values(const float* values, int64_t count, LabelScheme scheme,
@@ -60,10 +68,7 @@ std::string allowed_values_text(LabelScheme scheme) {
       ++nan_count;
       continue;
     }
-    if (v >= 0 && v <= kMaxLabelValue && v == std::floor(v) &&
-        mapping[static_cast<int>(v)].allowed) {
-      continue;
-    }
+    if (allowed_index(v, mapping) >= 0) continue;
     std::ostringstream printed;
     printed << v;
     ++bad[printed.str()];
@@ -116,13 +121,8 @@ void labels_to_channels(const float* values, int64_t count, LabelScheme scheme,
   uint8_t* wt = channels + count;
   uint8_t* et = channels + 2 * count;
   for (int64_t i = 0; i < count; ++i) {
-    const float v = values[i];
-    // Integer test without a float -> int conversion of out-of-range values (NaN fails v >= 0).
-    const int index =
-        (v >= 0.0f && v <= static_cast<float>(kMaxLabelValue)) ? static_cast<int>(v) : -1;
-    if (index < 0 || static_cast<float>(index) != v || !mapping[index].allowed) {
-      throw_bad_values(values, count, scheme, case_id);
-    }
+    const int index = allowed_index(values[i], mapping);
+    if (index < 0) throw_bad_values(values, count, scheme, case_id);
     const ValueMapping& m = mapping[index];
     tc[i] = m.tc;
     wt[i] = m.wt;
@@ -133,15 +133,11 @@ void labels_to_channels(const float* values, int64_t count, LabelScheme scheme,
 void check_label_values(const float* values, int64_t count, LabelScheme scheme,
                         const std::string& case_id, uint8_t* bytes) {
   const ValueMapping* mapping = mapping_for(scheme);
-  bool all_allowed = true;
+  bool all_allowed = true;  // checked once at the end: the loop has no early exit
   for (int64_t i = 0; i < count; ++i) {
-    const float v = values[i];
-    const int index =
-        (v >= 0.0f && v <= static_cast<float>(kMaxLabelValue)) ? static_cast<int>(v) : 0;
-    const bool allowed = (v >= 0.0f && v <= static_cast<float>(kMaxLabelValue)) &&
-                         static_cast<float>(index) == v && mapping[index].allowed;
-    all_allowed &= allowed;
-    bytes[i] = static_cast<uint8_t>(index);
+    const int index = allowed_index(values[i], mapping);
+    all_allowed &= index >= 0;
+    bytes[i] = static_cast<uint8_t>(index < 0 ? 0 : index);
   }
   if (!all_allowed) throw_bad_values(values, count, scheme, case_id);
 }

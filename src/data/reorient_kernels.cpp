@@ -76,18 +76,16 @@ const bool kHaveAvx2 = __builtin_cpu_supports("avx2");
 
 }  // namespace
 
-bool transpose_x_rows_to_z_runs(const float* src, const std::array<int64_t, 3>& n,
-                                const std::array<int64_t, 3>& step, float* dst) {
+bool transpose_x_rows_to_z_runs([[maybe_unused]] const float* src,
+                                [[maybe_unused]] const std::array<int64_t, 3>& n,
+                                [[maybe_unused]] const std::array<int64_t, 3>& step,
+                                [[maybe_unused]] float* dst) {
 #if defined(__x86_64__)
   if (kHaveAvx2 && (step[0] == 1 || step[0] == -1)) {
     avx2_transpose(src, n, step, dst);
     return true;
   }
 #endif
-  (void)src;
-  (void)n;
-  (void)step;
-  (void)dst;
   return false;
 }
 

@@ -583,18 +583,24 @@ void resample_nifti_order(const SamplingPlan& plan, int64_t image_channels, cons
         }
         const int64_t out_row = (z * out[1] + y) * out[0];
         if (plan.axis_aligned) {
-          const RowCorners corners{ty->i0 * sy + tz->i0 * sz, ty->i0 * sy + tz->i1 * sz,
-                                   ty->i1 * sy + tz->i0 * sz, ty->i1 * sy + tz->i1 * sz,
-                                   ty->w0, ty->w1, tz->w0, tz->w1};
-          trilinear_rows(image, in_voxels, image_channels, corners, row_taps,
-                         image_out + out_row, out_voxels);
-        }
-        for (int64_t c = 0; c < (plan.axis_aligned ? 0 : image_channels); ++c) {
-          const float* src = image + c * in_voxels;
-          float* dst = image_out + c * out_voxels + out_row;
-          for (int64_t x = 0; x < out[0]; ++x) {
-            dst[x] = static_cast<float>(
-                trilinear(src, sx, sy, sz, tx[x], ty[x * step_yz], tz[x * step_yz]));
+          const RowCorners corners{ty->i0 * sy + tz->i0 * sz,
+                                   ty->i0 * sy + tz->i1 * sz,
+                                   ty->i1 * sy + tz->i0 * sz,
+                                   ty->i1 * sy + tz->i1 * sz,
+                                   ty->w0,
+                                   ty->w1,
+                                   tz->w0,
+                                   tz->w1};
+          trilinear_rows(image, in_voxels, image_channels, corners, row_taps, image_out + out_row,
+                         out_voxels);
+        } else {
+          for (int64_t c = 0; c < image_channels; ++c) {
+            const float* src = image + c * in_voxels;
+            float* dst = image_out + c * out_voxels + out_row;
+            for (int64_t x = 0; x < out[0]; ++x) {
+              dst[x] = static_cast<float>(
+                  trilinear(src, sx, sy, sz, tx[x], ty[x * step_yz], tz[x * step_yz]));
+            }
           }
         }
         if (label_channels == 0) continue;

@@ -13,6 +13,7 @@
 
 #include "model/monai_fixtures.h"
 #include "test_support.h"
+#include "torch_test_support.h"
 #include "util/error.h"
 
 namespace medseg {
@@ -35,6 +36,17 @@ void expect_same_state(const UNetImpl& actual, const UNetImpl& expected) {
 
 std::string error_of_load(const std::string& path, UNetImpl& unet) {
   return testing::client_error_message([&] { load_model_pth(path, unet); });
+}
+
+// Writes `unet`'s state dict to `path` as torch.save does, with `tensor` as its entry `key`.
+void write_state_with(const std::string& path, const UNetImpl& unet, const std::string& key,
+                      const torch::Tensor& tensor) {
+  c10::Dict<std::string, torch::Tensor> state;
+  for (const auto& item : unet.named_parameters()) {
+    state.insert(item.key(), item.key() == key ? tensor : item.value().detach());
+  }
+  const std::vector<char> bytes = torch::pickle_save(c10::IValue(state));
+  testing::write_bytes(path, std::vector<uint8_t>(bytes.begin(), bytes.end()));
 }
 
 TEST(ModelIoTest, RoundTripRestoresEveryTensorAndWritesTheConfig) {
@@ -107,13 +119,10 @@ TEST(ModelIoTest, RejectsMissingAndCorruptFiles) {
 // torch::jit::pickle_load's vector reader copy 4 kB past the end of its buffer (a heap overflow
 // under AddressSanitizer, scripts/test.sh --sanitize). It is a ClientError naming the file.
 TEST(ModelIoTest, AnArchiveCutBeforeItsCentralDirectoryIsAClientErrorWithoutAnOverread) {
-  UNetOptions options;
-  options.channels = {4, 8};
-  options.strides = {2};
-  options.num_res_units = 0;
-  UNet unet(options);
-  const std::string damaged = std::string(MEDSEG_SOURCE_DIR) +
-                              "/tests/data/fuzz_findings/model-without-end-of-central-directory.pth";
+  UNet unet(testing::harness_network_options());
+  const std::string damaged =
+      std::string(MEDSEG_SOURCE_DIR) +
+      "/tests/data/fuzz_findings/model-without-end-of-central-directory.pth";
   const std::string error = error_of_load(damaged, *unet);
   EXPECT_NE(error.find("model-without-end-of-central-directory.pth is not a PyTorch file"),
             std::string::npos)
@@ -124,11 +133,7 @@ TEST(ModelIoTest, AnArchiveCutBeforeItsCentralDirectoryIsAClientErrorWithoutAnOv
 // escaped as c10::NotImplementedError, exit 4. Weights that are not floating-point are refused by
 // name, the found file's and an int32 one written here.
 TEST(ModelIoTest, WeightsThatAreNotFloatingPointAreAClientErrorNamingTheKey) {
-  UNetOptions options;
-  options.channels = {4, 8};
-  options.strides = {2};
-  options.num_res_units = 0;
-  UNet unet(options);
+  UNet unet(testing::harness_network_options());
   const std::string found =
       std::string(MEDSEG_SOURCE_DIR) + "/tests/data/fuzz_findings/model-with-uint2-weights.pth";
   EXPECT_NE(error_of_load(found, *unet).find("values, expected floating-point weights"),
@@ -136,13 +141,8 @@ TEST(ModelIoTest, WeightsThatAreNotFloatingPointAreAClientErrorNamingTheKey) {
       << error_of_load(found, *unet);
 
   TempDir dir;
-  c10::Dict<std::string, torch::Tensor> state;
-  for (const auto& item : unet->named_parameters()) {
-    state.insert(item.key(), item.key() == "model.0.conv.weight" ? item.value().to(torch::kInt32)
-                                                                 : item.value().detach());
-  }
-  const std::vector<char> bytes = torch::pickle_save(c10::IValue(state));
-  testing::write_bytes(dir.file("model.pth"), std::vector<uint8_t>(bytes.begin(), bytes.end()));
+  const torch::Tensor weight = unet->named_parameters()["model.0.conv.weight"];
+  write_state_with(dir.file("model.pth"), *unet, "model.0.conv.weight", weight.to(torch::kInt32));
   const std::string message = error_of_load(dir.file("model.pth"), *unet);
   EXPECT_NE(message.find("key model.0.conv.weight holds Int values, expected floating-point "
                          "weights"),
@@ -153,24 +153,11 @@ TEST(ModelIoTest, WeightsThatAreNotFloatingPointAreAClientErrorNamingTheKey) {
 // LibTorch's unpickler takes a tensor's sizes from the pickle without comparing them with its
 // storage: a weight of the right shape over a storage of two floats read past the buffer.
 TEST(ModelIoTest, AWeightLargerThanItsStorageIsAClientErrorNamingTheKey) {
-  UNetOptions options;
-  options.channels = {4, 8};
-  options.strides = {2};
-  options.num_res_units = 0;
-  UNet unet(options);
+  UNet unet(testing::harness_network_options());
   TempDir dir;
-  c10::Dict<std::string, torch::Tensor> state;
-  for (const auto& item : unet->named_parameters()) {
-    torch::Tensor tensor = item.value().detach().clone();
-    if (item.key() == "model.0.conv.weight") {
-      const std::vector<int64_t> sizes = tensor.sizes().vec();
-      tensor = torch::zeros({2});
-      tensor.unsafeGetTensorImpl()->set_sizes_contiguous(sizes);
-    }
-    state.insert(item.key(), tensor);
-  }
-  const std::vector<char> bytes = torch::pickle_save(c10::IValue(state));
-  testing::write_bytes(dir.file("model.pth"), std::vector<uint8_t>(bytes.begin(), bytes.end()));
+  const torch::Tensor weight = unet->named_parameters()["model.0.conv.weight"];
+  write_state_with(dir.file("model.pth"), *unet, "model.0.conv.weight",
+                   testing::beyond_its_storage(torch::zeros({2}), weight.sizes()));
   const std::string message = error_of_load(dir.file("model.pth"), *unet);
   EXPECT_NE(message.find("model.0.conv.weight is a tensor of 432 elements whose last one is "
                          "element 431 of a storage holding 2"),

@@ -11,8 +11,9 @@
 #include <string>
 #include <vector>
 
-#include "test_support.h"
 #include "model/unet.h"
+#include "test_support.h"
+#include "torch_test_support.h"
 #include "train/checkpoint_store.h"
 #include "train/optimizer.h"
 #include "util/error.h"
@@ -131,13 +132,6 @@ TEST(TrainingCheckpointTest, ParameterOfAnotherShapeOrMissingIsRefusedBeforeAnyt
                                {"has no parameter '0.weight'"});
 }
 
-// A tensor whose sizes claim more elements than its storage holds, as a damaged file can state
-// them (LibTorch's unpickler does not compare the two).
-at::Tensor beyond_its_storage(at::Tensor small, at::IntArrayRef sizes) {
-  small.unsafeGetTensorImpl()->set_sizes_contiguous(sizes);
-  return small;
-}
-
 // What read_training_state says ("" when it accepts it) of a checkpoint of `model` and `adam`
 // with `rng` as its random generator state and `weight` (when given) as the model's weight.
 std::string error_of_state(torch::nn::Linear& model, torch::optim::Adam& adam,
@@ -179,19 +173,20 @@ TEST(TrainingCheckpointTest, TensorsThatDoNotFitTheirStorageOrTheirUseAreClientE
     EXPECT_NE(message.find("state.pt"), std::string::npos) << message;
     EXPECT_NE(message.find(part), std::string::npos) << message;
   };
-  expect_error(error_of_state(model, adam, beyond_its_storage(at::zeros({10}, at::kByte),
-                                                              rng.sizes())),
+  expect_error(error_of_state(model, adam,
+                              testing::beyond_its_storage(at::zeros({10}, at::kByte), rng.sizes())),
                "'rng/cpu' is a tensor of " + std::to_string(rng.numel()) +
                    " elements whose last one is element " + std::to_string(rng.numel() - 1) +
                    " of a storage holding 10");
   expect_error(error_of_state(model, adam, rng.to(at::kFloat)),
                "'rng/cpu' is float [" + std::to_string(rng.numel()) + "], expected uint8");
-  expect_error(error_of_state(model, adam, rng.narrow(0, 0, 100)), "'rng/cpu' is unsigned char [100]");
+  expect_error(error_of_state(model, adam, rng.narrow(0, 0, 100)),
+               "'rng/cpu' is unsigned char [100]");
 
   auto& state = static_cast<torch::optim::AdamParamState&>(
       *adam.state().at(model->weight.unsafeGetTensorImpl()));
   const at::Tensor moment = state.exp_avg();
-  state.exp_avg(beyond_its_storage(at::zeros({2}), {3, 4}));
+  state.exp_avg(testing::beyond_its_storage(at::zeros({2}), {3, 4}));
   expect_error(error_of_state(model, adam, rng),
                "optimiser state 'exp_avg' of parameter #0 is a tensor of 12 elements");
   state.exp_avg(at::zeros({4, 3}));
@@ -209,9 +204,10 @@ TEST(TrainingCheckpointTest, TensorsThatDoNotFitTheirStorageOrTheirUseAreClientE
   expect_error(error_of_state(model, twice, rng),
                "optimiser state of parameter #1 is another parameter's as well");
 
-  expect_error(error_of_state(model, adam, rng, beyond_its_storage(at::zeros({5}), {3, 4})),
-               "parameter 'weight' is a tensor of 12 elements whose last one is element 11 of a "
-               "storage holding 5");
+  expect_error(
+      error_of_state(model, adam, rng, testing::beyond_its_storage(at::zeros({5}), {3, 4})),
+      "parameter 'weight' is a tensor of 12 elements whose last one is element 11 of a "
+      "storage holding 5");
 }
 
 TEST(TrainingCheckpointTest, APositionTheJobCannotReachIsAClientError) {
@@ -245,19 +241,16 @@ namespace {
 // c10::Error) out of the optimiser's load: exit 4. It is a ClientError naming the file.
 TEST(TrainingCheckpointTest, AnOptimiserStateMissingAFieldIsAClientError) {
   testing::TempDir dir;
-  std::filesystem::copy_file(std::string(MEDSEG_SOURCE_DIR) +
-                                 "/tests/data/fuzz_findings/checkpoint-optimizer-missing-field.ckpt",
-                             dir.file("checkpoint-0000000001.ckpt"));
+  std::filesystem::copy_file(
+      std::string(MEDSEG_SOURCE_DIR) +
+          "/tests/data/fuzz_findings/checkpoint-optimizer-missing-field.ckpt",
+      dir.file("checkpoint-0000000001.ckpt"));
   const CheckpointStore store(dir.path(), /*keep=*/1);
   const std::optional<CheckpointInfo> found = store.newest_complete();
   ASSERT_TRUE(found.has_value());
   torch::serialize::InputArchive archive;
   store.load(*found, archive);
-  UNetOptions options;
-  options.channels = {4, 8};
-  options.strides = {2};
-  options.num_res_units = 0;
-  UNet model(options);
+  UNet model(testing::harness_network_options());
   OptimConfig adam;
   const auto optimizer = make_optimizer(adam, model->parameters());
   testing::expect_client_error(
