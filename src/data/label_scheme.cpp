@@ -4,6 +4,10 @@
 #include <map>
 #include <sstream>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include "util/error.h"
 
 namespace medseg {
@@ -130,15 +134,81 @@ void labels_to_channels(const float* values, int64_t count, LabelScheme scheme,
   }
 }
 
-void check_label_values(const float* values, int64_t count, LabelScheme scheme,
-                        const std::string& case_id, uint8_t* bytes) {
-  const ValueMapping* mapping = mapping_for(scheme);
-  bool all_allowed = true;  // checked once at the end: the loop has no early exit
+namespace {
+
+// check_label_values' loop: writes each value's allowed index (0 for a refused value) and returns
+// whether every value was allowed. No early exit.
+bool label_bytes_portable(const float* values, int64_t count, const ValueMapping* mapping,
+                          uint8_t* bytes) {
+  bool all_allowed = true;
   for (int64_t i = 0; i < count; ++i) {
     const int index = allowed_index(values[i], mapping);
     all_allowed &= index >= 0;
     bytes[i] = static_cast<uint8_t>(index < 0 ? 0 : index);
   }
+  return all_allowed;
+}
+
+#if defined(__x86_64__)
+
+// The allowed indices of 8 values as 8 int32 lanes (0 where refused); `refused` collects the
+// lanes whose value the scheme does not allow. A value is allowed when truncating it to an
+// integer gives it back exactly (NaN and out-of-range values do not) and that integer's bit is
+// set in `allowed_bits` (a variable shift by a negative or large count gives 0).
+__attribute__((target("avx2"), always_inline)) inline __m256i allowed_lanes(const float* values,
+                                                                            __m256i allowed_bits,
+                                                                            __m256i* refused) {
+  const __m256 v = _mm256_loadu_ps(values);
+  const __m256i index = _mm256_cvttps_epi32(v);
+  const __m256i exact =
+      _mm256_castps_si256(_mm256_cmp_ps(_mm256_cvtepi32_ps(index), v, _CMP_EQ_OQ));
+  const __m256i bit =
+      _mm256_and_si256(_mm256_srlv_epi32(allowed_bits, index), _mm256_set1_epi32(1));
+  const __m256i ok = _mm256_and_si256(exact, _mm256_cmpeq_epi32(bit, _mm256_set1_epi32(1)));
+  *refused = _mm256_or_si256(*refused, _mm256_andnot_si256(ok, _mm256_set1_epi32(-1)));
+  return _mm256_and_si256(index, ok);
+}
+
+// label_bytes_portable, 32 values per step.
+__attribute__((target("avx2"))) bool label_bytes_avx2(const float* values, int64_t count,
+                                                      const ValueMapping* mapping, uint8_t* bytes) {
+  int bits = 0;
+  for (int value = 0; value <= kMaxLabelValue; ++value) bits |= mapping[value].allowed << value;
+  const __m256i allowed_bits = _mm256_set1_epi32(bits);
+  __m256i refused = _mm256_setzero_si256();
+  const int64_t whole = count - count % 32;
+  for (int64_t i = 0; i < whole; i += 32) {
+    const __m256i a = allowed_lanes(values + i, allowed_bits, &refused);
+    const __m256i b = allowed_lanes(values + i + 8, allowed_bits, &refused);
+    const __m256i c = allowed_lanes(values + i + 16, allowed_bits, &refused);
+    const __m256i d = allowed_lanes(values + i + 24, allowed_bits, &refused);
+    // Packing works within 128-bit halves: the bytes come out as a0-3 b0-3 c0-3 d0-3 a4-7 ...;
+    // one permutation of 32-bit groups puts them back in order.
+    const __m256i packed = _mm256_packus_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d));
+    _mm256_storeu_si256(
+        reinterpret_cast<__m256i*>(bytes + i),
+        _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+  }
+  const bool tail_allowed =
+      label_bytes_portable(values + whole, count - whole, mapping, bytes + whole);
+  return tail_allowed && _mm256_testz_si256(refused, refused);
+}
+
+const bool kHaveAvx2 = __builtin_cpu_supports("avx2");
+
+#endif
+
+}  // namespace
+
+void check_label_values(const float* values, int64_t count, LabelScheme scheme,
+                        const std::string& case_id, uint8_t* bytes) {
+  const ValueMapping* mapping = mapping_for(scheme);
+#if defined(__x86_64__)
+  const bool all_allowed = kHaveAvx2 ? label_bytes_avx2(values, count, mapping, bytes)
+                                     : label_bytes_portable(values, count, mapping, bytes);
+#else
+  const bool all_allowed = label_bytes_portable(values, count, mapping, bytes);
+#endif
   if (!all_allowed) throw_bad_values(values, count, scheme, case_id);
 }
 

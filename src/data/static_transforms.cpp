@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "data/intensity_kernels.h"
 #include "data/reorient_kernels.h"
 #include "data/resample_rows.h"
 #include "util/buffer_pool.h"
@@ -914,54 +915,20 @@ void orient_ras(CaseData& data, int threads, CaseBuffers* buffers) {
 
 void normalize_intensity_nonzero(CaseData& data) {
   const int64_t voxels = data.voxels_per_channel();
-  constexpr int kLanes = 8;  // independent partial sums: no chain of dependent additions
   for (int64_t c = 0; c < data.image_channels; ++c) {
     float* v = data.image.data() + c * voxels;
     // torch.mean (float32 sum / count) and torch.std(unbiased=False) (float64 sum of squared
-    // deviations from the float32 mean), both returned as float32. The sums run in kLanes
-    // float64 partial sums: exact, hence equal to one running sum, while the total fits 53 bits
-    // (integer intensities, as MRI scanners write); else a few float64 ulps from it, far below
-    // the float32 rounding of the result.
-    double sums[kLanes] = {};
-    int64_t counts[kLanes] = {};
-    const int64_t whole = voxels - voxels % kLanes;
-    for (int64_t i = 0; i < whole; i += kLanes) {
-      for (int k = 0; k < kLanes; ++k) {
-        const float x = v[i + k];
-        sums[k] += x != 0.0f ? static_cast<double>(x) : 0.0;
-        counts[k] += x != 0.0f;
-      }
-    }
-    for (int64_t i = whole; i < voxels; ++i) {
-      sums[0] += v[i] != 0.0f ? static_cast<double>(v[i]) : 0.0;
-      counts[0] += v[i] != 0.0f;
-    }
-    double sum = 0.0;
-    int64_t count = 0;
-    for (int k = 0; k < kLanes; ++k) {
-      sum += sums[k];
-      count += counts[k];
-    }
-    if (count == 0) continue;
-    const float mean = static_cast<float>(sum) / static_cast<float>(count);
-    const double mean64 = static_cast<double>(mean);
-    double squares_of[kLanes] = {};
-    for (int64_t i = 0; i < whole; i += kLanes) {
-      for (int k = 0; k < kLanes; ++k) {
-        const float x = v[i + k];
-        const double d = x != 0.0f ? static_cast<double>(x) - mean64 : 0.0;
-        squares_of[k] += d * d;
-      }
-    }
-    for (int64_t i = whole; i < voxels; ++i) {
-      const double d = v[i] != 0.0f ? static_cast<double>(v[i]) - mean64 : 0.0;
-      squares_of[0] += d * d;
-    }
-    double squares = 0.0;
-    for (int k = 0; k < kLanes; ++k) squares += squares_of[k];
-    float std_dev = static_cast<float>(std::sqrt(squares / static_cast<double>(count)));
+    // deviations from the float32 mean), both returned as float32. The sums run in 8 float64
+    // partial sums (intensity_kernels.h): exact, hence equal to one running sum, while the total
+    // fits 53 bits (integer intensities, as MRI scanners write); else a few float64 ulps from it,
+    // far below the float32 rounding of the result.
+    const NonzeroSum nonzero = nonzero_sum(v, voxels);
+    if (nonzero.count == 0) continue;
+    const float mean = static_cast<float>(nonzero.sum) / static_cast<float>(nonzero.count);
+    const double squares = nonzero_squared_deviations(v, voxels, static_cast<double>(mean));
+    float std_dev = static_cast<float>(std::sqrt(squares / static_cast<double>(nonzero.count)));
     if (std_dev == 0.0f) std_dev = 1.0f;
-    for (int64_t i = 0; i < voxels; ++i) v[i] = v[i] != 0.0f ? (v[i] - mean) / std_dev : v[i];
+    normalize_nonzero(v, voxels, mean, std_dev);
   }
 }
 
@@ -1002,7 +969,6 @@ CaseData preprocess_case(const NiftiVolume& image, const NiftiVolume* label,
                        label_bytes_in.data(), image_resampled.data(), label_bytes.data(),
                        options.threads);
   give_buffer(buffers, std::move(label_bytes_in));
-
   const Reorientation r = reorientation(g.output_affine, g.output_shape);
   const std::array<int64_t, 3> nifti_strides{1, g.output_shape[0],
                                              g.output_shape[0] * g.output_shape[1]};

@@ -102,5 +102,31 @@ TEST(LabelScheme, NonIntegerNegativeAndNanValuesAreRejected) {
             std::string::npos);
 }
 
+// Whole label volumes (the vectorised body and its tail): every allowed value comes out as its
+// byte, and one refused value anywhere, of any kind, is found and named.
+TEST(LabelScheme, EveryValueOfALongVolumeIsCheckedWhereverItSits) {
+  const std::vector<float> refused = {5.0f,     4.0f,      -1.0f, 0.5f,  2.0001f, std::nanf(""),
+                                      INFINITY, -INFINITY, 3e9f,  -3e9f, 1e-45f,  256.0f};
+  for (const int64_t n : {31, 32, 33, 100, 1027}) {
+    std::vector<float> values(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) values[i] = static_cast<float>((i * 7 + i / 5) % 4);
+    values[0] = -0.0f;  // zero, as the scalar comparison treats it
+    std::vector<uint8_t> bytes(static_cast<size_t>(n), 9);
+    check_label_values(values.data(), n, LabelScheme::kMsd, "case", bytes.data());
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(bytes[i], static_cast<uint8_t>(values[i])) << i;
+
+    for (const int64_t at : {int64_t{0}, int64_t{13}, n / 2, n - 1}) {
+      for (const float bad : refused) {
+        std::vector<float> with_bad = values;
+        with_bad[static_cast<size_t>(at)] = bad;
+        EXPECT_THROW(
+            check_label_values(with_bad.data(), n, LabelScheme::kMsd, "case", bytes.data()),
+            ClientError)
+            << "value " << bad << " at " << at << " of " << n;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace medseg
