@@ -140,12 +140,15 @@ RowTaps make_row_taps(const int64_t* x0, const int64_t* x1, const double* w0, co
       low = std::min({low, x0[v], x1[v]});
       high = std::max({high, x0[v], x1[v]});
     }
-    if (low < 0 || high - low >= kSpan || low + kSpan > row_length) continue;
+    // The 8 floats start at the group's lowest tap, or end at the row's end when they would
+    // run past it (the row's last group).
+    const int64_t base = std::min(low, row_length - kSpan);
+    if (low < 0 || base < 0 || high - base >= kSpan) continue;
     taps.vector_group[g] = 1;
-    taps.base[g] = static_cast<int32_t>(low);
+    taps.base[g] = static_cast<int32_t>(base);
     for (int64_t v = first; v < first + kGroup; ++v) {
-      taps.pick0[v] = static_cast<int32_t>(x0[v] - low);
-      taps.pick1[v] = static_cast<int32_t>(x1[v] - low);
+      taps.pick0[v] = static_cast<int32_t>(x0[v] - base);
+      taps.pick1[v] = static_cast<int32_t>(x1[v] - base);
     }
   }
   return taps;

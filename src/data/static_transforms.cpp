@@ -558,6 +558,19 @@ void resample_nifti_order(const SamplingPlan& plan, int64_t image_channels, cons
     }
     row_taps = make_row_taps(x0.data(), x1.data(), w0.data(), w1.data(), out[0], in[0]);
   }
+  // An axis-aligned plan's nearest x voxels serve every row whose taps have no .5 tie to decide,
+  // and every row when theta's off-diagonal terms are exactly 0: each coordinate is then exactly
+  // the one its table was made from, ties included.
+  std::vector<int64_t> nearest_x;
+  bool x_ties = false;
+  for (const Taps& t : table[0]) {
+    nearest_x.push_back(t.nearest);
+    x_ties |= t.near_tie;
+  }
+  bool exact_axes = plan.axis_aligned;
+  for (int r = 0; r < 3; ++r) {
+    for (int c = 0; c < 3; ++c) exact_axes &= r == c || plan.theta[r][c] == 0.0;
+  }
   parallel_for(out[2], threads, [&](int64_t z_begin, int64_t z_end) {
     std::vector<Taps> row_x(out[0]), row_y(out[0]), row_z(out[0]);
     std::vector<int64_t> nearest(out[0]);
@@ -605,6 +618,16 @@ void resample_nifti_order(const SamplingPlan& plan, int64_t image_channels, cons
           }
         }
         if (label_channels == 0) continue;
+        if (exact_axes || (plan.axis_aligned && !x_ties && !ty->near_tie && !tz->near_tie)) {
+          // nearest_offset with no tie to decide: one input row, the table's x voxels.
+          const int64_t row = ty->nearest * sy + tz->nearest * sz;
+          for (int64_t c = 0; c < label_channels; ++c) {
+            const uint8_t* src = label + c * in_voxels + row;
+            uint8_t* dst = label_out + c * out_voxels + out_row;
+            for (int64_t x = 0; x < out[0]; ++x) dst[x] = src[nearest_x[x]];
+          }
+          continue;
+        }
         for (int64_t x = 0; x < out[0]; ++x) {
           nearest[x] =
               nearest_offset(plan, tx[x], ty[x * step_yz], tz[x * step_yz], x, y, z, sx, sy, sz);
