@@ -213,7 +213,9 @@ NiftiVolume load_case_image(const CaseSource& source, const NiftiReadOptions& op
   if (source.image_files.size() == 1) return read_nifti(source.image_files[0], options, buffers);
   // The first modality is read on its own (its size says how large the stack is) and copied in;
   // the others are decoded straight into their place in the stack.
-  NiftiVolume stacked = read_nifti(source.image_files[0], options, buffers);
+  NiftiReadOptions stack_options = options;
+  stack_options.voxels_in_place = false;  // each modality's voxels go to its place in the stack
+  NiftiVolume stacked = read_nifti(source.image_files[0], stack_options, buffers);
   if (stacked.dim[3] != 1) {
     throw ClientError(source.image_files[0] + ": expected a 3-D modality image, got " +
                       std::to_string(stacked.dim[3]) + " volumes");
@@ -221,10 +223,13 @@ NiftiVolume load_case_image(const CaseSource& source, const NiftiReadOptions& op
   const int64_t volume_size = static_cast<int64_t>(stacked.data.size());
   const int64_t modalities = static_cast<int64_t>(source.image_files.size());
   const size_t room = static_cast<size_t>(volume_size * modalities + kNiftiDecodeSlackFloats);
-  std::vector<float> all = buffers != nullptr ? buffers->floats.take(room) : std::vector<float>(room);
+  std::vector<float> all =
+      buffers != nullptr ? buffers->floats.take(room) : std::vector<float>(room);
   std::copy(stacked.data.begin(), stacked.data.end(), all.begin());
-  if (buffers != nullptr) buffers->floats.give(std::exchange(stacked.data, std::move(all)));
-  else stacked.data = std::move(all);
+  if (buffers != nullptr)
+    buffers->floats.give(std::exchange(stacked.data, std::move(all)));
+  else
+    stacked.data = std::move(all);
   stacked.ndim = 4;
   stacked.dim[3] = modalities;
   for (int64_t m = 1; m < modalities; ++m) {
@@ -233,7 +238,7 @@ NiftiVolume load_case_image(const CaseSource& source, const NiftiReadOptions& op
     const int64_t room_left = static_cast<int64_t>(room) - m * volume_size;
     // A modality of another shape may have been decoded over the places after its own (never
     // beyond the stack's room); it is refused below either way.
-    NiftiVolume modality = read_nifti(file, options, buffers, place, room_left);
+    NiftiVolume modality = read_nifti(file, stack_options, buffers, place, room_left);
     if (modality.dim[3] != 1) {
       throw ClientError(file + ": expected a 3-D modality image, got " +
                         std::to_string(modality.dim[3]) + " volumes");

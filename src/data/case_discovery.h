@@ -46,6 +46,7 @@ DatasetIndex discover_dataset(const std::string& root, const std::string& layout
 // Reads a case's image as one 4-D volume (x, y, z, modality); BraTS modality files are stacked
 // after checking their shapes and affines agree.
 // With `buffers`, the volumes are read into (and the modalities' own buffers go back to) them.
+// options.voxels_in_place applies to a single-file image; a stack of modalities starts at 0.
 NiftiVolume load_case_image(const CaseSource& source, const NiftiReadOptions& options,
                             CaseBuffers* buffers = nullptr);
 

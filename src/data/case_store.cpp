@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "config/config.h"
+#include "data/intensity_kernels.h"
 #include "io/medseg_record.h"
 #include "io/pipe_channel.h"
 #include "sagemaker/job_environment.h"
@@ -16,32 +17,45 @@
 #include "util/stop_signals.h"
 
 namespace medseg {
+namespace {
+
+// "<file>: " of volume `volume` of a case's image (empty when the files are not known).
+std::string file_of_volume(const std::vector<std::string>& image_files, int64_t volume) {
+  if (image_files.empty()) return "";
+  const size_t file = image_files.size() > 1 ? static_cast<size_t>(volume) : 0;
+  return file < image_files.size() ? image_files[file] + ": " : "";
+}
+
+}  // namespace
 
 void check_finite_intensities(const NiftiVolume& image, const std::string& case_id,
                               const std::vector<std::string>& image_files) {
   if (image.known_finite) return;  // integer voxels, or floats checked while decoded
   const int64_t per_volume = image.dim[0] * image.dim[1] * image.dim[2];
-  for (size_t i = 0; i < image.data.size(); ++i) {
-    if (std::isfinite(image.data[i])) continue;
-    const size_t volume = i / static_cast<size_t>(per_volume);
-    const std::string file = image_files.empty()      ? ""
-                             : image_files.size() > 1 ? image_files[volume] + ": "
-                                                      : image_files[0] + ": ";
-    throw ClientError(file + "case " + case_id + " has a non-finite voxel value (" +
-                      std::to_string(image.data[i]) + ") in volume " + std::to_string(volume) +
-                      "; expected finite intensities");
-  }
+  const int64_t at = first_non_finite(image.voxels(), image.voxel_count());
+  if (at < 0) return;
+  const int64_t volume = at / per_volume;
+  throw ClientError(file_of_volume(image_files, volume) + "case " + case_id +
+                    " has a non-finite voxel value (" + std::to_string(image.voxels()[at]) +
+                    ") in volume " + std::to_string(volume) + "; expected finite intensities");
 }
 
-CaseData load_case(const CaseSource& source, const CaseLoadOptions& options,
-                   CaseBuffers* buffers) {
-  NiftiVolume image = load_case_image(source, options.read, buffers);
-  // Refused here, where the file can still be named.
-  check_finite_intensities(image, source.case_id, source.image_files);
+CaseData load_case(const CaseSource& source, const CaseLoadOptions& options, CaseBuffers* buffers) {
+  // A plain float32 image stays where it was decompressed; preprocess_case checks the values it
+  // computes from it for NaN and infinity, a pass over the (smaller) resampled image instead of
+  // one over the decoded file.
+  NiftiReadOptions read = options.read;
+  read.voxels_in_place = true;
+  NiftiVolume image = load_case_image(source, read, buffers);
   NiftiVolume label;
   if (!source.label_file.empty()) label = read_nifti(source.label_file, options.read, buffers);
-  CaseData data = preprocess_case(image, source.label_file.empty() ? nullptr : &label,
-                                  options.transforms, source.case_id, buffers);
+  CaseData data;
+  try {
+    data = preprocess_case(image, source.label_file.empty() ? nullptr : &label, options.transforms,
+                           source.case_id, buffers);
+  } catch (const NonFiniteImageError& e) {
+    throw ClientError(file_of_volume(source.image_files, e.volume) + e.what());
+  }
   if (buffers != nullptr) {
     buffers->floats.give(std::move(image.data));
     buffers->floats.give(std::move(label.data));

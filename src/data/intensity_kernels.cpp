@@ -1,5 +1,7 @@
 #include "data/intensity_kernels.h"
 
+#include <cmath>
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
@@ -16,6 +18,13 @@ double add_lanes(const double (&lanes)[kLanes]) {
 }
 
 }  // namespace
+
+int64_t first_non_finite_portable(const float* v, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (!std::isfinite(v[i])) return i;
+  }
+  return -1;
+}
 
 NonzeroSum nonzero_sum_portable(const float* v, int64_t n) {
   double sums[kLanes] = {};
@@ -53,6 +62,26 @@ __attribute__((target("avx2"), always_inline)) inline WideNonzero widen_nonzero(
   const __m256 kept = _mm256_and_ps(x, nonzero);
   return {_mm256_cvtps_pd(_mm256_castps256_ps128(kept)),
           _mm256_cvtps_pd(_mm256_extractf128_ps(kept, 1))};
+}
+
+// 32 values per step: a value is NaN or infinite when its exponent bits are all ones. The block
+// that holds one is searched again one value at a time.
+__attribute__((target("avx2"))) int64_t avx2_first_non_finite(const float* v, int64_t n) {
+  const __m256i exponent = _mm256_set1_epi32(0x7f800000);
+  constexpr int64_t kBlock = 32;
+  const int64_t whole = n - n % kBlock;
+  for (int64_t i = 0; i < whole; i += kBlock) {
+    __m256i all_ones = _mm256_setzero_si256();
+    for (int64_t k = 0; k < kBlock; k += kLanes) {
+      const __m256i bits = _mm256_and_si256(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + i + k)), exponent);
+      all_ones = _mm256_or_si256(all_ones, _mm256_cmpeq_epi32(bits, exponent));
+    }
+    if (!_mm256_testz_si256(all_ones, all_ones))
+      return i + first_non_finite_portable(v + i, kBlock);
+  }
+  const int64_t in_tail = first_non_finite_portable(v + whole, n - whole);
+  return in_tail < 0 ? -1 : whole + in_tail;
 }
 
 __attribute__((target("avx2"))) NonzeroSum avx2_nonzero_sum(const float* v, int64_t n) {
@@ -124,6 +153,13 @@ const bool kHaveAvx2 = __builtin_cpu_supports("avx2");
 
 }  // namespace
 #endif
+
+int64_t first_non_finite(const float* v, int64_t n) {
+#if defined(__x86_64__)
+  if (kHaveAvx2) return avx2_first_non_finite(v, n);
+#endif
+  return first_non_finite_portable(v, n);
+}
 
 NonzeroSum nonzero_sum(const float* v, int64_t n) {
 #if defined(__x86_64__)

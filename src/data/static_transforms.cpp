@@ -790,13 +790,14 @@ void check_loaded_case(const NiftiVolume& image, const NiftiVolume* label,
                       " in the 4th axis (a missing modality?)");
   }
   const int64_t voxels = shape[0] * shape[1] * shape[2];
-  if (static_cast<int64_t>(image.data.size()) != voxels * channels || voxels <= 0) {
-    throw InternalError("case '" + case_id + "': image data size " +
-                        std::to_string(image.data.size()) + " does not match its header");
+  const int64_t held = static_cast<int64_t>(image.data.size()) - image.first_voxel;
+  if (held != voxels * channels || voxels <= 0) {
+    throw InternalError("case '" + case_id + "': image data size " + std::to_string(held) +
+                        " does not match its header");
   }
   if (!options.allow_empty_channels) {
     for (int64_t c = 0; c < channels; ++c) {
-      const float* v = image.data.data() + c * voxels;
+      const float* v = image.voxels() + c * voxels;
       if (std::all_of(v, v + voxels, [](float x) { return x == 0.0f; })) {
         throw ClientError("case '" + case_id + "': image channel " + std::to_string(c) +
                           " is zero everywhere; expected a modality with content (a missing or "
@@ -856,12 +857,12 @@ CaseData to_channel_first(const NiftiVolume& image, const NiftiVolume* label,
   data.image = take_buffer<float>(buffers, voxels * channels);
   parallel_for(channels, options.threads, [&](int64_t begin, int64_t end) {
     for (int64_t c = begin; c < end; ++c) {
-      transpose_to_c_order(image.data.data() + c * voxels, shape, data.image.data() + c * voxels);
+      transpose_to_c_order(image.voxels() + c * voxels, shape, data.image.data() + c * voxels);
     }
   });
   if (label == nullptr) return data;
   std::vector<float> values = take_buffer<float>(buffers, voxels);
-  transpose_to_c_order(label->data.data(), shape, values.data());
+  transpose_to_c_order(label->voxels(), shape, values.data());
   data.label_channels = 3;
   data.label = take_buffer<uint8_t>(buffers, 3 * voxels);
   labels_to_channels(values.data(), voxels, options.label_scheme, case_id, data.label.data());
@@ -955,6 +956,25 @@ void normalize_intensity_nonzero(CaseData& data) {
   }
 }
 
+namespace {
+
+int64_t channels_of(const NiftiVolume& image) { return image.ndim >= 4 ? image.dim[3] : 1; }
+
+// Refuses a NaN or an infinity among `channels` channels of `voxels` values.
+void check_finite(const float* values, int64_t voxels, int64_t channels,
+                  const std::string& case_id) {
+  for (int64_t c = 0; c < channels; ++c) {
+    const int64_t at = first_non_finite(values + c * voxels, voxels);
+    if (at < 0) continue;
+    throw NonFiniteImageError("case " + case_id + " has a non-finite voxel value (" +
+                                  std::to_string(values[c * voxels + at]) + ") in volume " +
+                                  std::to_string(c) + "; expected finite intensities",
+                              c);
+  }
+}
+
+}  // namespace
+
 CaseData preprocess_case(const NiftiVolume& image, const NiftiVolume* label,
                          const StaticTransformOptions& options, const std::string& case_id,
                          CaseBuffers* buffers) {
@@ -963,6 +983,8 @@ CaseData preprocess_case(const NiftiVolume& image, const NiftiVolume* label,
   const SpacingGeometry g = spacing_geometry(image.affine, shape, options.pixdim, case_id);
   if (!g.resample) {  // the grid already matches: channel-first, then Orientation
     CaseData data = to_channel_first(image, label, options, case_id, buffers);
+    if (!image.known_finite)
+      check_finite(data.image.data(), data.voxels_per_channel(), channels_of(image), case_id);
     orient_ras(data, options.threads, buffers);
     if (options.normalize) normalize_intensity_nonzero(data);
     return data;
@@ -970,7 +992,7 @@ CaseData preprocess_case(const NiftiVolume& image, const NiftiVolume* label,
   // Resampled: the same chain, computed from the NIfTI voxel order, so that only the smaller
   // resampled volume is transposed, by Orientation, straight into C order (bit-identical to
   // to_channel_first -> spacing -> orient_ras).
-  const int64_t channels = image.ndim >= 4 ? image.dim[3] : 1;
+  const int64_t channels = channels_of(image);
   const int64_t voxels = shape[0] * shape[1] * shape[2];
   const int64_t label_channels = label != nullptr ? 3 : 0;
   check_resampled_size(g, shape, options.pixdim, channels, label_channels, options.max_output_bytes,
@@ -979,7 +1001,7 @@ CaseData preprocess_case(const NiftiVolume& image, const NiftiVolume* label,
   std::vector<uint8_t> label_bytes_in =
       take_buffer<uint8_t>(buffers, label != nullptr ? voxels : 0);
   if (label != nullptr) {
-    check_label_values(label->data.data(), voxels, options.label_scheme, case_id,
+    check_label_values(label->voxels(), voxels, options.label_scheme, case_id,
                        label_bytes_in.data());
   }
   const SamplingPlan plan =
@@ -988,9 +1010,10 @@ CaseData preprocess_case(const NiftiVolume& image, const NiftiVolume* label,
   std::vector<float> image_resampled = take_buffer<float>(buffers, channels * out_voxels);
   std::vector<uint8_t> label_bytes =
       take_buffer<uint8_t>(buffers, label != nullptr ? out_voxels : 0);
-  resample_nifti_order(plan, channels, image.data.data(), label != nullptr ? 1 : 0,
+  resample_nifti_order(plan, channels, image.voxels(), label != nullptr ? 1 : 0,
                        label_bytes_in.data(), image_resampled.data(), label_bytes.data(),
                        options.threads);
+  if (!image.known_finite) check_finite(image_resampled.data(), out_voxels, channels, case_id);
   give_buffer(buffers, std::move(label_bytes_in));
   const Reorientation r = reorientation(g.output_affine, g.output_shape);
   const std::array<int64_t, 3> nifti_strides{1, g.output_shape[0],

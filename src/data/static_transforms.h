@@ -27,6 +27,7 @@
 #include "data/label_scheme.h"
 #include "io/case_data.h"
 #include "io/nifti_volume.h"
+#include "util/error.h"
 
 namespace medseg {
 
@@ -90,6 +91,17 @@ void orient_ras(CaseData& data, int threads = 1, CaseBuffers* buffers = nullptr)
 // voxels != 0, v -> (v - mean) / std with the population std (0 -> 1); zeros stay 0 and an
 // all-zero channel is left unchanged.
 void normalize_intensity_nonzero(CaseData& data);
+
+// preprocess_case's refusal of an image that is not known_finite whose values, as the chain
+// computes them, hold a NaN or an infinity (a resampled image: any such voxel the resampling
+// reads, since its weight times NaN or Inf is not finite). Names the case and the volume; the
+// caller, who knows the files, names the file.
+class NonFiniteImageError : public ClientError {
+ public:
+  NonFiniteImageError(const std::string& message, int64_t volume)
+      : ClientError(message), volume(volume) {}
+  int64_t volume;
+};
 
 // The whole static chain in SPEC order (channel-first, labels, Spacing, Orientation, then
 // NormalizeIntensity when options.normalize). Throws as to_channel_first and spacing do.

@@ -984,6 +984,13 @@ NiftiVolume read_nifti(const std::string& path, const NiftiReadOptions& options,
       throw truncated(result.produced - layout.vox_offset);
     }
   }
+  const bool plain_float = layout.type->code == DT_FLOAT32 && !header.swapped &&
+                           !(has_slope && !(header.scl_slope == 1.0 && header.scl_inter == 0.0));
+  if (options.voxels_in_place && !decode_into && plain_float && prefix % 4 == 0) {
+    volume.first_voxel = prefix / 4;
+    volume.data.resize(static_cast<size_t>(volume.first_voxel + layout.voxels));
+    return volume;
+  }
   const bool checked_finite = convert_to_float(header, layout, buffer, prefix);
   volume.known_finite = checked_finite || finite_by_type(header, layout);
   if (decode_into) return volume;

@@ -62,8 +62,11 @@ struct NiftiHeaderInfo {
 struct NiftiVolume {
   std::array<int64_t, 4> dim{1, 1, 1, 1};  // nx, ny, nz, nt (nt = 1 for 3-D images)
   int ndim = 3;                            // 3 or 4
-  std::vector<float> data;                 // dim product values, x fastest
-  Affine affine = identity_affine();       // voxel -> world (mm), picked like nibabel
+  // dim product values, x fastest, from data[first_voxel] (0 unless read with
+  // NiftiReadOptions::voxels_in_place); voxels() points at the first.
+  std::vector<float> data;
+  int64_t first_voxel = 0;
+  Affine affine = identity_affine();  // voxel -> world (mm), picked like nibabel
   // Header zooms pixdim[1..3] after nibabel's load-time fixes (negative -> abs, 0 -> 1).
   std::array<double, 3> pixdim{1.0, 1.0, 1.0};
   NiftiHeaderInfo header;
@@ -73,11 +76,18 @@ struct NiftiVolume {
   bool known_finite = false;
 
   int64_t voxel_count() const { return dim[0] * dim[1] * dim[2] * dim[3]; }
+  const float* voxels() const { return data.data() + first_voxel; }
+  float* voxels() { return data.data() + first_voxel; }
 };
 
 struct NiftiReadOptions {
   // Refuse images whose decoded float32 data would exceed this many bytes.
   int64_t max_bytes = int64_t{8} << 30;
+  // A plain float32 .nii.gz (native byte order, no scaling, vox_offset a multiple of 4) keeps
+  // its voxels where the decompression wrote them, after the header's bytes (first_voxel > 0):
+  // no pass moves or checks them, so known_finite stays false. For callers that check the
+  // values they compute from the voxels instead (preprocess_case).
+  bool voxels_in_place = false;
 };
 
 // Reads a .nii or .nii.gz file. Throws ClientError for missing, non-NIfTI, unsupported, corrupt,

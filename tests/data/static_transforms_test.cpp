@@ -199,15 +199,14 @@ TEST_P(StaticTransformsMonai, PreprocessCaseEqualsTheStages) {
 // the previous case's shapes and orientation left in them, every case comes out as it does with
 // fresh buffers.
 TEST(StaticTransforms, ReusedBuffersGiveTheCasesOfFreshOnes) {
-  const std::vector<std::string> names = {"lps_aniso", "oblique",  "int16_scaled",
+  const std::vector<std::string> names = {"lps_aniso", "oblique",   "int16_scaled",
                                           "nifti2",    "half_ties", "zeros_channel"};
   CaseBuffers buffers;
   for (int pass = 0; pass < 2; ++pass) {
     for (const std::string& name : names) {
       const auto fixture = manifest()["cases"][name];
-      NiftiVolume image =
-          read_nifti(kFixtureDir + fixture["inputs"]["image"]["file"].get<std::string>(), {},
-                     &buffers);
+      NiftiVolume image = read_nifti(
+          kFixtureDir + fixture["inputs"]["image"]["file"].get<std::string>(), {}, &buffers);
       const NiftiVolume label =
           read_nifti(kFixtureDir + fixture["inputs"]["label"]["file"].get<std::string>());
       const StaticTransformOptions options = fixture_options(fixture);
@@ -229,7 +228,7 @@ TEST(StaticTransforms, ReusedBuffersGiveTheCasesOfFreshOnes) {
 // on every fixture (LPS, oblique, scaled int16, NIfTI-2, .5 ties, a zero channel) and with
 // several threads.
 TEST(StaticTransforms, TheWholeChainEqualsItsStagesBitForBit) {
-  const std::vector<std::string> names = {"lps_aniso", "oblique",  "int16_scaled",
+  const std::vector<std::string> names = {"lps_aniso", "oblique",   "int16_scaled",
                                           "nifti2",    "half_ties", "zeros_channel"};
   for (const std::string& name : names) {
     const auto fixture = manifest()["cases"][name];
@@ -415,6 +414,34 @@ TEST(StaticTransforms, NonPhysicalSpacingAndHugeResamplingAreClientErrors) {
   options.max_output_bytes = int64_t{512} << 20;
   testing::expect_client_error([&] { preprocess_case(image, nullptr, options, "zoomed"); },
                                {"case 'zoomed'", "3901x3901x2901", "data.max_case_mb"});
+}
+
+// An image not known to be finite (its voxels left where they were decompressed) is checked on
+// the values the chain computes: a NaN or an infinity is refused naming the case and the volume,
+// resampled or not, wherever it sits (here a corner, which the resampling reaches with weight 0).
+TEST(StaticTransforms, NonFiniteVoxelsOfAnUncheckedImageAreRefusedNamingTheVolume) {
+  for (const std::array<double, 3>& pixdim :
+       {std::array<double, 3>{1.0, 1.0, 1.0}, std::array<double, 3>{1.5, 1.5, 2.0}}) {
+    for (const float bad : {std::nanf(""), INFINITY, -INFINITY}) {
+      StaticTransformOptions options;
+      options.pixdim = pixdim;
+      NiftiVolume image = volume({9, 8, 7}, 4, 1.0f);
+      const int64_t per_volume = 9 * 8 * 7;
+      image.data[2 * per_volume + per_volume - 1] = bad;  // volume 2's last voxel
+      image.known_finite = true;                          // trusted: not checked again
+      EXPECT_NO_THROW(preprocess_case(image, nullptr, options, "trusted"));
+      image.known_finite = false;
+      try {
+        preprocess_case(image, nullptr, options, "BRATS_009");
+        ADD_FAILURE() << "expected a NonFiniteImageError for " << bad << ", pixdim " << pixdim[0];
+      } catch (const NonFiniteImageError& e) {
+        EXPECT_EQ(e.volume, 2);
+        EXPECT_NE(std::string(e.what()).find("case BRATS_009 has a non-finite voxel value"),
+                  std::string::npos)
+            << e.what();
+      }
+    }
+  }
 }
 
 TEST(StaticTransforms, NormalizeKeepsZerosAndUsesPopulationStd) {

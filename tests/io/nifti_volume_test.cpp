@@ -345,8 +345,7 @@ TEST(NiftiReadTest, SlopeThatIsZeroOrNotFiniteMeansNoScaling) {
 // unconverted float32 .nii is left to the loader's own check (which names the file).
 TEST(NiftiReadTest, KnownFiniteOnlyForTameIntegersAndCheckedFloats) {
   TempDir dir;
-  const auto known_finite = [&](int datatype, double slope, const char* name,
-                                double first = 0.0) {
+  const auto known_finite = [&](int datatype, double slope, const char* name, double first = 0.0) {
     TestImage image;
     image.datatype = datatype;
     image.scl_slope = slope;
@@ -357,13 +356,54 @@ TEST(NiftiReadTest, KnownFiniteOnlyForTameIntegersAndCheckedFloats) {
   EXPECT_TRUE(known_finite(DT_INT16, 0.0, "image.nii"));
   EXPECT_TRUE(known_finite(DT_UINT8, 2.5, "image.nii"));
   EXPECT_TRUE(known_finite(DT_INT64, 1.0, "image.nii"));
-  EXPECT_FALSE(known_finite(DT_INT16, 1e34, "image.nii"));  // near float32's limit
+  EXPECT_FALSE(known_finite(DT_INT16, 1e34, "image.nii"));   // near float32's limit
   EXPECT_FALSE(known_finite(DT_FLOAT32, 0.0, "image.nii"));  // not converted, not checked
   EXPECT_TRUE(known_finite(DT_FLOAT32, 0.0, "image.nii.gz"));
   EXPECT_TRUE(known_finite(DT_FLOAT64, 0.0, "image.nii"));
   EXPECT_FALSE(known_finite(DT_FLOAT32, 0.0, "image.nii.gz", std::nan("")));
   EXPECT_FALSE(known_finite(DT_FLOAT64, 0.0, "image.nii", INFINITY));
   EXPECT_FALSE(known_finite(DT_FLOAT32, 1e30, "image.nii.gz", 1e10));  // scaled to Inf
+}
+
+// voxels_in_place: a plain float32 .nii.gz keeps its voxels after the header bytes (no pass over
+// them, so not known finite); every other file is converted to floats from data[0] as before.
+// The values are the same either way.
+TEST(NiftiReadTest, VoxelsInPlaceLeavesPlainFloatsAfterTheHeaderAndConvertsTheRest) {
+  TempDir dir;
+  struct Kind {
+    int datatype;
+    bool big_endian;
+    double slope;
+    int64_t extension_bytes;
+    const char* name;
+    int64_t first_voxel;  // expected, in floats
+  } kinds[] = {
+      {DT_FLOAT32, false, 0.0, 0, "plain.nii.gz", 352 / 4},
+      {DT_FLOAT32, false, 1.0, 32, "extended.nii.gz", (352 + 32) / 4},  // slope 1 is no scaling
+      {DT_FLOAT32, true, 0.0, 0, "swapped.nii.gz", 0},
+      {DT_FLOAT32, false, 2.0, 0, "scaled.nii.gz", 0},
+      {DT_INT16, false, 0.0, 0, "int16.nii.gz", 0},
+      {DT_FLOAT32, false, 0.0, 0, "plain.nii", 0},  // read straight to data[0]
+  };
+  NiftiReadOptions in_place;
+  in_place.voxels_in_place = true;
+  for (const Kind& k : kinds) {
+    TestImage image;
+    image.datatype = k.datatype;
+    image.big_endian = k.big_endian;
+    image.scl_slope = k.slope;
+    image.extension_bytes = k.extension_bytes;
+    const std::string path = dir.file(k.name);
+    const std::vector<uint8_t> bytes = encode(image);
+    testing::write_bytes(path, is_gz_name(k.name) ? gzip(bytes) : bytes);
+    const NiftiVolume moved = read_nifti(path);
+    const NiftiVolume kept = read_nifti(path, in_place);
+    EXPECT_EQ(moved.first_voxel, 0) << k.name;
+    EXPECT_EQ(kept.first_voxel, k.first_voxel) << k.name;
+    ASSERT_EQ(kept.data.size() - kept.first_voxel, moved.data.size()) << k.name;
+    EXPECT_TRUE(std::equal(moved.data.begin(), moved.data.end(), kept.voxels())) << k.name;
+    if (k.first_voxel > 0) EXPECT_FALSE(kept.known_finite) << k.name;
+  }
 }
 
 TEST(NiftiReadTest, ValidSlopeWithNonFiniteInterceptIsRejected) {
