@@ -26,6 +26,13 @@ int64_t first_non_finite_portable(const float* v, int64_t n) {
   return -1;
 }
 
+bool all_zero_portable(const float* v, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (v[i] != 0.0f) return false;
+  }
+  return true;
+}
+
 NonzeroSum nonzero_sum_portable(const float* v, int64_t n) {
   double sums[kLanes] = {};
   int64_t count = 0;
@@ -82,6 +89,21 @@ __attribute__((target("avx2"))) int64_t avx2_first_non_finite(const float* v, in
   }
   const int64_t in_tail = first_non_finite_portable(v + whole, n - whole);
   return in_tail < 0 ? -1 : whole + in_tail;
+}
+
+// 32 values per step; NaN is not zero (an unordered comparison).
+__attribute__((target("avx2"))) bool avx2_all_zero(const float* v, int64_t n) {
+  constexpr int64_t kBlock = 32;
+  const int64_t whole = n - n % kBlock;
+  for (int64_t i = 0; i < whole; i += kBlock) {
+    __m256 nonzero = _mm256_setzero_ps();
+    for (int64_t k = 0; k < kBlock; k += kLanes) {
+      nonzero = _mm256_or_ps(
+          nonzero, _mm256_cmp_ps(_mm256_loadu_ps(v + i + k), _mm256_setzero_ps(), _CMP_NEQ_UQ));
+    }
+    if (_mm256_movemask_ps(nonzero) != 0) return false;
+  }
+  return all_zero_portable(v + whole, n - whole);
 }
 
 __attribute__((target("avx2"))) NonzeroSum avx2_nonzero_sum(const float* v, int64_t n) {
@@ -159,6 +181,13 @@ int64_t first_non_finite(const float* v, int64_t n) {
   if (kHaveAvx2) return avx2_first_non_finite(v, n);
 #endif
   return first_non_finite_portable(v, n);
+}
+
+bool all_zero(const float* v, int64_t n) {
+#if defined(__x86_64__)
+  if (kHaveAvx2) return avx2_all_zero(v, n);
+#endif
+  return all_zero_portable(v, n);
 }
 
 NonzeroSum nonzero_sum(const float* v, int64_t n) {

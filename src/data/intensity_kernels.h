@@ -26,8 +26,12 @@ void normalize_nonzero(float* v, int64_t n, float mean, float std_dev);
 // The index of the first NaN or infinity among v[0, n), or -1 when every value is finite.
 int64_t first_non_finite(const float* v, int64_t n);
 
-// The same four, one voxel at a time whatever the CPU (what runs without AVX2).
+// Whether every one of v[0, n) is 0 (or -0); stops at the first that is not.
+bool all_zero(const float* v, int64_t n);
+
+// The same five, one voxel at a time whatever the CPU (what runs without AVX2).
 int64_t first_non_finite_portable(const float* v, int64_t n);
+bool all_zero_portable(const float* v, int64_t n);
 NonzeroSum nonzero_sum_portable(const float* v, int64_t n);
 double nonzero_squared_deviations_portable(const float* v, int64_t n, double mean);
 void normalize_nonzero_portable(float* v, int64_t n, float mean, float std_dev);

@@ -779,8 +779,21 @@ namespace {
 // EnsureChannelFirst's checks of a case as loaded: the modality count, the data size, no all-zero
 // channel (unless allowed), and a label on the image's grid. Channel c of the NIfTI data is the
 // contiguous block [c * voxels, (c + 1) * voxels) in either voxel order.
+// Refuses a channel of `voxels` values that are all zero.
+void check_channels_have_content(const float* values, int64_t voxels, int64_t channels,
+                                 const std::string& case_id) {
+  for (int64_t c = 0; c < channels; ++c) {
+    if (!all_zero(values + c * voxels, voxels)) continue;
+    throw ClientError("case '" + case_id + "': image channel " + std::to_string(c) +
+                      " is zero everywhere; expected a modality with content (a missing or "
+                      "broken modality file?)");
+  }
+}
+
+// With check_empty_channels false the caller checks the channels it computes instead.
 void check_loaded_case(const NiftiVolume& image, const NiftiVolume* label,
-                       const StaticTransformOptions& options, const std::string& case_id) {
+                       const StaticTransformOptions& options, const std::string& case_id,
+                       bool check_empty_channels = true) {
   const std::array<int64_t, 3> shape{image.dim[0], image.dim[1], image.dim[2]};
   const int64_t channels = image.ndim >= 4 ? image.dim[3] : 1;
   if (options.expected_channels > 0 && channels != options.expected_channels) {
@@ -795,15 +808,8 @@ void check_loaded_case(const NiftiVolume& image, const NiftiVolume* label,
     throw InternalError("case '" + case_id + "': image data size " + std::to_string(held) +
                         " does not match its header");
   }
-  if (!options.allow_empty_channels) {
-    for (int64_t c = 0; c < channels; ++c) {
-      const float* v = image.voxels() + c * voxels;
-      if (std::all_of(v, v + voxels, [](float x) { return x == 0.0f; })) {
-        throw ClientError("case '" + case_id + "': image channel " + std::to_string(c) +
-                          " is zero everywhere; expected a modality with content (a missing or "
-                          "broken modality file?)");
-      }
-    }
+  if (check_empty_channels && !options.allow_empty_channels) {
+    check_channels_have_content(image.voxels(), voxels, channels, case_id);
   }
   if (label == nullptr) return;
   const std::array<int64_t, 3> label_shape{label->dim[0], label->dim[1], label->dim[2]};
@@ -979,7 +985,9 @@ CaseData preprocess_case(const NiftiVolume& image, const NiftiVolume* label,
                          const StaticTransformOptions& options, const std::string& case_id,
                          CaseBuffers* buffers) {
   const std::array<int64_t, 3> shape{image.dim[0], image.dim[1], image.dim[2]};
-  check_loaded_case(image, label, options, case_id);
+  // A resampled image's channels are checked for content after the resampling (a pass over the
+  // smaller image; an all-zero input channel resamples to all zeros).
+  check_loaded_case(image, label, options, case_id, false);
   const SpacingGeometry g = spacing_geometry(image.affine, shape, options.pixdim, case_id);
   if (!g.resample) {  // the grid already matches: channel-first, then Orientation
     CaseData data = to_channel_first(image, label, options, case_id, buffers);
@@ -1014,6 +1022,9 @@ CaseData preprocess_case(const NiftiVolume& image, const NiftiVolume* label,
                        label_bytes_in.data(), image_resampled.data(), label_bytes.data(),
                        options.threads);
   if (!image.known_finite) check_finite(image_resampled.data(), out_voxels, channels, case_id);
+  if (!options.allow_empty_channels) {
+    check_channels_have_content(image_resampled.data(), out_voxels, channels, case_id);
+  }
   give_buffer(buffers, std::move(label_bytes_in));
   const Reorientation r = reorientation(g.output_affine, g.output_shape);
   const std::array<int64_t, 3> nifti_strides{1, g.output_shape[0],

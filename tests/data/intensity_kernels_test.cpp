@@ -81,5 +81,26 @@ TEST(IntensityKernelsTest, NormalisesTheNonzeroVoxelsAndKeepsTheZeros) {
   }
 }
 
+TEST(IntensityKernelsTest, FindsTheFirstNonFiniteValueAndAnyNonzeroValueWhereverItSits) {
+  for (const int64_t n : {1, 31, 32, 33, 1000}) {
+    std::vector<float> v(static_cast<size_t>(n), 0.0f);
+    v[0] = -0.0f;
+    EXPECT_TRUE(all_zero(v.data(), n)) << n;
+    EXPECT_EQ(first_non_finite(v.data(), n), -1) << n;
+    for (const int64_t at : {int64_t{0}, n / 3, n - 1}) {
+      for (const float odd : {1e-45f, -3.0f, std::nanf(""), INFINITY, -INFINITY}) {
+        std::vector<float> w = v;
+        w[static_cast<size_t>(at)] = odd;
+        EXPECT_FALSE(all_zero(w.data(), n)) << odd << " at " << at << " of " << n;
+        EXPECT_EQ(all_zero(w.data(), n), all_zero_portable(w.data(), n));
+        const int64_t expected = std::isfinite(odd) ? -1 : at;
+        EXPECT_EQ(first_non_finite(w.data(), n), expected) << odd << " at " << at << " of " << n;
+        w[static_cast<size_t>(n - 1)] = std::nanf("");  // a later one does not hide the first
+        EXPECT_EQ(first_non_finite(w.data(), n), std::isfinite(odd) ? n - 1 : at);
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace medseg
