@@ -226,10 +226,11 @@ NiftiVolume load_case_image(const CaseSource& source, const NiftiReadOptions& op
   std::vector<float> all =
       buffers != nullptr ? buffers->floats.take(room) : std::vector<float>(room);
   std::copy(stacked.data.begin(), stacked.data.end(), all.begin());
-  if (buffers != nullptr)
+  if (buffers != nullptr) {
     buffers->floats.give(std::exchange(stacked.data, std::move(all)));
-  else
+  } else {
     stacked.data = std::move(all);
+  }
   stacked.ndim = 4;
   stacked.dim[3] = modalities;
   for (int64_t m = 1; m < modalities; ++m) {

@@ -9,7 +9,6 @@
 #include <thread>
 
 #include "config/config.h"
-#include "data/intensity_kernels.h"
 #include "io/medseg_record.h"
 #include "io/pipe_channel.h"
 #include "sagemaker/job_environment.h"
@@ -31,13 +30,12 @@ std::string file_of_volume(const std::vector<std::string>& image_files, int64_t 
 void check_finite_intensities(const NiftiVolume& image, const std::string& case_id,
                               const std::vector<std::string>& image_files) {
   if (image.known_finite) return;  // integer voxels, or floats checked while decoded
-  const int64_t per_volume = image.dim[0] * image.dim[1] * image.dim[2];
-  const int64_t at = first_non_finite(image.voxels(), image.voxel_count());
-  if (at < 0) return;
-  const int64_t volume = at / per_volume;
-  throw ClientError(file_of_volume(image_files, volume) + "case " + case_id +
-                    " has a non-finite voxel value (" + std::to_string(image.voxels()[at]) +
-                    ") in volume " + std::to_string(volume) + "; expected finite intensities");
+  try {
+    check_finite_channels(image.voxels(), image.dim[0] * image.dim[1] * image.dim[2], image.dim[3],
+                          case_id);
+  } catch (const NonFiniteImageError& e) {
+    throw ClientError(file_of_volume(image_files, e.volume) + e.what());
+  }
 }
 
 CaseData load_case(const CaseSource& source, const CaseLoadOptions& options, CaseBuffers* buffers) {

@@ -776,9 +776,6 @@ void give_buffer(CaseBuffers* buffers, std::vector<T>&& buffer) {
 
 namespace {
 
-// EnsureChannelFirst's checks of a case as loaded: the modality count, the data size, no all-zero
-// channel (unless allowed), and a label on the image's grid. Channel c of the NIfTI data is the
-// contiguous block [c * voxels, (c + 1) * voxels) in either voxel order.
 // Refuses a channel of `voxels` values that are all zero.
 void check_channels_have_content(const float* values, int64_t voxels, int64_t channels,
                                  const std::string& case_id) {
@@ -790,7 +787,10 @@ void check_channels_have_content(const float* values, int64_t voxels, int64_t ch
   }
 }
 
-// With check_empty_channels false the caller checks the channels it computes instead.
+// EnsureChannelFirst's checks of a case as loaded: the modality count, the data size, no all-zero
+// channel (unless allowed), and a label on the image's grid. Channel c of the NIfTI data is the
+// contiguous block [c * voxels, (c + 1) * voxels) in either voxel order. With
+// check_empty_channels false the caller checks the channels it computes instead.
 void check_loaded_case(const NiftiVolume& image, const NiftiVolume* label,
                        const StaticTransformOptions& options, const std::string& case_id,
                        bool check_empty_channels = true) {
@@ -966,9 +966,10 @@ namespace {
 
 int64_t channels_of(const NiftiVolume& image) { return image.ndim >= 4 ? image.dim[3] : 1; }
 
-// Refuses a NaN or an infinity among `channels` channels of `voxels` values.
-void check_finite(const float* values, int64_t voxels, int64_t channels,
-                  const std::string& case_id) {
+}  // namespace
+
+void check_finite_channels(const float* values, int64_t voxels, int64_t channels,
+                           const std::string& case_id) {
   for (int64_t c = 0; c < channels; ++c) {
     const int64_t at = first_non_finite(values + c * voxels, voxels);
     if (at < 0) continue;
@@ -978,8 +979,6 @@ void check_finite(const float* values, int64_t voxels, int64_t channels,
                               c);
   }
 }
-
-}  // namespace
 
 CaseData preprocess_case(const NiftiVolume& image, const NiftiVolume* label,
                          const StaticTransformOptions& options, const std::string& case_id,
@@ -991,8 +990,10 @@ CaseData preprocess_case(const NiftiVolume& image, const NiftiVolume* label,
   const SpacingGeometry g = spacing_geometry(image.affine, shape, options.pixdim, case_id);
   if (!g.resample) {  // the grid already matches: channel-first, then Orientation
     CaseData data = to_channel_first(image, label, options, case_id, buffers);
-    if (!image.known_finite)
-      check_finite(data.image.data(), data.voxels_per_channel(), channels_of(image), case_id);
+    if (!image.known_finite) {
+      check_finite_channels(data.image.data(), data.voxels_per_channel(), channels_of(image),
+                            case_id);
+    }
     orient_ras(data, options.threads, buffers);
     if (options.normalize) normalize_intensity_nonzero(data);
     return data;
@@ -1021,7 +1022,9 @@ CaseData preprocess_case(const NiftiVolume& image, const NiftiVolume* label,
   resample_nifti_order(plan, channels, image.voxels(), label != nullptr ? 1 : 0,
                        label_bytes_in.data(), image_resampled.data(), label_bytes.data(),
                        options.threads);
-  if (!image.known_finite) check_finite(image_resampled.data(), out_voxels, channels, case_id);
+  if (!image.known_finite) {
+    check_finite_channels(image_resampled.data(), out_voxels, channels, case_id);
+  }
   if (!options.allow_empty_channels) {
     check_channels_have_content(image_resampled.data(), out_voxels, channels, case_id);
   }

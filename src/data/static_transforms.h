@@ -103,6 +103,11 @@ class NonFiniteImageError : public ClientError {
   int64_t volume;
 };
 
+// Throws NonFiniteImageError for the first NaN or infinity among `channels` channels of `voxels`
+// values each.
+void check_finite_channels(const float* values, int64_t voxels, int64_t channels,
+                           const std::string& case_id);
+
 // The whole static chain in SPEC order (channel-first, labels, Spacing, Orientation, then
 // NormalizeIntensity when options.normalize). Throws as to_channel_first and spacing do.
 CaseData preprocess_case(const NiftiVolume& image, const NiftiVolume* label,
