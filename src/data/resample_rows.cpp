@@ -154,6 +154,19 @@ RowTaps make_row_taps(const int64_t* x0, const int64_t* x1, const double* w0, co
   return taps;
 }
 
+void prefetch_rows(const float* src, int64_t src_channel_stride, int64_t channels,
+                   const RowCorners& corners, int64_t row_length) {
+  constexpr int64_t kLine = 64;  // bytes per cache line
+  const int64_t row_bytes = row_length * static_cast<int64_t>(sizeof(float));
+  for (int64_t c = 0; c < channels; ++c) {
+    for (const int64_t row : {corners.y0z0, corners.y0z1, corners.y1z0, corners.y1z1}) {
+      const char* first = reinterpret_cast<const char*>(src + c * src_channel_stride + row);
+      for (int64_t b = 0; b < row_bytes; b += kLine) __builtin_prefetch(first + b);
+      __builtin_prefetch(first + row_bytes - 1);  // the last line, when the row is not aligned
+    }
+  }
+}
+
 void trilinear_rows(const float* src, int64_t src_channel_stride, int64_t channels,
                     const RowCorners& corners, const RowTaps& taps, float* dst,
                     int64_t dst_channel_stride) {

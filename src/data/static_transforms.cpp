@@ -571,6 +571,21 @@ void resample_nifti_order(const SamplingPlan& plan, int64_t image_channels, cons
   for (int r = 0; r < 3; ++r) {
     for (int c = 0; c < 3; ++c) exact_axes &= r == c || plan.theta[r][c] == 0.0;
   }
+  // The four input rows output row (y, z) of an axis-aligned plan interpolates between.
+  const auto corners_of = [&](int64_t y, int64_t z) {
+    const Taps& ty = table[1][y];
+    const Taps& tz = table[2][z];
+    return RowCorners{ty.i0 * sy + tz.i0 * sz,
+                      ty.i0 * sy + tz.i1 * sz,
+                      ty.i1 * sy + tz.i0 * sz,
+                      ty.i1 * sy + tz.i1 * sz,
+                      ty.w0,
+                      ty.w1,
+                      tz.w0,
+                      tz.w1};
+  };
+  // Rows ahead whose input is prefetched: the work of a few rows covers memory's latency.
+  constexpr int64_t kPrefetchRows = 4;
   parallel_for(out[2], threads, [&](int64_t z_begin, int64_t z_end) {
     std::vector<Taps> row_x(out[0]), row_y(out[0]), row_z(out[0]);
     std::vector<int64_t> nearest(out[0]);
@@ -597,16 +612,13 @@ void resample_nifti_order(const SamplingPlan& plan, int64_t image_channels, cons
         }
         const int64_t out_row = (z * out[1] + y) * out[0];
         if (plan.axis_aligned) {
-          const RowCorners corners{ty->i0 * sy + tz->i0 * sz,
-                                   ty->i0 * sy + tz->i1 * sz,
-                                   ty->i1 * sy + tz->i0 * sz,
-                                   ty->i1 * sy + tz->i1 * sz,
-                                   ty->w0,
-                                   ty->w1,
-                                   tz->w0,
-                                   tz->w1};
-          trilinear_rows(image, in_voxels, image_channels, corners, row_taps, image_out + out_row,
-                         out_voxels);
+          const int64_t ahead = z * out[1] + y + kPrefetchRows;  // in this thread's planes
+          if (ahead < z_end * out[1]) {
+            prefetch_rows(image, in_voxels, image_channels,
+                          corners_of(ahead % out[1], ahead / out[1]), in[0]);
+          }
+          trilinear_rows(image, in_voxels, image_channels, corners_of(y, z), row_taps,
+                         image_out + out_row, out_voxels);
         } else {
           for (int64_t c = 0; c < image_channels; ++c) {
             const float* src = image + c * in_voxels;
