@@ -9,8 +9,10 @@
 namespace medseg {
 namespace {
 
-constexpr int64_t kGroup = 4;  // voxels per AVX2 vector of doubles
-constexpr int64_t kSpan = 8;   // floats one unaligned AVX2 load holds
+constexpr int64_t kGroup = 4;      // voxels per AVX2 vector of doubles
+constexpr int64_t kSpan = 8;       // floats one unaligned AVX2 load holds
+constexpr int64_t kWideGroup = 8;  // voxels per AVX-512 vector of doubles
+constexpr int64_t kWideSpan = 16;  // floats one unaligned AVX-512 load holds
 
 // The eight corner weights of voxel x, each formed as trilinear() forms it: (wz * wy) * wx.
 struct CornerWeights {
@@ -39,21 +41,16 @@ inline float voxel(const float* src, const RowCorners& c, const CornerWeights& w
   return static_cast<float>(out);
 }
 
-}  // namespace
-
-void trilinear_rows_portable(const float* src, int64_t src_channel_stride, int64_t channels,
-                             const RowCorners& corners, const RowTaps& taps, float* dst,
-                             int64_t dst_channel_stride) {
-  const CornerWeights w = row_weights(corners);
-  const int64_t count = static_cast<int64_t>(taps.x0.size());
+// Voxels [begin, end) of every channel, one at a time.
+void voxels_one_by_one(const float* src, int64_t src_channel_stride, int64_t channels,
+                       const RowCorners& corners, const CornerWeights& w, const RowTaps& taps,
+                       int64_t begin, int64_t end, float* dst, int64_t dst_channel_stride) {
   for (int64_t c = 0; c < channels; ++c) {
     const float* channel = src + c * src_channel_stride;
     float* out = dst + c * dst_channel_stride;
-    for (int64_t x = 0; x < count; ++x) out[x] = voxel(channel, corners, w, taps, x);
+    for (int64_t x = begin; x < end; ++x) out[x] = voxel(channel, corners, w, taps, x);
   }
 }
-
-namespace {
 
 #if defined(__x86_64__)
 
@@ -62,7 +59,7 @@ __attribute__((target("avx2"), always_inline)) inline __m256d picked(__m256 v, _
   return _mm256_cvtps_pd(_mm256_castps256_ps128(_mm256_permutevar8x32_ps(v, pick)));
 }
 
-// The AVX2 form of trilinear_rows_portable: the same multiplications and additions in the same
+// The AVX2 form of voxel(): the same multiplications and additions in the same
 // order per voxel (AVX2 without FMA: nothing is fused), four voxels per instruction.
 __attribute__((target("avx2"))) void avx2_rows(const float* src, int64_t src_channel_stride,
                                                int64_t channels, const RowCorners& corners,
@@ -74,27 +71,22 @@ __attribute__((target("avx2"))) void avx2_rows(const float* src, int64_t src_cha
                 y1z0 = _mm256_set1_pd(w.y1z0), y1z1 = _mm256_set1_pd(w.y1z1);
   for (int64_t x = 0; x < count; x += kGroup) {
     const int64_t g = x / kGroup;
-    if (x + kGroup > count || !taps.vector_group[g]) {
-      for (int64_t c = 0; c < channels; ++c) {
-        const float* channel = src + c * src_channel_stride;
-        float* out = dst + c * dst_channel_stride;
-        for (int64_t v = x; v < std::min(count, x + kGroup); ++v) {
-          out[v] = voxel(channel, corners, w, taps, v);
-        }
-      }
+    if (x + kGroup > count || !taps.avx2.fits[g]) {
+      voxels_one_by_one(src, src_channel_stride, channels, corners, w, taps, x,
+                        std::min(count, x + kGroup), dst, dst_channel_stride);
       continue;
     }
     const __m256i pick0 = _mm256_castsi128_si256(
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(taps.pick0.data() + x)));
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(taps.avx2.pick0.data() + x)));
     const __m256i pick1 = _mm256_castsi128_si256(
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(taps.pick1.data() + x)));
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(taps.avx2.pick1.data() + x)));
     const __m256d wa = _mm256_loadu_pd(taps.w0.data() + x),
                   wb = _mm256_loadu_pd(taps.w1.data() + x);
     const __m256d a00 = _mm256_mul_pd(y0z0, wa), a01 = _mm256_mul_pd(y0z1, wa),
                   a10 = _mm256_mul_pd(y1z0, wa), a11 = _mm256_mul_pd(y1z1, wa);
     const __m256d b00 = _mm256_mul_pd(y0z0, wb), b01 = _mm256_mul_pd(y0z1, wb),
                   b10 = _mm256_mul_pd(y1z0, wb), b11 = _mm256_mul_pd(y1z1, wb);
-    const int64_t base = taps.base[g];
+    const int64_t base = taps.avx2.base[g];
     for (int64_t c = 0; c < channels; ++c) {
       const float* channel = src + c * src_channel_stride + base;
       const __m256 r00 = _mm256_loadu_ps(channel + corners.y0z0);
@@ -115,11 +107,122 @@ __attribute__((target("avx2"))) void avx2_rows(const float* src, int64_t src_cha
   }
 }
 
-const bool kHaveAvx2 = __builtin_cpu_supports("avx2");
+// GCC 12's AVX-512 intrinsics start their unused result lanes from a self-initialised variable,
+// which -Wmaybe-uninitialized reports (GCC bug 105593, fixed in 12.3).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+// The eight floats of `v` at lanes `pick` (the low half of the index vector), widened to doubles.
+__attribute__((target("avx512f"), always_inline)) inline __m512d picked_wide(__m512 v,
+                                                                             __m512i pick) {
+  return _mm512_cvtps_pd(_mm512_castps512_ps256(_mm512_permutexvar_ps(pick, v)));
+}
+
+// avx2_rows with eight voxels per instruction. The build compiles this file without contracting
+// multiplications and additions into FMAs (CMakeLists.txt), so each stays rounded on its own.
+__attribute__((target("avx512f"))) void avx512_rows(const float* src, int64_t src_channel_stride,
+                                                    int64_t channels, const RowCorners& corners,
+                                                    const RowTaps& taps, float* dst,
+                                                    int64_t dst_channel_stride) {
+  const CornerWeights w = row_weights(corners);
+  const int64_t count = static_cast<int64_t>(taps.x0.size());
+  const __m512d y0z0 = _mm512_set1_pd(w.y0z0), y0z1 = _mm512_set1_pd(w.y0z1),
+                y1z0 = _mm512_set1_pd(w.y1z0), y1z1 = _mm512_set1_pd(w.y1z1);
+  for (int64_t x = 0; x < count; x += kWideGroup) {
+    const int64_t g = x / kWideGroup;
+    if (x + kWideGroup > count || !taps.avx512.fits[g]) {
+      voxels_one_by_one(src, src_channel_stride, channels, corners, w, taps, x,
+                        std::min(count, x + kWideGroup), dst, dst_channel_stride);
+      continue;
+    }
+    const __m512i pick0 = _mm512_castsi256_si512(
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(taps.avx512.pick0.data() + x)));
+    const __m512i pick1 = _mm512_castsi256_si512(
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(taps.avx512.pick1.data() + x)));
+    const __m512d wa = _mm512_loadu_pd(taps.w0.data() + x),
+                  wb = _mm512_loadu_pd(taps.w1.data() + x);
+    const __m512d a00 = _mm512_mul_pd(y0z0, wa), a01 = _mm512_mul_pd(y0z1, wa),
+                  a10 = _mm512_mul_pd(y1z0, wa), a11 = _mm512_mul_pd(y1z1, wa);
+    const __m512d b00 = _mm512_mul_pd(y0z0, wb), b01 = _mm512_mul_pd(y0z1, wb),
+                  b10 = _mm512_mul_pd(y1z0, wb), b11 = _mm512_mul_pd(y1z1, wb);
+    const int64_t base = taps.avx512.base[g];
+    for (int64_t c = 0; c < channels; ++c) {
+      const float* channel = src + c * src_channel_stride + base;
+      const __m512 r00 = _mm512_loadu_ps(channel + corners.y0z0);
+      const __m512 r01 = _mm512_loadu_ps(channel + corners.y0z1);
+      const __m512 r10 = _mm512_loadu_ps(channel + corners.y1z0);
+      const __m512 r11 = _mm512_loadu_ps(channel + corners.y1z1);
+      __m512d out = _mm512_setzero_pd();
+      out = _mm512_add_pd(out, _mm512_mul_pd(picked_wide(r00, pick0), a00));
+      out = _mm512_add_pd(out, _mm512_mul_pd(picked_wide(r01, pick0), a01));
+      out = _mm512_add_pd(out, _mm512_mul_pd(picked_wide(r10, pick0), a10));
+      out = _mm512_add_pd(out, _mm512_mul_pd(picked_wide(r11, pick0), a11));
+      out = _mm512_add_pd(out, _mm512_mul_pd(picked_wide(r00, pick1), b00));
+      out = _mm512_add_pd(out, _mm512_mul_pd(picked_wide(r01, pick1), b01));
+      out = _mm512_add_pd(out, _mm512_mul_pd(picked_wide(r10, pick1), b10));
+      out = _mm512_add_pd(out, _mm512_mul_pd(picked_wide(r11, pick1), b11));
+      _mm256_storeu_ps(dst + c * dst_channel_stride + x, _mm512_cvtpd_ps(out));
+    }
+  }
+}
+
+#pragma GCC diagnostic pop
 
 #endif
 
+// The groups of `width` voxels one load of `span` floats serves.
+VectorGroups vector_groups(const int64_t* x0, const int64_t* x1, int64_t count, int64_t row_length,
+                           int64_t width, int64_t span) {
+  VectorGroups groups;
+  const int64_t group_count = (count + width - 1) / width;
+  groups.fits.assign(static_cast<size_t>(group_count), 0);
+  groups.base.assign(static_cast<size_t>(group_count), 0);
+  groups.pick0.assign(static_cast<size_t>(group_count * width), 0);
+  groups.pick1.assign(static_cast<size_t>(group_count * width), 0);
+  for (int64_t g = 0; g * width + width <= count; ++g) {
+    const int64_t first = g * width;
+    int64_t low = x0[first], high = x0[first];
+    for (int64_t v = first; v < first + width; ++v) {
+      low = std::min({low, x0[v], x1[v]});
+      high = std::max({high, x0[v], x1[v]});
+    }
+    // The floats start at the group's lowest tap, or end at the row's end when they would run
+    // past it (the row's last group).
+    const int64_t base = std::min(low, row_length - span);
+    if (low < 0 || base < 0 || high - base >= span) continue;
+    groups.fits[g] = 1;
+    groups.base[g] = static_cast<int32_t>(base);
+    for (int64_t v = first; v < first + width; ++v) {
+      groups.pick0[v] = static_cast<int32_t>(x0[v] - base);
+      groups.pick1[v] = static_cast<int32_t>(x1[v] - base);
+    }
+  }
+  return groups;
+}
+
 }  // namespace
+
+bool cpu_runs(RowKernel kernel) {
+  switch (kernel) {
+    case RowKernel::kPortable:
+      return true;
+#if defined(__x86_64__)
+    case RowKernel::kAvx2:
+      return __builtin_cpu_supports("avx2");
+    case RowKernel::kAvx512:
+      return __builtin_cpu_supports("avx512f");
+#endif
+    default:
+      return false;
+  }
+}
+
+RowKernel best_row_kernel() {
+  static const RowKernel best = cpu_runs(RowKernel::kAvx512) ? RowKernel::kAvx512
+                                : cpu_runs(RowKernel::kAvx2) ? RowKernel::kAvx2
+                                                             : RowKernel::kPortable;
+  return best;
+}
 
 RowTaps make_row_taps(const int64_t* x0, const int64_t* x1, const double* w0, const double* w1,
                       int64_t count, int64_t row_length) {
@@ -128,29 +231,8 @@ RowTaps make_row_taps(const int64_t* x0, const int64_t* x1, const double* w0, co
   taps.x1.assign(x1, x1 + count);
   taps.w0.assign(w0, w0 + count);
   taps.w1.assign(w1, w1 + count);
-  const int64_t groups = (count + kGroup - 1) / kGroup;
-  taps.vector_group.assign(static_cast<size_t>(groups), 0);
-  taps.base.assign(static_cast<size_t>(groups), 0);
-  taps.pick0.assign(static_cast<size_t>(groups * kGroup), 0);
-  taps.pick1.assign(static_cast<size_t>(groups * kGroup), 0);
-  for (int64_t g = 0; g * kGroup + kGroup <= count; ++g) {
-    const int64_t first = g * kGroup;
-    int64_t low = x0[first], high = x0[first];
-    for (int64_t v = first; v < first + kGroup; ++v) {
-      low = std::min({low, x0[v], x1[v]});
-      high = std::max({high, x0[v], x1[v]});
-    }
-    // The 8 floats start at the group's lowest tap, or end at the row's end when they would
-    // run past it (the row's last group).
-    const int64_t base = std::min(low, row_length - kSpan);
-    if (low < 0 || base < 0 || high - base >= kSpan) continue;
-    taps.vector_group[g] = 1;
-    taps.base[g] = static_cast<int32_t>(base);
-    for (int64_t v = first; v < first + kGroup; ++v) {
-      taps.pick0[v] = static_cast<int32_t>(x0[v] - base);
-      taps.pick1[v] = static_cast<int32_t>(x1[v] - base);
-    }
-  }
+  taps.avx2 = vector_groups(x0, x1, count, row_length, kGroup, kSpan);
+  taps.avx512 = vector_groups(x0, x1, count, row_length, kWideGroup, kWideSpan);
   return taps;
 }
 
@@ -169,15 +251,19 @@ void prefetch_rows(const float* src, int64_t src_channel_stride, int64_t channel
 
 void trilinear_rows(const float* src, int64_t src_channel_stride, int64_t channels,
                     const RowCorners& corners, const RowTaps& taps, float* dst,
-                    int64_t dst_channel_stride) {
+                    int64_t dst_channel_stride, RowKernel kernel) {
 #if defined(__x86_64__)
-  if (kHaveAvx2) {
+  if (kernel == RowKernel::kAvx512) {
+    avx512_rows(src, src_channel_stride, channels, corners, taps, dst, dst_channel_stride);
+    return;
+  }
+  if (kernel == RowKernel::kAvx2) {
     avx2_rows(src, src_channel_stride, channels, corners, taps, dst, dst_channel_stride);
     return;
   }
 #endif
-  trilinear_rows_portable(src, src_channel_stride, channels, corners, taps, dst,
-                          dst_channel_stride);
+  voxels_one_by_one(src, src_channel_stride, channels, corners, row_weights(corners), taps, 0,
+                    static_cast<int64_t>(taps.x0.size()), dst, dst_channel_stride);
 }
 
 }  // namespace medseg

@@ -1,11 +1,12 @@
-// The trilinear row kernels: the AVX2 path equals the portable one bit for bit, and both
-// interpolate.
+// The trilinear row kernels: the AVX2 and AVX-512 paths equal the portable one bit for bit, and
+// they interpolate.
 #include "data/resample_rows.h"
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -49,17 +50,17 @@ RowCase make_row_case(int64_t nx, int64_t count, double origin, double step, uin
   return s;
 }
 
-std::vector<float> run(const RowCase& s, bool portable) {
+std::vector<float> run(const RowCase& s, RowKernel kernel) {
   const int64_t count = static_cast<int64_t>(s.taps.x0.size());
   std::vector<float> out(static_cast<size_t>(s.channels * count), -1.0f);
   const int64_t channel = s.nx * s.ny * s.nz;
-  if (portable) {
-    trilinear_rows_portable(s.volume.data(), channel, s.channels, s.corners, s.taps, out.data(),
-                            count);
-  } else {
-    trilinear_rows(s.volume.data(), channel, s.channels, s.corners, s.taps, out.data(), count);
-  }
+  trilinear_rows(s.volume.data(), channel, s.channels, s.corners, s.taps, out.data(), count,
+                 kernel);
   return out;
+}
+
+int64_t fitting_groups(const VectorGroups& groups) {
+  return std::count(groups.fits.begin(), groups.fits.end(), 1);
 }
 
 TEST(ResampleRowsTest, EveryPathGivesTheSameBitsForDownUpAndOddSampling) {
@@ -73,26 +74,43 @@ TEST(ResampleRowsTest, EveryPathGivesTheSameBitsForDownUpAndOddSampling) {
       {100, 27, 1.0, 3.7},    // taps too far apart for one load: portable groups
       {9, 13, 0.0, 0.66},     // a row shorter than the 8 floats one load reads
       {240, 161, 0.1, 1.49},  // a tail of one voxel
+      {20, 40, 0.2, 0.45},    // a row shorter than the 16 floats one AVX-512 load reads
   };
+  std::vector<RowKernel> kernels;
+  for (const RowKernel kernel : {RowKernel::kAvx2, RowKernel::kAvx512}) {
+    if (cpu_runs(kernel)) kernels.push_back(kernel);
+  }
+  if (kernels.size() < 2) {
+    std::fprintf(stderr, "NOTE: this CPU runs %zu of the 2 vector kernels; only those are tested\n",
+                 kernels.size());
+  }
   uint32_t seed = 1;
   for (const Geometry& g : geometries) {
     const RowCase s = make_row_case(g.nx, g.count, g.origin, g.step, seed++);
-    const auto vector_groups =
-        std::count(s.taps.vector_group.begin(), s.taps.vector_group.end(), 1);
-    if (g.step <= 2.0 && g.nx >= 16) EXPECT_GT(vector_groups, 0) << "step " << g.step;
-    if (g.step > 3.0 || g.nx < 8) EXPECT_EQ(vector_groups, 0) << "step " << g.step;
+    const int64_t narrow = fitting_groups(s.taps.avx2), wide = fitting_groups(s.taps.avx512);
+    if (g.step <= 2.0 && g.nx >= 16) EXPECT_GT(narrow, 0) << "step " << g.step;
+    if (g.step <= 2.0 && g.nx >= 24) EXPECT_GT(wide, 0) << "step " << g.step;
+    if (g.step > 3.0 || g.nx < 8) EXPECT_EQ(narrow, 0) << "step " << g.step;
+    if (g.step > 3.0 || g.nx < 16) EXPECT_EQ(wide, 0) << "step " << g.step;
     // 1.5 mm: every group, the last one too (its load ends at the row's end).
-    if (g.step == 1.5) EXPECT_EQ(vector_groups, g.count / 4);
-    const std::vector<float> fast = run(s, false), portable = run(s, true);
-    ASSERT_EQ(fast.size(), portable.size());
-    EXPECT_EQ(std::memcmp(fast.data(), portable.data(), fast.size() * sizeof(float)), 0)
-        << "nx " << g.nx << ", " << g.count << " voxels, step " << g.step;
+    if (g.step == 1.5) {
+      EXPECT_EQ(narrow, g.count / 4);
+      EXPECT_EQ(wide, g.count / 8);
+    }
+    const std::vector<float> portable = run(s, RowKernel::kPortable);
+    for (const RowKernel kernel : kernels) {
+      const std::vector<float> fast = run(s, kernel);
+      ASSERT_EQ(fast.size(), portable.size());
+      EXPECT_EQ(std::memcmp(fast.data(), portable.data(), fast.size() * sizeof(float)), 0)
+          << "kernel " << static_cast<int>(kernel) << ", nx " << g.nx << ", " << g.count
+          << " voxels, step " << g.step;
+    }
   }
 }
 
 TEST(ResampleRowsTest, InterpolatesTheEightCornersWithTheirWeights) {
   const RowCase s = make_row_case(50, 33, 0.2, 1.3, 7);
-  const std::vector<float> out = run(s, false);
+  const std::vector<float> out = run(s, best_row_kernel());
   const int64_t count = static_cast<int64_t>(s.taps.x0.size());
   const int64_t channel = s.nx * s.ny * s.nz;
   const RowCorners& c = s.corners;
