@@ -12,8 +12,8 @@
 #include <libdeflate.h>
 #include <pthread.h>
 #include <signal.h>
-#include <sys/stat.h>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -129,37 +129,59 @@ double decode_floor_seconds(const CaseSource& source) {
 
 int bench_preprocess(const BenchCommandOptions& options) {
   const Config config = bench_config(options);
-  const std::string dir = fs::temp_directory_path() / ("medseg-bench-" + std::to_string(getpid()));
-  SynthOptions synth;
-  synth.out_dir = dir;
-  synth.cases = options.cases;
-  synth.shape = options.shape;
-  spdlog::info("bench preprocess: writing {} synthetic {}x{}x{}x4 cases to {}", synth.cases,
-               synth.shape[0], synth.shape[1], synth.shape[2], dir);
-  write_synthetic_dataset(synth);
-  const DatasetIndex index = discover_dataset(dir, "decathlon", true);
+  const bool synthetic = options.data_dir.empty();
+  const std::string dir =
+      synthetic
+          ? (fs::temp_directory_path() / ("medseg-bench-" + std::to_string(getpid()))).string()
+          : options.data_dir;
+  if (synthetic) {
+    SynthOptions synth;
+    synth.out_dir = dir;
+    synth.cases = options.cases;
+    synth.shape = options.shape;
+    spdlog::info("bench preprocess: writing {} synthetic {}x{}x{}x4 cases to {}", synth.cases,
+                 synth.shape[0], synth.shape[1], synth.shape[2], dir);
+    write_synthetic_dataset(synth);
+  }
+  DatasetIndex index = discover_dataset(dir, synthetic ? "decathlon" : config.data.layout, true);
+  if (index.layout == DatasetLayout::kRecords) {
+    throw ClientError(dir +
+                      " holds medseg records, which are already preprocessed; bench "
+                      "preprocess times NIfTI cases (Decathlon or BraTS folders)");
+  }
+  if (index.cases.size() > static_cast<size_t>(options.cases)) {
+    index.cases.resize(static_cast<size_t>(options.cases));
+  }
+  if (!synthetic) {
+    spdlog::info("bench preprocess: {} cases of {} ({} layout)", index.cases.size(), dir,
+                 config.data.layout);
+  }
   CaseLoadOptions load;
   load.transforms.pixdim = {config.data.pixdim[0], config.data.pixdim[1], config.data.pixdim[2]};
   load.read.max_bytes = int64_t{8} << 30;
 
   // As preprocess's threads work: case after case with one set of reused buffers. Returns the
   // preprocessed shape.
+  struct Shapes {
+    std::array<int64_t, 3> input{}, output{};
+    int64_t channels = 0;
+  };
   const auto preprocess = [&](const CaseSource& source, CaseBuffers& buffers) {
     CaseData data = load_case(source, load, &buffers);
     give_back(data, buffers);
-    return data.spatial_shape;
+    return Shapes{data.original.spatial_shape, data.spatial_shape, data.image_channels};
   };
   // Warm the page cache and the thread's buffers once, then time each case, twice over, as
   // preprocess's threads work (case after case); then the decode floor the same way. The
   // medians of the per-case times are robust to the odd slow case a shared machine gives.
   CaseBuffers buffers;
   preprocess(index.cases[0], buffers);
-  std::array<int64_t, 3> output_shape{};
+  Shapes shapes;  // of the last case timed
   std::vector<double> case_seconds, floor_seconds;
   for (int round = 0; round < 2; ++round) {
     for (const CaseSource& source : index.cases) {
       const auto started = Clock::now();
-      output_shape = preprocess(source, buffers);
+      shapes = preprocess(source, buffers);
       case_seconds.push_back(seconds_since(started));
     }
   }
@@ -186,15 +208,14 @@ int bench_preprocess(const BenchCommandOptions& options) {
     }
   });
   const double all_threads = wall / static_cast<double>(rounds);
-  fs::remove_all(dir);
+  if (synthetic) fs::remove_all(dir);
 
   spdlog::info(
-      "bench preprocess: {}x{}x{}x4 -> {}x{}x{}: {:.3f} s per case on 1 thread (median of {}), "
-      "{:.3f} s "
-      "per case with {} threads ({:.3f} s per case per core)",
-      options.shape[0], options.shape[1], options.shape[2], output_shape[0], output_shape[1],
-      output_shape[2], one_thread, case_seconds.size(), all_threads, threads,
-      all_threads * threads);
+      "bench preprocess: {}x{}x{}x{} -> {}x{}x{}{}: {:.3f} s per case on 1 thread (median of "
+      "{}), {:.3f} s per case with {} threads ({:.3f} s per case per core)",
+      shapes.input[0], shapes.input[1], shapes.input[2], shapes.channels, shapes.output[0],
+      shapes.output[1], shapes.output[2], synthetic ? "" : " (the last case)", one_thread,
+      case_seconds.size(), all_threads, threads, all_threads * threads);
   spdlog::info(
       "bench preprocess: decode floor (read + libdeflate gunzip only) {:.3f} s per case on 1 "
       "thread; full preprocessing takes {:.2f}x that",
@@ -393,11 +414,11 @@ int bench_train(const BenchCommandOptions& options) {
       batches = make_device_cache(*cases, loader_options, device);
     }
     batches->start_epoch(0, options.warmup + options.steps, 0);
-    spdlog::info("bench train: batches from {} ({} cases of {}x{}x{}; {} loader threads, {} "
-                 "compute threads)",
-                 options.input, cases->size(), options.shape[0], options.shape[1],
-                 options.shape[2], loader ? automatic.loader_threads : 0,
-                 automatic.compute_threads);
+    spdlog::info(
+        "bench train: batches from {} ({} cases of {}x{}x{}; {} loader threads, {} "
+        "compute threads)",
+        options.input, cases->size(), options.shape[0], options.shape[1], options.shape[2],
+        loader ? automatic.loader_threads : 0, automatic.compute_threads);
   }
   int64_t step_number = 0;
   StepTimes times;
@@ -472,8 +493,9 @@ int bench_train(const BenchCommandOptions& options) {
       "parameters)",
       device.str(), options.batch, options.roi[0], options.roi[1], options.roi[2],
       compute.precision, compute.cudnn_benchmark ? ", cuDNN benchmark" : "",
-      compute.channels_last ? ", channels-last" : "", options.input, median, samples_per_second, device.is_cuda() ? "GPU" : "process", peak_mib,
-      options.steps, options.warmup, count_parameters(*model));
+      compute.channels_last ? ", channels-last" : "", options.input, median, samples_per_second,
+      device.is_cuda() ? "GPU" : "process", peak_mib, options.steps, options.warmup,
+      count_parameters(*model));
   print_result("train_step_seconds_median", median);
   print_result("train_samples_per_second", samples_per_second);
   print_result("train_peak_memory_mib", peak_mib);
@@ -516,8 +538,7 @@ LoaderWorkerResult run_loader_worker(const std::string& folder, const BenchComma
   loader_options.world_size = workers;
   loader_options.num_workers = options.threads > 0 ? options.threads : 1;
   // One epoch that visits every case once across the workers.
-  const int64_t steps =
-      std::max<int64_t>(1, num_cases / (options.batch * workers));
+  const int64_t steps = std::max<int64_t>(1, num_cases / (options.batch * workers));
   // Pipe mode: the shards stream through a FIFO, as SageMaker delivers them (a thread here plays
   // SageMaker's part), into the shuffle buffer of data.shuffle_buffer cases.
   std::unique_ptr<StreamedEpochs> stream;
@@ -611,8 +632,8 @@ int bench_loader(const BenchCommandOptions& options) {
   }
   const double data_gb = cases * static_cast<double>(case_bytes) / 1e9;
   // File mode (mapped shards) with 1, 2 and 4 workers, then Pipe mode (streamed) with 1.
-  for (const auto& [workers, pipe] : std::vector<std::pair<int, bool>>{
-           {1, false}, {2, false}, {4, false}, {1, true}}) {
+  for (const auto& [workers, pipe] :
+       std::vector<std::pair<int, bool>>{{1, false}, {2, false}, {4, false}, {1, true}}) {
     if (workers > options.nproc_max) continue;
     // Cold page cache, as on a fresh instance (root only; otherwise the data may be cached).
     ::sync();
@@ -659,7 +680,8 @@ int bench_loader(const BenchCommandOptions& options) {
     spdlog::info(
         "bench loader: {}{:.2f} GB of records ({} cases), {} workers x {} threads, {}x{}x{} crops: "
         "{:.1f} samples/s, {:.2f} GB read from storage ({} page cache); peak resident {:.0f} MiB "
-        "per worker (mapped records included, in File mode: shared through the page cache), private "
+        "per worker (mapped records included, in File mode: shared through the page cache), "
+        "private "
         "{:.0f} MiB "
         "per worker and {:.0f} MiB per host",
         pipe ? "Pipe mode (streamed through a FIFO and a shuffle buffer), " : "File mode, ",

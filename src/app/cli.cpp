@@ -171,7 +171,11 @@ int run_cli(int argc, char** argv) {
       ->check(CLI::Range(1, 64));
   bench->add_option("--cases", bench_options.cases, "preprocess, records, train --input: cases")
       ->check(CLI::Range(1, 64));
-  bench->add_option("--shape", bench_shape, "preprocess, train --input: case size X Y Z")->expected(3);
+  bench->add_option("--shape", bench_shape, "preprocess, train --input: case size X Y Z")
+      ->expected(3);
+  bench->add_option("--data", bench_options.data_dir,
+                    "preprocess: time the first --cases cases of this data set (Decathlon or BraTS "
+                    "folders) instead of synthetic ones");
   bench->add_option("--roi", bench_roi, "crops, train: crop size X Y Z")->expected(3);
   bench->add_option("--batch", bench_options.batch, "train: batch size")->check(CLI::Range(1, 512));
   bench->add_option("--amp", bench_options.amp, "train: off, bf16 or fp16")
@@ -255,8 +259,7 @@ int run_cli(int argc, char** argv) {
 
   const std::string ml_root = resolve_ml_root(ml_root_flag);
   const bool runs_a_job = (train->parsed() && !list_config && !train_options.print_config) ||
-                          preprocess->parsed() || infer->parsed() ||
-                          serve_command->parsed();
+                          preprocess->parsed() || infer->parsed() || serve_command->parsed();
   if (runs_a_job && is_first_process_of_host()) clear_stale_failure_files(ml_root);
   try {
     if (metric_definitions_command->parsed()) {

@@ -31,6 +31,7 @@ struct BenchCommandOptions {
   std::string what;                             // preprocess, crops or train
   int cases = 3;                                // preprocess: synthetic cases
   std::array<int, 3> shape = {240, 240, 155};   // preprocess: case size
+  std::string data_dir;                         // preprocess: a data set to time (else synthetic)
   std::array<int64_t, 3> roi = {128, 128, 64};  // crops and train
   int batch = 2;                                // train
   std::string amp = "off";                      // train: off, bf16 or fp16

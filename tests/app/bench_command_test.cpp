@@ -44,13 +44,53 @@ TEST(BenchCommandTest, EveryBenchmarkPrintsItsNumbers) {
   EXPECT_GT(printed_value(loader.stdout_text, "loader_2_workers_samples_per_second"), 0.0);
   EXPECT_GT(printed_value(loader.stdout_text, "loader_2_workers_private_mib_per_host"), 0.0);
 
-  const testing::CommandResult serve = testing::run_medseg(
-      {"bench", "serve", "--shape", "48", "40", "32", "--steps", "1", "--device", "cpu",
-       "--master-port", std::to_string(testing::free_loopback_port()), "--roi", "16", "16", "16",
-       "--set", "channels=[4,8,16]", "--set", "strides=[2,2]", "--set", "roi_size=[16,16,16]"});
+  const testing::CommandResult serve =
+      testing::run_medseg({"bench",
+                           "serve",
+                           "--shape",
+                           "48",
+                           "40",
+                           "32",
+                           "--steps",
+                           "1",
+                           "--device",
+                           "cpu",
+                           "--master-port",
+                           std::to_string(testing::free_loopback_port()),
+                           "--roi",
+                           "16",
+                           "16",
+                           "16",
+                           "--set",
+                           "channels=[4,8,16]",
+                           "--set",
+                           "strides=[2,2]",
+                           "--set",
+                           "roi_size=[16,16,16]"});
   ASSERT_EQ(serve.exit_code, 0) << serve.output;
   EXPECT_GT(printed_value(serve.stdout_text, "serve_concurrency_4_requests_per_second"), 0.0);
   EXPECT_GT(printed_value(serve.stdout_text, "serve_concurrency_4_latency_p99_seconds"), 0.0);
+}
+
+TEST(BenchCommandTest, PreprocessTimesAUsersDataSetAndLeavesItInPlace) {
+  const testing::TempDir dir;
+  const std::string data = dir.path() + "/data";
+  const testing::CommandResult synth =
+      testing::run_medseg({"synth", "--out", data, "--cases", "3", "--shape", "40", "36", "24"});
+  ASSERT_EQ(synth.exit_code, 0) << synth.output;
+
+  const testing::CommandResult bench =
+      testing::run_medseg({"bench", "preprocess", "--data", data, "--cases", "2"});
+  ASSERT_EQ(bench.exit_code, 0) << bench.output;
+  EXPECT_NE(bench.output.find("2 cases of " + data), std::string::npos) << bench.output;
+  EXPECT_NE(bench.output.find("40x36x24x4 -> "), std::string::npos) << bench.output;
+  EXPECT_GT(printed_value(bench.stdout_text, "preprocess_over_floor"), 0.0) << bench.output;
+  EXPECT_TRUE(testing::file_exists(data + "/dataset.json")) << "the user's data set was deleted";
+
+  const testing::CommandResult missing =
+      testing::run_medseg({"bench", "preprocess", "--data", dir.path() + "/nothing"});
+  EXPECT_EQ(missing.exit_code, 2) << missing.output;
+  EXPECT_NE(missing.output.find(dir.path() + "/nothing"), std::string::npos) << missing.output;
 }
 
 TEST(BenchCommandTest, TrainWithSeveralWorkersMeasuresTheGradientSync) {
