@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <utility>
@@ -208,68 +209,101 @@ DatasetIndex discover_dataset(const std::string& root, const std::string& layout
   return index;
 }
 
+namespace {
+
+std::string shape_text(const std::array<int64_t, 4>& dim) {
+  return std::to_string(dim[0]) + "x" + std::to_string(dim[1]) + "x" + std::to_string(dim[2]);
+}
+
+}  // namespace
+
 NiftiVolume load_case_image(const CaseSource& source, const NiftiReadOptions& options,
                             CaseBuffers* buffers) {
   if (source.image_files.size() == 1) return read_nifti(source.image_files[0], options, buffers);
-  // The first modality is read on its own (its size says how large the stack is) and copied in;
-  // the others are decoded straight into their place in the stack.
-  NiftiReadOptions stack_options = options;
-  stack_options.voxels_in_place = false;  // each modality's voxels go to its place in the stack
-  NiftiVolume stacked = read_nifti(source.image_files[0], stack_options, buffers);
-  if (stacked.dim[3] != 1) {
-    throw ClientError(source.image_files[0] + ": expected a 3-D modality image, got " +
-                      std::to_string(stacked.dim[3]) + " volumes");
-  }
-  const int64_t volume_size = static_cast<int64_t>(stacked.data.size());
-  const int64_t modalities = static_cast<int64_t>(source.image_files.size());
-  const size_t room = static_cast<size_t>(volume_size * modalities + kNiftiDecodeSlackFloats);
-  std::vector<float> all =
-      buffers != nullptr ? buffers->floats.take(room) : std::vector<float>(room);
-  std::copy(stacked.data.begin(), stacked.data.end(), all.begin());
-  if (buffers != nullptr) {
-    buffers->floats.give(std::exchange(stacked.data, std::move(all)));
-  } else {
-    stacked.data = std::move(all);
-  }
-  stacked.ndim = 4;
-  stacked.dim[3] = modalities;
-  for (int64_t m = 1; m < modalities; ++m) {
-    const std::string& file = source.image_files[static_cast<size_t>(m)];
-    float* place = stacked.data.data() + m * volume_size;
-    const int64_t room_left = static_cast<int64_t>(room) - m * volume_size;
-    // A modality of another shape may have been decoded over the places after its own (never
-    // beyond the stack's room); it is refused below either way.
-    NiftiVolume modality = read_nifti(file, stack_options, buffers, place, room_left);
-    if (modality.dim[3] != 1) {
+  // Modalities in separate files are decoded into their places in one stack. The headers come
+  // first: they size the stack and refuse a modality of another shape before any voxel is read.
+  const std::vector<std::string>& files = source.image_files;
+  const int64_t modalities = static_cast<int64_t>(files.size());
+  std::vector<NiftiLayout> layouts;
+  for (const std::string& file : files) {
+    layouts.push_back(read_nifti_layout(file, options));
+    const NiftiLayout& layout = layouts.back();
+    if (layout.dim[3] != 1) {
       throw ClientError(file + ": expected a 3-D modality image, got " +
-                        std::to_string(modality.dim[3]) + " volumes");
+                        std::to_string(layout.dim[3]) + " volumes");
     }
-    for (int axis = 0; axis < 3; ++axis) {
-      if (modality.dim[axis] != stacked.dim[axis]) {
-        throw ClientError("case " + source.case_id + ": " + file + " has shape " +
-                          std::to_string(modality.dim[0]) + "x" + std::to_string(modality.dim[1]) +
-                          "x" + std::to_string(modality.dim[2]) + " but " + source.image_files[0] +
-                          " has " + std::to_string(stacked.dim[0]) + "x" +
-                          std::to_string(stacked.dim[1]) + "x" + std::to_string(stacked.dim[2]));
-      }
+    if (layout.dim != layouts[0].dim) {
+      throw ClientError("case " + source.case_id + ": " + file + " has shape " +
+                        shape_text(layout.dim) + " but " + files[0] + " has " +
+                        shape_text(layouts[0].dim));
     }
+  }
+  const int64_t volume_size = layouts[0].dim[0] * layouts[0].dim[1] * layouts[0].dim[2];
+  // Plain float32 .nii.gz modalities stay where the decompression writes them: each file's header
+  // bytes land just before its place, at the end of the previous modality's place, so the files
+  // are decoded last to first (and the stack starts `lead` floats in, for the first one's
+  // header). Other files are decoded first to last, each into its place, where it is converted
+  // (its header bytes, ahead of its voxels, may pass into later places, which are decoded after).
+  int64_t lead = 0;
+  bool in_place = options.voxels_in_place;
+  for (const NiftiLayout& layout : layouts) {
+    in_place = in_place && layout.in_place_prefix_floats >= 0 &&
+               layout.in_place_prefix_floats <= kNiftiDecodeSlackFloats;
+    lead = std::max(lead, layout.in_place_prefix_floats);
+  }
+  if (!in_place) lead = 0;
+  const int64_t room = lead + volume_size * modalities + kNiftiDecodeSlackFloats;
+  std::vector<float> all = buffers != nullptr ? buffers->floats.take(static_cast<size_t>(room))
+                                              : std::vector<float>(static_cast<size_t>(room));
+  NiftiReadOptions read = options;
+  read.voxels_in_place = in_place;
+  NiftiVolume first;  // modality 0's header facts
+  std::vector<Affine> affines(static_cast<size_t>(modalities));
+  bool known_finite = true;
+  for (int64_t i = 0; i < modalities; ++i) {
+    const int64_t m = in_place ? modalities - 1 - i : i;
+    const std::string& file = files[static_cast<size_t>(m)];
+    float* place = all.data() + lead + m * volume_size;
+    // In place: exactly the header and the voxels, so that nothing reaches the next place.
+    const int64_t prefix = in_place ? layouts[static_cast<size_t>(m)].in_place_prefix_floats : 0;
+    float* into = place - prefix;
+    const int64_t into_floats =
+        in_place ? prefix + volume_size : room - static_cast<int64_t>(into - all.data());
+    NiftiVolume modality = read_nifti(file, read, buffers, into, into_floats);
+    // The header is read again: a file changed since its layout was read is refused or handled.
+    if (modality.dim != layouts[0].dim) {
+      throw ClientError("case " + source.case_id + ": " + file + " has shape " +
+                        shape_text(modality.dim) + " but " + files[0] + " has " +
+                        shape_text(layouts[0].dim) + " (the file changed while it was read?)");
+    }
+    // Voxels decoded elsewhere (8-byte voxels need more room than their place) are moved in.
+    const float* voxels = modality.data.empty() ? into + modality.first_voxel : modality.voxels();
+    if (voxels != place) std::memmove(place, voxels, static_cast<size_t>(volume_size) * 4);
+    if (buffers != nullptr) buffers->floats.give(std::move(modality.data));
+    modality.data.clear();
+    known_finite = known_finite && modality.known_finite;
+    affines[static_cast<size_t>(m)] = modality.affine;
+    if (m == 0) first = std::move(modality);
+  }
+  for (int64_t m = 1; m < modalities; ++m) {
     for (int row = 0; row < 3; ++row) {
       for (int column = 0; column < 4; ++column) {
-        if (std::fabs(modality.affine[row][column] - stacked.affine[row][column]) > 1e-3) {
-          throw ClientError("case " + source.case_id + ": the affine of " + file +
-                            " differs from that of " + source.image_files[0] +
+        if (std::fabs(affines[static_cast<size_t>(m)][row][column] - affines[0][row][column]) >
+            1e-3) {
+          throw ClientError("case " + source.case_id + ": the affine of " +
+                            files[static_cast<size_t>(m)] + " differs from that of " + files[0] +
                             " (modalities must share one grid)");
         }
       }
     }
-    if (!modality.data.empty()) {  // it needed more room than its place (8-byte voxels)
-      std::copy(modality.data.begin(), modality.data.end(), place);
-      if (buffers != nullptr) buffers->floats.give(std::move(modality.data));
-    }
-    stacked.known_finite = stacked.known_finite && modality.known_finite;
   }
-  stacked.data.resize(static_cast<size_t>(volume_size * modalities));
-  return stacked;
+  first.data = std::move(all);
+  first.data.resize(static_cast<size_t>(lead + volume_size * modalities));
+  first.first_voxel = lead;
+  first.ndim = 4;
+  first.dim[3] = modalities;
+  first.known_finite = known_finite;
+  return first;
 }
 
 }  // namespace medseg

@@ -864,24 +864,68 @@ Affine identity_affine() {
   return affine;
 }
 
-NiftiVolume read_nifti(const std::string& path, const NiftiReadOptions& options,
-                       CaseBuffers* buffers, float* into, int64_t into_floats) {
-  const ReadOnlyFile file(path, "NIfTI file");
+namespace {
 
+// A file's header, checked, and how its voxels are stored.
+struct FileFacts {
+  Header header;
+  Layout layout;
+  bool compressed = false;
+  bool has_slope = false;  // scl_slope is usable (finite, nonzero)
+  // Float32 voxels that need no conversion (native byte order, no scaling other than 1 x + 0).
+  bool plain_float = false;
+};
+
+FileFacts read_file_facts(const ReadOnlyFile& file, const NiftiReadOptions& options,
+                          const std::string& path) {
   // The first bytes: enough for the header, or the start of the gzip stream holding it.
   constexpr int64_t kHeadBytes = 64 * 1024;
   std::vector<uint8_t> head(static_cast<size_t>(std::min(file.size(), kHeadBytes)));
   head.resize(static_cast<size_t>(file.read_at(0, static_cast<int64_t>(head.size()), head.data())));
-  const bool compressed = is_gzip(head.data(), static_cast<int64_t>(head.size()));
+  FileFacts facts;
+  facts.compressed = is_gzip(head.data(), static_cast<int64_t>(head.size()));
   std::vector<uint8_t> header_bytes =
-      compressed
+      facts.compressed
           ? inflate_head(head.data(), static_cast<int64_t>(head.size()), kNifti2HeaderBytes, path)
           : std::vector<uint8_t>(head.begin(),
                                  head.begin() + std::min<int64_t>(static_cast<int64_t>(head.size()),
                                                                   kNifti2HeaderBytes));
-  const Header header =
+  facts.header =
       decode_header(header_bytes.data(), static_cast<int64_t>(header_bytes.size()), path);
-  const Layout layout = check_header(header, options, path);
+  facts.layout = check_header(facts.header, options, path);
+  const Header& header = facts.header;
+  facts.has_slope = std::isfinite(header.scl_slope) && header.scl_slope != 0.0;
+  facts.plain_float = facts.layout.type->code == DT_FLOAT32 && !header.swapped &&
+                      !(facts.has_slope && !(header.scl_slope == 1.0 && header.scl_inter == 0.0));
+  return facts;
+}
+
+// The floats a .nii.gz's decompression writes before its voxels when they stay in place
+// (NiftiReadOptions::voxels_in_place), or -1 when they would be moved or converted.
+int64_t in_place_prefix_floats(const FileFacts& facts) {
+  if (!facts.compressed || !facts.plain_float || facts.layout.vox_offset % 4 != 0) return -1;
+  return facts.layout.vox_offset / 4;
+}
+
+}  // namespace
+
+NiftiLayout read_nifti_layout(const std::string& path, const NiftiReadOptions& options) {
+  const ReadOnlyFile file(path, "NIfTI file");
+  const FileFacts facts = read_file_facts(file, options, path);
+  NiftiLayout layout;
+  layout.dim = facts.layout.dim;
+  layout.ndim = facts.layout.ndim;
+  layout.in_place_prefix_floats = in_place_prefix_floats(facts);
+  return layout;
+}
+
+NiftiVolume read_nifti(const std::string& path, const NiftiReadOptions& options,
+                       CaseBuffers* buffers, float* into, int64_t into_floats) {
+  const ReadOnlyFile file(path, "NIfTI file");
+  const FileFacts facts = read_file_facts(file, options, path);
+  const Header& header = facts.header;
+  const Layout& layout = facts.layout;
+  const bool compressed = facts.compressed;
   const int64_t end_of_data = layout.vox_offset + layout.data_bytes;
   auto truncated = [&](int64_t data_held) {
     return bad_file(path, "header says " + layout.description + " but the file holds only " +
@@ -890,8 +934,7 @@ NiftiVolume read_nifti(const std::string& path, const NiftiReadOptions& options,
   };
 
   // Scaling must be decodable before any voxel is read (nibabel refuses the same files).
-  const bool has_slope = std::isfinite(header.scl_slope) && header.scl_slope != 0.0;
-  if (has_slope && !std::isfinite(header.scl_inter)) {
+  if (facts.has_slope && !std::isfinite(header.scl_inter)) {
     throw bad_file(path, "header has scl_slope " + std::to_string(header.scl_slope) +
                              " but a non-finite scl_inter; expected a finite intercept");
   }
@@ -984,11 +1027,9 @@ NiftiVolume read_nifti(const std::string& path, const NiftiReadOptions& options,
       throw truncated(result.produced - layout.vox_offset);
     }
   }
-  const bool plain_float = layout.type->code == DT_FLOAT32 && !header.swapped &&
-                           !(has_slope && !(header.scl_slope == 1.0 && header.scl_inter == 0.0));
-  if (options.voxels_in_place && !decode_into && plain_float && prefix % 4 == 0) {
-    volume.first_voxel = prefix / 4;
-    volume.data.resize(static_cast<size_t>(volume.first_voxel + layout.voxels));
+  if (options.voxels_in_place && in_place_prefix_floats(facts) >= 0) {
+    volume.first_voxel = in_place_prefix_floats(facts);
+    if (!decode_into) volume.data.resize(static_cast<size_t>(volume.first_voxel + layout.voxels));
     return volume;
   }
   const bool checked_finite = convert_to_float(header, layout, buffer, prefix);

@@ -100,9 +100,24 @@ struct NiftiReadOptions {
 // the voxels (twice for 8-byte types) plus, for a .nii.gz, the header bytes the decompression
 // writes first (kNiftiDecodeSlackFloats covers every header); with less, the voxels go to
 // volume.data as without `into`, nothing is written to `into`, and `into` stays untouched.
+// The voxels start at into[0], or with voxels_in_place at into[first_voxel] (the in-place
+// prefix of NiftiLayout).
 NiftiVolume read_nifti(const std::string& path, const NiftiReadOptions& options = {},
                        CaseBuffers* buffers = nullptr, float* into = nullptr,
                        int64_t into_floats = 0);
+
+// What read_nifti would decode, from the header alone (no voxel is read; the same checks and
+// errors as read_nifti's for the header).
+struct NiftiLayout {
+  std::array<int64_t, 4> dim{1, 1, 1, 1};
+  int ndim = 3;
+  // With voxels_in_place: the floats of header the decompression writes before the voxels, which
+  // then stay where they are; -1 when read_nifti moves or converts them (not a plain float32
+  // .nii.gz).
+  int64_t in_place_prefix_floats = -1;
+};
+
+NiftiLayout read_nifti_layout(const std::string& path, const NiftiReadOptions& options = {});
 
 // Room beyond the voxels that read_nifti's `into` needs: the decompressed header comes first.
 inline constexpr int64_t kNiftiDecodeSlackFloats = 16 * 1024;

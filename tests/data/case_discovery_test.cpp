@@ -1,7 +1,9 @@
 #include "data/case_discovery.h"
 
 #include <gtest/gtest.h>
+#include <zlib.h>
 
+#include <cstring>
 #include <filesystem>
 #include <utility>
 #include <vector>
@@ -94,8 +96,10 @@ TEST(CaseDiscoveryTest, BratsModalitiesOfEveryTypeLandInTheirPlaceOfTheStack) {
   const std::string folder = dir.file("BraTS_00001");
   std::filesystem::create_directories(folder);
   const std::vector<std::pair<const char*, NiftiDataType>> files = {
-      {"flair", NiftiDataType::kInt16}, {"t1", NiftiDataType::kFloat32},
-      {"t1ce", NiftiDataType::kUint8}, {"t2", NiftiDataType::kFloat64}};
+      {"flair", NiftiDataType::kInt16},
+      {"t1", NiftiDataType::kFloat32},
+      {"t1ce", NiftiDataType::kUint8},
+      {"t2", NiftiDataType::kFloat64}};
   for (size_t m = 0; m < files.size(); ++m) {
     NiftiVolume volume = small_volume(0.0f);
     for (size_t i = 0; i < volume.data.size(); ++i) {
@@ -120,6 +124,68 @@ TEST(CaseDiscoveryTest, BratsModalitiesOfEveryTypeLandInTheirPlaceOfTheStack) {
     }
     // int16, float32, uint8, float64: only integer stacks are finite without a check.
     EXPECT_FALSE(image.known_finite);
+  }
+}
+
+// A plain float32 .nii.gz written with `extra` bytes between its header and its voxels (where
+// NIfTI extensions go), so that its voxels start later.
+void write_with_gap(const std::string& path, const NiftiVolume& volume, int extra) {
+  const std::string plain = path + ".tmp.nii";
+  write_nifti(plain, volume, NiftiDataType::kFloat32);
+  std::string bytes = testing::read_text(plain);
+  std::filesystem::remove(plain);
+  float vox_offset = 0.0f;
+  std::memcpy(&vox_offset, bytes.data() + 108, 4);
+  ASSERT_EQ(vox_offset, 352.0f);
+  vox_offset += static_cast<float>(extra);
+  std::memcpy(bytes.data() + 108, &vox_offset, 4);
+  bytes.insert(352, std::string(static_cast<size_t>(extra), '\0'));
+  gzFile file = gzopen(path.c_str(), "wb1");
+  ASSERT_NE(file, nullptr);
+  ASSERT_EQ(gzwrite(file, bytes.data(), static_cast<unsigned>(bytes.size())),
+            static_cast<int>(bytes.size()));
+  ASSERT_EQ(gzclose(file), Z_OK);
+}
+
+// Plain float32 .nii.gz modalities stay where they are decompressed, each file's header landing
+// at the end of the previous modality's place: every modality keeps its values, whatever its
+// header's length, and the stack equals the one read the usual way.
+TEST(CaseDiscoveryTest, PlainFloatModalitiesAreDecodedInPlaceWithHeadersOfAnyLength) {
+  testing::TempDir dir;
+  const std::string folder = dir.file("BraTS_00002");
+  std::filesystem::create_directories(folder);
+  const char* modalities[] = {"flair", "t1", "t1ce", "t2"};
+  const int gaps[] = {0, 48, 0, 16};  // bytes between header and voxels
+  for (size_t m = 0; m < 4; ++m) {
+    NiftiVolume volume = small_volume(0.0f);
+    for (size_t i = 0; i < volume.data.size(); ++i) {
+      volume.data[i] = static_cast<float>(i) * 0.25f + static_cast<float>(1000 * (m + 1));
+    }
+    write_with_gap(folder + "/BraTS_00002_" + modalities[m] + ".nii.gz", volume, gaps[m]);
+  }
+  write_nifti(folder + "/BraTS_00002_seg.nii.gz", small_volume(1.0f), NiftiDataType::kUint8);
+  const DatasetIndex index = discover_dataset(dir.path(), "brats", true);
+  const NiftiVolume usual = load_case_image(index.cases[0], {});
+  ASSERT_EQ(usual.first_voxel, 0);
+  NiftiReadOptions in_place;
+  in_place.voxels_in_place = true;
+  CaseBuffers buffers;
+  buffers.floats.give(std::vector<float>(50000, -1.0f));  // a larger stack of an earlier case
+  for (CaseBuffers* pool : {static_cast<CaseBuffers*>(nullptr), &buffers}) {
+    NiftiVolume kept = load_case_image(index.cases[0], in_place, pool);
+    ASSERT_EQ(kept.dim, (std::array<int64_t, 4>{6, 5, 4, 4}));
+    EXPECT_EQ(kept.first_voxel, (352 + 48) / 4);  // room for the longest header
+    ASSERT_EQ(kept.data.size() - kept.first_voxel, usual.data.size());
+    for (size_t m = 0; m < 4; ++m) {
+      for (size_t i = 0; i < 120; ++i) {
+        ASSERT_EQ(kept.voxels()[m * 120 + i],
+                  static_cast<float>(i) * 0.25f + static_cast<float>(1000 * (m + 1)))
+            << "modality " << m << ", voxel " << i;
+      }
+    }
+    EXPECT_FALSE(kept.known_finite);  // not checked: preprocess_case checks what it computes
+    EXPECT_EQ(kept.affine, usual.affine);
+    if (pool != nullptr) pool->floats.give(std::move(kept.data));
   }
 }
 

@@ -403,6 +403,22 @@ TEST(NiftiReadTest, VoxelsInPlaceLeavesPlainFloatsAfterTheHeaderAndConvertsTheRe
     ASSERT_EQ(kept.data.size() - kept.first_voxel, moved.data.size()) << k.name;
     EXPECT_TRUE(std::equal(moved.data.begin(), moved.data.end(), kept.voxels())) << k.name;
     if (k.first_voxel > 0) EXPECT_FALSE(kept.known_finite) << k.name;
+
+    // The header alone says as much, and a decode into a room of exactly the header's floats
+    // and the voxels leaves them there.
+    const NiftiLayout layout = read_nifti_layout(path, in_place);
+    EXPECT_EQ(layout.dim, moved.dim) << k.name;
+    EXPECT_EQ(layout.in_place_prefix_floats, k.first_voxel > 0 ? k.first_voxel : -1) << k.name;
+    if (k.first_voxel == 0) continue;
+    const int64_t voxels = static_cast<int64_t>(moved.data.size());
+    std::vector<float> room(static_cast<size_t>(k.first_voxel + voxels + 1), -7.0f);
+    const NiftiVolume into =
+        read_nifti(path, in_place, nullptr, room.data(), k.first_voxel + voxels);
+    EXPECT_TRUE(into.data.empty()) << k.name;
+    EXPECT_EQ(into.first_voxel, k.first_voxel) << k.name;
+    EXPECT_TRUE(std::equal(moved.data.begin(), moved.data.end(), room.data() + k.first_voxel))
+        << k.name;
+    EXPECT_EQ(room.back(), -7.0f) << k.name << ": written past the room";
   }
 }
 
