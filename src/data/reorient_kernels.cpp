@@ -34,8 +34,8 @@ __attribute__((target("avx2"), always_inline)) inline void transpose8(__m256 r[8
 
 __attribute__((target("avx2"))) void avx2_transpose(const float* src,
                                                     const std::array<int64_t, 3>& n,
-                                                    const std::array<int64_t, 3>& step,
-                                                    float* dst) {
+                                                    const std::array<int64_t, 3>& step, float* dst,
+                                                    int64_t dst_row) {
   const bool flipped = step[0] < 0;
   const __m256i reverse = _mm256_setr_epi32(7, 6, 5, 4, 3, 2, 1, 0);
   const int64_t whole0 = n[0] - n[0] % kBlock, whole2 = n[2] - n[2] % kBlock;
@@ -53,18 +53,18 @@ __attribute__((target("avx2"))) void avx2_transpose(const float* src,
         }
         transpose8(r);
         for (int64_t m = 0; m < kBlock; ++m) {
-          _mm256_storeu_ps(dst + ((t0 + m) * n[1] + j1) * n[2] + t2, r[m]);
+          _mm256_storeu_ps(dst + ((t0 + m) * n[1] + j1) * dst_row + t2, r[m]);
         }
       }
       for (int64_t j0 = whole0; j0 < n[0]; ++j0) {  // the x edge
         for (int64_t j2 = t2; j2 < t2 + kBlock; ++j2) {
-          dst[(j0 * n[1] + j1) * n[2] + j2] = plane[j0 * step[0] + j2 * step[2]];
+          dst[(j0 * n[1] + j1) * dst_row + j2] = plane[j0 * step[0] + j2 * step[2]];
         }
       }
     }
     for (int64_t j0 = 0; j0 < n[0]; ++j0) {  // the z edge
       for (int64_t j2 = whole2; j2 < n[2]; ++j2) {
-        dst[(j0 * n[1] + j1) * n[2] + j2] = plane[j0 * step[0] + j2 * step[2]];
+        dst[(j0 * n[1] + j1) * dst_row + j2] = plane[j0 * step[0] + j2 * step[2]];
       }
     }
   }
@@ -76,13 +76,21 @@ const bool kHaveAvx2 = __builtin_cpu_supports("avx2");
 
 }  // namespace
 
+bool have_blocked_transpose() {
+#if defined(__x86_64__)
+  return kHaveAvx2;
+#else
+  return false;
+#endif
+}
+
 bool transpose_x_rows_to_z_runs([[maybe_unused]] const float* src,
                                 [[maybe_unused]] const std::array<int64_t, 3>& n,
                                 [[maybe_unused]] const std::array<int64_t, 3>& step,
-                                [[maybe_unused]] float* dst) {
+                                [[maybe_unused]] float* dst, [[maybe_unused]] int64_t dst_row) {
 #if defined(__x86_64__)
   if (kHaveAvx2 && (step[0] == 1 || step[0] == -1)) {
-    avx2_transpose(src, n, step, dst);
+    avx2_transpose(src, n, step, dst, dst_row > 0 ? dst_row : n[2]);
     return true;
   }
 #endif

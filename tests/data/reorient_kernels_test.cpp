@@ -53,5 +53,29 @@ TEST(ReorientKernelsTest, EqualsTheElementwiseTransposeForEveryFlipAndEdge) {
                                           {in[0], 1, in[0] * in[1]}, out.data()));
 }
 
+// A slab of z-planes written into its place in a larger volume: the runs along z are dst_row
+// long, and nothing outside the slab's runs is touched.
+TEST(ReorientKernelsTest, ASlabLandsInItsPlaceOfALargerVolume) {
+  const std::array<int64_t, 3> in{19, 5, 11};  // the slab: 11 planes
+  const int64_t row = 30, first = 7;           // the volume's z length; the slab starts at z = 7
+  std::vector<float> slab(static_cast<size_t>(in[0] * in[1] * in[2]));
+  for (size_t i = 0; i < slab.size(); ++i) slab[i] = static_cast<float>(i) + 0.25f;
+  std::vector<float> volume(static_cast<size_t>(in[0] * in[1] * row), -1.0f);
+  if (!transpose_x_rows_to_z_runs(slab.data(), in, {1, in[0], in[0] * in[1]}, volume.data() + first,
+                                  row)) {
+    GTEST_SKIP() << "this CPU has no AVX2: the blocked transpose is not used here";
+  }
+  EXPECT_TRUE(have_blocked_transpose());
+  for (int64_t x = 0; x < in[0]; ++x) {
+    for (int64_t y = 0; y < in[1]; ++y) {
+      for (int64_t z = 0; z < row; ++z) {
+        const float expected =
+            z >= first && z < first + in[2] ? slab[((z - first) * in[1] + y) * in[0] + x] : -1.0f;
+        ASSERT_EQ(volume[(x * in[1] + y) * row + z], expected) << x << " " << y << " " << z;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace medseg

@@ -313,6 +313,56 @@ TEST(StaticTransformsLiveMonai, FreshCasesWithRandomGeometryMatchMonai) {
   }
 }
 
+// The image is resampled and reoriented slab by slab when the orientation keeps every axis in
+// place: for every flip of the three axes (and for permuted axes, which take the whole-volume
+// path), with a plane count that is not a multiple of the slab's, on 1 and 3 threads, the
+// result equals the stages run one after another.
+TEST(StaticTransforms, SlabsOfEveryFlipAndPermutationEqualTheStagesBitForBit) {
+  NiftiVolume image = volume({37, 29, 23}, 2, 0.0f);
+  for (size_t i = 0; i < image.data.size(); ++i) {
+    image.data[i] = static_cast<float>((i * 7919) % 1000) * 0.37f - 40.0f;
+  }
+  NiftiVolume label = volume({37, 29, 23}, 1, 0.0f);
+  for (size_t i = 0; i < label.data.size(); ++i) {
+    label.data[i] = static_cast<float>((i / 97) % 4);
+  }
+  const std::array<double, 3> zooms{1.0, 1.1, 1.3};
+  int checked = 0;
+  for (int flips = 0; flips < 9; ++flips) {
+    // 0-7: each axis maybe flipped; 8: x and y swapped (voxel x runs along world y).
+    Affine affine{};
+    affine[3][3] = 1.0;
+    for (int a = 0; a < 3; ++a) {
+      const int world = flips == 8 && a < 2 ? 1 - a : a;
+      affine[world][a] = (flips < 8 && ((flips >> a) & 1) ? -1.0 : 1.0) * zooms[a];
+      affine[world][3] = 3.0 * a - 10.0;
+    }
+    image.affine = affine;
+    label.affine = affine;
+    for (const int threads : {1, 3}) {
+      SCOPED_TRACE("orientation " + std::to_string(flips) + ", " + std::to_string(threads) +
+                   " threads");
+      StaticTransformOptions options;
+      options.expected_channels = 0;
+      options.pixdim = {1.5, 1.6, 1.9};  // 23 planes of 1.3 mm -> 16 of 1.9 mm
+      options.threads = threads;
+      CaseData stages = to_channel_first(image, &label, options, "slabs");
+      const SpacingResult spaced =
+          spacing(stages, options.pixdim, threads, options.max_output_bytes);
+      ASSERT_TRUE(spaced.resampled);
+      orient_ras(stages, threads);
+      normalize_intensity_nonzero(stages);
+      const CaseData whole = preprocess_case(image, &label, options, "slabs");
+      EXPECT_EQ(whole.spatial_shape, stages.spatial_shape);
+      EXPECT_EQ(whole.affine, stages.affine);
+      EXPECT_TRUE(whole.image == stages.image);
+      EXPECT_TRUE(whole.label == stages.label);
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, 18);
+}
+
 TEST(StaticTransforms, RejectsLabelWithAnotherShape) {
   const NiftiVolume image = volume({8, 8, 6}, 4, 1.0f);
   const NiftiVolume label = volume({8, 8, 5}, 1, 0.0f);
