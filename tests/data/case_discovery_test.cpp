@@ -112,18 +112,23 @@ TEST(CaseDiscoveryTest, BratsModalitiesOfEveryTypeLandInTheirPlaceOfTheStack) {
   const DatasetIndex index = discover_dataset(dir.path(), "brats", true);
   CaseBuffers buffers;
   buffers.floats.give(std::vector<float>(10000, -1.0f));  // a larger stack of an earlier case
-  for (CaseBuffers* pool : {static_cast<CaseBuffers*>(nullptr), &buffers}) {
-    const NiftiVolume image = load_case_image(index.cases[0], {}, pool);
-    ASSERT_EQ(image.dim, (std::array<int64_t, 4>{6, 5, 4, 4}));
-    ASSERT_EQ(image.data.size(), 6u * 5 * 4 * 4);
-    for (size_t m = 0; m < 4; ++m) {
-      for (size_t i = 0; i < 120; ++i) {
-        ASSERT_EQ(image.data[m * 120 + i], static_cast<float>((i * (m + 3)) % 200))
-            << "modality " << m << ", voxel " << i;
+  NiftiReadOptions in_place;  // asked for, but not every modality is plain float32
+  in_place.voxels_in_place = true;
+  for (const NiftiReadOptions& options : {NiftiReadOptions{}, in_place}) {
+    for (CaseBuffers* pool : {static_cast<CaseBuffers*>(nullptr), &buffers}) {
+      const NiftiVolume image = load_case_image(index.cases[0], options, pool);
+      ASSERT_EQ(image.dim, (std::array<int64_t, 4>{6, 5, 4, 4}));
+      ASSERT_EQ(image.first_voxel, 0);
+      ASSERT_EQ(image.data.size(), 6u * 5 * 4 * 4);
+      for (size_t m = 0; m < 4; ++m) {
+        for (size_t i = 0; i < 120; ++i) {
+          ASSERT_EQ(image.data[m * 120 + i], static_cast<float>((i * (m + 3)) % 200))
+              << "modality " << m << ", voxel " << i;
+        }
       }
+      // int16, float32, uint8, float64: only integer stacks are finite without a check.
+      EXPECT_FALSE(image.known_finite);
     }
-    // int16, float32, uint8, float64: only integer stacks are finite without a check.
-    EXPECT_FALSE(image.known_finite);
   }
 }
 
