@@ -25,15 +25,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     const medseg::NiftiLayout layout = medseg::read_nifti_layout(path, options);
     if (layout.dim != volume.dim || layout.ndim != volume.ndim) __builtin_trap();
-    if (layout.in_place_prefix_floats < 0) return;
+    if (layout.in_place_prefix < 0) return;
     options.voxels_in_place = true;
     const int64_t voxels = volume.voxel_count();
-    std::vector<float> room(static_cast<size_t>(layout.in_place_prefix_floats + voxels + 1));
+    std::vector<float> room(static_cast<size_t>(layout.in_place_prefix + voxels + 1));
     const float kGuard = -1234.5f;
     room.back() = kGuard;
-    const medseg::NiftiVolume kept = medseg::read_nifti(path, options, nullptr, room.data(),
-                                                        layout.in_place_prefix_floats + voxels);
-    if (!kept.data.empty() || kept.first_voxel != layout.in_place_prefix_floats ||
+    const medseg::NiftiVolume kept =
+        medseg::read_nifti(path, options, nullptr, room.data(), layout.in_place_prefix + voxels);
+    if (!kept.data.empty() || kept.first_voxel != layout.in_place_prefix ||
         std::memcmp(room.data() + kept.first_voxel, volume.data.data(),
                     static_cast<size_t>(voxels) * sizeof(float)) != 0 ||
         room.back() != kGuard) {

@@ -239,20 +239,26 @@ NiftiVolume load_case_image(const CaseSource& source, const NiftiReadOptions& op
     }
   }
   const int64_t volume_size = layouts[0].dim[0] * layouts[0].dim[1] * layouts[0].dim[2];
-  // Plain float32 .nii.gz modalities stay where the decompression writes them: each file's header
+  // Plain float32 .nii.gz modalities stay where the decompression writes them, and so do
+  // unscaled int16 ones (the stack then holds int16 voxels, two per float): each file's header
   // bytes land just before its place, at the end of the previous modality's place, so the files
-  // are decoded last to first (and the stack starts `lead` floats in, for the first one's
-  // header). Other files are decoded first to last, each into its place, where it is converted
-  // (its header bytes, ahead of its voxels, may pass into later places, which are decoded after).
+  // are decoded last to first (and the stack starts `lead` voxels in, for the first one's
+  // header). Other files, or a mix, are decoded first to last, each into its place, where it is
+  // converted to floats (its header bytes, ahead of its voxels, may pass into later places, which
+  // are decoded after).
+  const bool raw_int16 = layouts[0].raw_int16;
+  const int64_t per_float = raw_int16 ? 2 : 1;  // voxels per float of an in-place stack
   int64_t lead = 0;
-  bool in_place = options.voxels_in_place;
+  bool in_place = options.voxels_in_place && volume_size % per_float == 0;
   for (const NiftiLayout& layout : layouts) {
-    in_place = in_place && layout.in_place_prefix_floats >= 0 &&
-               layout.in_place_prefix_floats <= kNiftiDecodeSlackFloats;
-    lead = std::max(lead, layout.in_place_prefix_floats);
+    in_place = in_place && layout.in_place_prefix >= 0 && layout.raw_int16 == raw_int16 &&
+               layout.in_place_prefix % per_float == 0 &&
+               layout.in_place_prefix <= kNiftiDecodeSlackFloats;
+    lead = std::max(lead, layout.in_place_prefix);
   }
   if (!in_place) lead = 0;
-  const int64_t room = lead + volume_size * modalities + kNiftiDecodeSlackFloats;
+  const int64_t unit = in_place ? per_float : 1;
+  const int64_t room = (lead + volume_size * modalities) / unit + kNiftiDecodeSlackFloats;
   std::vector<float> all = buffers != nullptr ? buffers->floats.take(static_cast<size_t>(room))
                                               : std::vector<float>(static_cast<size_t>(room));
   NiftiReadOptions read = options;
@@ -263,22 +269,32 @@ NiftiVolume load_case_image(const CaseSource& source, const NiftiReadOptions& op
   for (int64_t i = 0; i < modalities; ++i) {
     const int64_t m = in_place ? modalities - 1 - i : i;
     const std::string& file = files[static_cast<size_t>(m)];
-    float* place = all.data() + lead + m * volume_size;
+    const int64_t place = lead + m * volume_size;  // in voxels
     // In place: exactly the header and the voxels, so that nothing reaches the next place.
-    const int64_t prefix = in_place ? layouts[static_cast<size_t>(m)].in_place_prefix_floats : 0;
-    float* into = place - prefix;
+    const int64_t prefix = in_place ? layouts[static_cast<size_t>(m)].in_place_prefix : 0;
+    float* into = all.data() + (place - prefix) / unit;
     const int64_t into_floats =
-        in_place ? prefix + volume_size : room - static_cast<int64_t>(into - all.data());
+        in_place ? (prefix + volume_size) / unit : room - static_cast<int64_t>(into - all.data());
     NiftiVolume modality = read_nifti(file, read, buffers, into, into_floats);
     // The header is read again: a file changed since its layout was read is refused or handled.
+    const std::string changed = " (the file changed while it was read?)";
     if (modality.dim != layouts[0].dim) {
       throw ClientError("case " + source.case_id + ": " + file + " has shape " +
                         shape_text(modality.dim) + " but " + files[0] + " has " +
-                        shape_text(layouts[0].dim) + " (the file changed while it was read?)");
+                        shape_text(layouts[0].dim) + changed);
     }
-    // Voxels decoded elsewhere (8-byte voxels need more room than their place) are moved in.
-    const float* voxels = modality.data.empty() ? into + modality.first_voxel : modality.voxels();
-    if (voxels != place) std::memmove(place, voxels, static_cast<size_t>(volume_size) * 4);
+    if (in_place) {
+      if (!modality.data.empty() || modality.first_voxel != prefix ||
+          modality.raw_int16 != raw_int16) {
+        throw ClientError("case " + source.case_id + ": " + file +
+                          " was not decoded as its header said" + changed);
+      }
+    } else {
+      // Voxels decoded elsewhere (8-byte voxels need more room than their place) are moved in.
+      float* to = all.data() + place;
+      const float* voxels = modality.data.empty() ? into : modality.voxels();
+      if (voxels != to) std::memmove(to, voxels, static_cast<size_t>(volume_size) * 4);
+    }
     if (buffers != nullptr) buffers->floats.give(std::move(modality.data));
     modality.data.clear();
     known_finite = known_finite && modality.known_finite;
@@ -298,8 +314,9 @@ NiftiVolume load_case_image(const CaseSource& source, const NiftiReadOptions& op
     }
   }
   first.data = std::move(all);
-  first.data.resize(static_cast<size_t>(lead + volume_size * modalities));
+  first.data.resize(static_cast<size_t>((lead + volume_size * modalities) / unit));
   first.first_voxel = lead;
+  first.raw_int16 = in_place && raw_int16;
   first.ndim = 4;
   first.dim[3] = modalities;
   first.known_finite = known_finite;

@@ -25,8 +25,9 @@ CornerWeights row_weights(const RowCorners& c) {
 
 // One voxel, in the order of trilinear(): the x0 corners of rows (y0 z0), (y0 z1), (y1 z0),
 // (y1 z1), then their x1 corners.
-inline float voxel(const float* src, const RowCorners& c, const CornerWeights& w,
-                   const RowTaps& taps, int64_t x) {
+template <typename T>
+inline float voxel(const T* src, const RowCorners& c, const CornerWeights& w, const RowTaps& taps,
+                   int64_t x) {
   const int64_t a = taps.x0[x], b = taps.x1[x];
   const double wa = taps.w0[x], wb = taps.w1[x];
   double out = 0.0;
@@ -42,11 +43,12 @@ inline float voxel(const float* src, const RowCorners& c, const CornerWeights& w
 }
 
 // Voxels [begin, end) of every channel, one at a time.
-void voxels_one_by_one(const float* src, int64_t src_channel_stride, int64_t channels,
+template <typename T>
+void voxels_one_by_one(const T* src, int64_t src_channel_stride, int64_t channels,
                        const RowCorners& corners, const CornerWeights& w, const RowTaps& taps,
                        int64_t begin, int64_t end, float* dst, int64_t dst_channel_stride) {
   for (int64_t c = 0; c < channels; ++c) {
-    const float* channel = src + c * src_channel_stride;
+    const T* channel = src + c * src_channel_stride;
     float* out = dst + c * dst_channel_stride;
     for (int64_t x = begin; x < end; ++x) out[x] = voxel(channel, corners, w, taps, x);
   }
@@ -54,14 +56,26 @@ void voxels_one_by_one(const float* src, int64_t src_channel_stride, int64_t cha
 
 #if defined(__x86_64__)
 
-// The four floats of `v` at lanes `pick`, widened to doubles.
+// Eight consecutive voxels of a row, as floats or as int16 widened to int32.
+__attribute__((target("avx2"), always_inline)) inline __m256 load8(const float* p) {
+  return _mm256_loadu_ps(p);
+}
+__attribute__((target("avx2"), always_inline)) inline __m256i load8(const int16_t* p) {
+  return _mm256_cvtepi16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
+// The four values of `v` at lanes `pick`, widened to doubles (exactly, from float or int32).
 __attribute__((target("avx2"), always_inline)) inline __m256d picked(__m256 v, __m256i pick) {
   return _mm256_cvtps_pd(_mm256_castps256_ps128(_mm256_permutevar8x32_ps(v, pick)));
+}
+__attribute__((target("avx2"), always_inline)) inline __m256d picked(__m256i v, __m256i pick) {
+  return _mm256_cvtepi32_pd(_mm256_castsi256_si128(_mm256_permutevar8x32_epi32(v, pick)));
 }
 
 // The AVX2 form of voxel(): the same multiplications and additions in the same
 // order per voxel (AVX2 without FMA: nothing is fused), four voxels per instruction.
-__attribute__((target("avx2"))) void avx2_rows(const float* src, int64_t src_channel_stride,
+template <typename T>
+__attribute__((target("avx2"))) void avx2_rows(const T* src, int64_t src_channel_stride,
                                                int64_t channels, const RowCorners& corners,
                                                const RowTaps& taps, float* dst,
                                                int64_t dst_channel_stride) {
@@ -88,11 +102,11 @@ __attribute__((target("avx2"))) void avx2_rows(const float* src, int64_t src_cha
                   b10 = _mm256_mul_pd(y1z0, wb), b11 = _mm256_mul_pd(y1z1, wb);
     const int64_t base = taps.avx2.base[g];
     for (int64_t c = 0; c < channels; ++c) {
-      const float* channel = src + c * src_channel_stride + base;
-      const __m256 r00 = _mm256_loadu_ps(channel + corners.y0z0);
-      const __m256 r01 = _mm256_loadu_ps(channel + corners.y0z1);
-      const __m256 r10 = _mm256_loadu_ps(channel + corners.y1z0);
-      const __m256 r11 = _mm256_loadu_ps(channel + corners.y1z1);
+      const T* channel = src + c * src_channel_stride + base;
+      const auto r00 = load8(channel + corners.y0z0);
+      const auto r01 = load8(channel + corners.y0z1);
+      const auto r10 = load8(channel + corners.y1z0);
+      const auto r11 = load8(channel + corners.y1z1);
       __m256d out = _mm256_setzero_pd();
       out = _mm256_add_pd(out, _mm256_mul_pd(picked(r00, pick0), a00));
       out = _mm256_add_pd(out, _mm256_mul_pd(picked(r01, pick0), a01));
@@ -112,15 +126,28 @@ __attribute__((target("avx2"))) void avx2_rows(const float* src, int64_t src_cha
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
-// The eight floats of `v` at lanes `pick` (the low half of the index vector), widened to doubles.
+// Sixteen consecutive voxels of a row, as floats or as int16 widened to int32.
+__attribute__((target("avx512f"), always_inline)) inline __m512 load16(const float* p) {
+  return _mm512_loadu_ps(p);
+}
+__attribute__((target("avx512f"), always_inline)) inline __m512i load16(const int16_t* p) {
+  return _mm512_cvtepi16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+
+// The eight values of `v` at lanes `pick` (the low half of the index vector), widened to doubles.
 __attribute__((target("avx512f"), always_inline)) inline __m512d picked_wide(__m512 v,
                                                                              __m512i pick) {
   return _mm512_cvtps_pd(_mm512_castps512_ps256(_mm512_permutexvar_ps(pick, v)));
 }
+__attribute__((target("avx512f"), always_inline)) inline __m512d picked_wide(__m512i v,
+                                                                             __m512i pick) {
+  return _mm512_cvtepi32_pd(_mm512_castsi512_si256(_mm512_permutexvar_epi32(pick, v)));
+}
 
 // avx2_rows with eight voxels per instruction. The build compiles this file without contracting
 // multiplications and additions into FMAs (CMakeLists.txt), so each stays rounded on its own.
-__attribute__((target("avx512f"))) void avx512_rows(const float* src, int64_t src_channel_stride,
+template <typename T>
+__attribute__((target("avx512f"))) void avx512_rows(const T* src, int64_t src_channel_stride,
                                                     int64_t channels, const RowCorners& corners,
                                                     const RowTaps& taps, float* dst,
                                                     int64_t dst_channel_stride) {
@@ -147,11 +174,11 @@ __attribute__((target("avx512f"))) void avx512_rows(const float* src, int64_t sr
                   b10 = _mm512_mul_pd(y1z0, wb), b11 = _mm512_mul_pd(y1z1, wb);
     const int64_t base = taps.avx512.base[g];
     for (int64_t c = 0; c < channels; ++c) {
-      const float* channel = src + c * src_channel_stride + base;
-      const __m512 r00 = _mm512_loadu_ps(channel + corners.y0z0);
-      const __m512 r01 = _mm512_loadu_ps(channel + corners.y0z1);
-      const __m512 r10 = _mm512_loadu_ps(channel + corners.y1z0);
-      const __m512 r11 = _mm512_loadu_ps(channel + corners.y1z1);
+      const T* channel = src + c * src_channel_stride + base;
+      const auto r00 = load16(channel + corners.y0z0);
+      const auto r01 = load16(channel + corners.y0z1);
+      const auto r10 = load16(channel + corners.y1z0);
+      const auto r11 = load16(channel + corners.y1z1);
       __m512d out = _mm512_setzero_pd();
       out = _mm512_add_pd(out, _mm512_mul_pd(picked_wide(r00, pick0), a00));
       out = _mm512_add_pd(out, _mm512_mul_pd(picked_wide(r01, pick0), a01));
@@ -236,10 +263,13 @@ RowTaps make_row_taps(const int64_t* x0, const int64_t* x1, const double* w0, co
   return taps;
 }
 
-void prefetch_rows(const float* src, int64_t src_channel_stride, int64_t channels,
-                   const RowCorners& corners, int64_t row_length) {
+namespace {
+
+template <typename T>
+void prefetch_rows_of(const T* src, int64_t src_channel_stride, int64_t channels,
+                      const RowCorners& corners, int64_t row_length) {
   constexpr int64_t kLine = 64;  // bytes per cache line
-  const int64_t row_bytes = row_length * static_cast<int64_t>(sizeof(float));
+  const int64_t row_bytes = row_length * static_cast<int64_t>(sizeof(T));
   for (int64_t c = 0; c < channels; ++c) {
     for (const int64_t row : {corners.y0z0, corners.y0z1, corners.y1z0, corners.y1z1}) {
       const char* first = reinterpret_cast<const char*>(src + c * src_channel_stride + row);
@@ -249,9 +279,10 @@ void prefetch_rows(const float* src, int64_t src_channel_stride, int64_t channel
   }
 }
 
-void trilinear_rows(const float* src, int64_t src_channel_stride, int64_t channels,
-                    const RowCorners& corners, const RowTaps& taps, float* dst,
-                    int64_t dst_channel_stride, RowKernel kernel) {
+template <typename T>
+void rows_with(const T* src, int64_t src_channel_stride, int64_t channels,
+               const RowCorners& corners, const RowTaps& taps, float* dst,
+               int64_t dst_channel_stride, RowKernel kernel) {
 #if defined(__x86_64__)
   if (kernel == RowKernel::kAvx512) {
     avx512_rows(src, src_channel_stride, channels, corners, taps, dst, dst_channel_stride);
@@ -264,6 +295,30 @@ void trilinear_rows(const float* src, int64_t src_channel_stride, int64_t channe
 #endif
   voxels_one_by_one(src, src_channel_stride, channels, corners, row_weights(corners), taps, 0,
                     static_cast<int64_t>(taps.x0.size()), dst, dst_channel_stride);
+}
+
+}  // namespace
+
+void prefetch_rows(const float* src, int64_t src_channel_stride, int64_t channels,
+                   const RowCorners& corners, int64_t row_length) {
+  prefetch_rows_of(src, src_channel_stride, channels, corners, row_length);
+}
+
+void prefetch_rows(const int16_t* src, int64_t src_channel_stride, int64_t channels,
+                   const RowCorners& corners, int64_t row_length) {
+  prefetch_rows_of(src, src_channel_stride, channels, corners, row_length);
+}
+
+void trilinear_rows(const float* src, int64_t src_channel_stride, int64_t channels,
+                    const RowCorners& corners, const RowTaps& taps, float* dst,
+                    int64_t dst_channel_stride, RowKernel kernel) {
+  rows_with(src, src_channel_stride, channels, corners, taps, dst, dst_channel_stride, kernel);
+}
+
+void trilinear_rows(const int16_t* src, int64_t src_channel_stride, int64_t channels,
+                    const RowCorners& corners, const RowTaps& taps, float* dst,
+                    int64_t dst_channel_stride, RowKernel kernel) {
+  rows_with(src, src_channel_stride, channels, corners, taps, dst, dst_channel_stride, kernel);
 }
 
 }  // namespace medseg

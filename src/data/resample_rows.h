@@ -52,10 +52,19 @@ struct RowCorners {
 // prefetchers do not follow: without this, half of the resampling waited for memory.
 void prefetch_rows(const float* src, int64_t src_channel_stride, int64_t channels,
                    const RowCorners& corners, int64_t row_length);
+void prefetch_rows(const int16_t* src, int64_t src_channel_stride, int64_t channels,
+                   const RowCorners& corners, int64_t row_length);
 
 // dst[c * dst_channel_stride + x] for every channel c < channels and voxel x of `taps`, from
 // src + c * src_channel_stride, with `kernel` (which this CPU must run: cpu_runs).
 void trilinear_rows(const float* src, int64_t src_channel_stride, int64_t channels,
+                    const RowCorners& corners, const RowTaps& taps, float* dst,
+                    int64_t dst_channel_stride, RowKernel kernel = best_row_kernel());
+
+// The same from int16 voxels (an unscaled int16 image, read without widening it to floats
+// first): every int16 is exactly a float and a double, so the result has the same bits as
+// trilinear_rows of the same values as floats.
+void trilinear_rows(const int16_t* src, int64_t src_channel_stride, int64_t channels,
                     const RowCorners& corners, const RowTaps& taps, float* dst,
                     int64_t dst_channel_stride, RowKernel kernel = best_row_kernel());
 

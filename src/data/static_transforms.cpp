@@ -427,12 +427,13 @@ Taps taps_for(double coord, int64_t size) {
 // One output voxel of grid_sample(bilinear) on a float32 channel whose x, y, z strides are sx,
 // sy, sz (C order: sz = 1; NIfTI order: sx = 1), accumulated in float64 in torch's corner order
 // (x is torch's D, z its W); weights (wz * wy) * wx.
-inline double trilinear(const float* in, int64_t sx, int64_t sy, int64_t sz, const Taps& tx,
+template <typename T>
+inline double trilinear(const T* in, int64_t sx, int64_t sy, int64_t sz, const Taps& tx,
                         const Taps& ty, const Taps& tz) {
-  const float* p00 = in + tx.i0 * sx + ty.i0 * sy;
-  const float* p01 = in + tx.i0 * sx + ty.i1 * sy;
-  const float* p10 = in + tx.i1 * sx + ty.i0 * sy;
-  const float* p11 = in + tx.i1 * sx + ty.i1 * sy;
+  const T* p00 = in + tx.i0 * sx + ty.i0 * sy;
+  const T* p01 = in + tx.i0 * sx + ty.i1 * sy;
+  const T* p10 = in + tx.i1 * sx + ty.i0 * sy;
+  const T* p11 = in + tx.i1 * sx + ty.i1 * sy;
   const int64_t z0 = tz.i0 * sz, z1 = tz.i1 * sz;
   double out = 0.0;
   out += static_cast<double>(p00[z0]) * (tz.w0 * ty.w0 * tx.w0);
@@ -579,10 +580,12 @@ NiftiOrderRows prepare_nifti_order_rows(const SamplingPlan& plan) {
 
 // Output planes [z_begin, z_end) of the resampling from and to NIfTI order: image channel c's
 // row (y, z) goes to image_out + c * image_out_stride + ((z - z_begin) * Y + y) * X, and the
-// labels' rows to their place in the whole output volume.
+// labels' rows to their place in the whole output volume. T: float, or int16 (an unscaled int16
+// image's voxels as decoded, which give the same values).
+template <typename T>
 void resample_planes(const SamplingPlan& plan, const NiftiOrderRows& rows, int64_t image_channels,
-                     const float* image, int64_t label_channels, const uint8_t* label,
-                     int64_t z_begin, int64_t z_end, float* image_out, int64_t image_out_stride,
+                     const T* image, int64_t label_channels, const uint8_t* label, int64_t z_begin,
+                     int64_t z_end, float* image_out, int64_t image_out_stride,
                      uint8_t* label_out) {
   const auto& in = plan.in_shape;
   const auto& out = plan.out_shape;
@@ -645,7 +648,7 @@ void resample_planes(const SamplingPlan& plan, const NiftiOrderRows& rows, int64
                        image_out + image_row, image_out_stride);
       } else {
         for (int64_t c = 0; c < image_channels; ++c) {
-          const float* src = image + c * in_voxels;
+          const T* src = image + c * in_voxels;
           float* dst = image_out + c * image_out_stride + image_row;
           for (int64_t x = 0; x < out[0]; ++x) {
             dst[x] = static_cast<float>(
@@ -684,8 +687,8 @@ void resample_nifti_order(const SamplingPlan& plan, int64_t image_channels, cons
   const auto& out = plan.out_shape;
   const int64_t out_voxels = out[0] * out[1] * out[2];
   parallel_for(out[2], threads, [&](int64_t z_begin, int64_t z_end) {
-    resample_planes(plan, rows, image_channels, image, label_channels, label, z_begin, z_end,
-                    image_out + z_begin * out[0] * out[1], out_voxels, label_out);
+    resample_planes<float>(plan, rows, image_channels, image, label_channels, label, z_begin, z_end,
+                           image_out + z_begin * out[0] * out[1], out_voxels, label_out);
   });
 }
 
@@ -850,8 +853,11 @@ void check_loaded_case(const NiftiVolume& image, const NiftiVolume* label,
                       " in the 4th axis (a missing modality?)");
   }
   const int64_t voxels = shape[0] * shape[1] * shape[2];
-  const int64_t held = static_cast<int64_t>(image.data.size()) - image.first_voxel;
-  if (held != voxels * channels || voxels <= 0) {
+  // Voxels held after first_voxel; raw int16 ones two per float (the last float maybe half).
+  const int64_t held =
+      static_cast<int64_t>(image.data.size()) * (image.raw_int16 ? 2 : 1) - image.first_voxel;
+  if (held - voxels * channels < 0 || held - voxels * channels > (image.raw_int16 ? 1 : 0) ||
+      voxels <= 0) {
     throw InternalError("case '" + case_id + "': image data size " + std::to_string(held) +
                         " does not match its header");
   }
@@ -978,18 +984,26 @@ Reorientation reorientation(const Mat4& affine, const std::array<int64_t, 3>& sh
 // 8 planes are one register block of the transpose.
 constexpr int64_t kSlabPlanes = 8;
 
-// Spacing's resampling of the image and Orientation's transpose of the result into C order, one
-// slab of kSlabPlanes output planes of one channel at a time: each slab is transposed while it is
-// still in cache, instead of the whole resampled image being written to memory and read back.
-// The same values as resample_nifti_order then flip_transpose. For axis-aligned plans whose
-// orientation keeps every axis in place (flips allowed: RAS from LPS, the usual case) on CPUs
-// with the blocked transpose; returns false otherwise, having written nothing.
-bool resample_and_orient_in_slabs(const SamplingPlan& plan, const Reorientation& r,
-                                  int64_t channels, const float* image, float* out, int threads) {
+// Whether resample_and_orient_in_slabs serves a plan: axis-aligned, with an orientation that
+// keeps every axis in place (flips allowed: RAS from LPS, the usual case), on a CPU with the
+// blocked transpose.
+bool slabs_apply(const SamplingPlan& plan, const Reorientation& r) {
   if (!plan.axis_aligned || !have_blocked_transpose()) return false;
   for (int a = 0; a < 3; ++a) {
     if (r.ornt[a][0] != a) return false;
   }
+  return true;
+}
+
+// Spacing's resampling of the image and Orientation's transpose of the result into C order, one
+// slab of kSlabPlanes output planes of one channel at a time: each slab is transposed while it is
+// still in cache, instead of the whole resampled image being written to memory and read back.
+// The same values as resample_nifti_order then flip_transpose. Returns false, having written
+// nothing, where slabs_apply says no. T: float, or the int16 voxels of an unscaled int16 image.
+template <typename T>
+bool resample_and_orient_in_slabs(const SamplingPlan& plan, const Reorientation& r,
+                                  int64_t channels, const T* image, float* out, int threads) {
+  if (!slabs_apply(plan, r)) return false;
   const NiftiOrderRows rows = prepare_nifti_order_rows(plan);
   const auto& n = plan.out_shape;  // the resampled grid, NIfTI order; also the oriented one
   const int64_t in_voxels = plan.in_shape[0] * plan.in_shape[1] * plan.in_shape[2];
@@ -1079,6 +1093,17 @@ CaseData preprocess_case(const NiftiVolume& image, const NiftiVolume* label,
   // smaller image; an all-zero input channel resamples to all zeros).
   check_loaded_case(image, label, options, case_id, false);
   const SpacingGeometry g = spacing_geometry(image.affine, shape, options.pixdim, case_id);
+  // Raw int16 voxels are read as they are by the slab-wise resampling only; every other path
+  // widens them to floats first (the same values).
+  if (image.raw_int16 &&
+      !(g.resample &&
+        slabs_apply(make_plan(image.affine, g.output_affine, shape, g.output_shape, case_id),
+                    reorientation(g.output_affine, g.output_shape)))) {
+    NiftiVolume floats = widen_int16(image, buffers);
+    CaseData data = preprocess_case(floats, label, options, case_id, buffers);
+    give_buffer(buffers, std::move(floats.data));
+    return data;
+  }
   if (!g.resample) {  // the grid already matches: channel-first, then Orientation
     CaseData data = to_channel_first(image, label, options, case_id, buffers);
     if (!image.known_finite) {
@@ -1117,8 +1142,12 @@ CaseData preprocess_case(const NiftiVolume& image, const NiftiVolume* label,
   data.image = take_buffer<float>(buffers, channels * out_voxels);
   const std::array<int64_t, 3> nifti_strides{1, g.output_shape[0],
                                              g.output_shape[0] * g.output_shape[1]};
-  if (!resample_and_orient_in_slabs(plan, r, channels, image.voxels(), data.image.data(),
-                                    options.threads)) {
+  const bool in_slabs = image.raw_int16
+                            ? resample_and_orient_in_slabs(plan, r, channels, image.int16_voxels(),
+                                                           data.image.data(), options.threads)
+                            : resample_and_orient_in_slabs(plan, r, channels, image.voxels(),
+                                                           data.image.data(), options.threads);
+  if (!in_slabs) {
     std::vector<float> image_resampled = take_buffer<float>(buffers, channels * out_voxels);
     resample_nifti_order(plan, channels, image.voxels(), 0, nullptr, image_resampled.data(),
                          nullptr, options.threads);

@@ -874,6 +874,7 @@ struct FileFacts {
   bool has_slope = false;  // scl_slope is usable (finite, nonzero)
   // Float32 voxels that need no conversion (native byte order, no scaling other than 1 x + 0).
   bool plain_float = false;
+  bool plain_int16 = false;  // int16 voxels, the same way
 };
 
 FileFacts read_file_facts(const ReadOnlyFile& file, const NiftiReadOptions& options,
@@ -895,16 +896,20 @@ FileFacts read_file_facts(const ReadOnlyFile& file, const NiftiReadOptions& opti
   facts.layout = check_header(facts.header, options, path);
   const Header& header = facts.header;
   facts.has_slope = std::isfinite(header.scl_slope) && header.scl_slope != 0.0;
-  facts.plain_float = facts.layout.type->code == DT_FLOAT32 && !header.swapped &&
-                      !(facts.has_slope && !(header.scl_slope == 1.0 && header.scl_inter == 0.0));
+  const bool unscaled = !header.swapped &&
+                        !(facts.has_slope && !(header.scl_slope == 1.0 && header.scl_inter == 0.0));
+  facts.plain_float = facts.layout.type->code == DT_FLOAT32 && unscaled;
+  facts.plain_int16 = facts.layout.type->code == DT_INT16 && unscaled;
   return facts;
 }
 
-// The floats a .nii.gz's decompression writes before its voxels when they stay in place
-// (NiftiReadOptions::voxels_in_place), or -1 when they would be moved or converted.
-int64_t in_place_prefix_floats(const FileFacts& facts) {
-  if (!facts.compressed || !facts.plain_float || facts.layout.vox_offset % 4 != 0) return -1;
-  return facts.layout.vox_offset / 4;
+// How many voxels' room (floats, or int16) a .nii.gz's decompression writes before its voxels
+// when they stay in place (NiftiReadOptions::voxels_in_place), or -1 when they would be moved or
+// converted.
+int64_t in_place_prefix(const FileFacts& facts) {
+  if (!facts.compressed || !(facts.plain_float || facts.plain_int16)) return -1;
+  if (facts.layout.vox_offset % 4 != 0) return -1;
+  return facts.layout.vox_offset / facts.layout.type->bytes;
 }
 
 }  // namespace
@@ -915,8 +920,28 @@ NiftiLayout read_nifti_layout(const std::string& path, const NiftiReadOptions& o
   NiftiLayout layout;
   layout.dim = facts.layout.dim;
   layout.ndim = facts.layout.ndim;
-  layout.in_place_prefix_floats = in_place_prefix_floats(facts);
+  layout.in_place_prefix = in_place_prefix(facts);
+  layout.raw_int16 = facts.plain_int16 && layout.in_place_prefix >= 0;
   return layout;
+}
+
+NiftiVolume widen_int16(const NiftiVolume& volume, CaseBuffers* buffers) {
+  if (!volume.raw_int16) throw InternalError("widen_int16: the volume is not raw int16");
+  NiftiVolume floats;  // the header facts, and the data widened
+  floats.dim = volume.dim;
+  floats.ndim = volume.ndim;
+  floats.affine = volume.affine;
+  floats.pixdim = volume.pixdim;
+  floats.header = volume.header;
+  const int64_t count = volume.voxel_count();
+  floats.data = buffers != nullptr ? buffers->floats.take(static_cast<size_t>(count))
+                                   : std::vector<float>(static_cast<size_t>(count));
+  const int16_t* raw = volume.int16_voxels();
+  for (int64_t i = 0; i < count; ++i) floats.data[i] = static_cast<float>(raw[i]);
+  floats.first_voxel = 0;
+  floats.raw_int16 = false;
+  floats.known_finite = true;
+  return floats;
 }
 
 NiftiVolume read_nifti(const std::string& path, const NiftiReadOptions& options,
@@ -989,8 +1014,11 @@ NiftiVolume read_nifti(const std::string& path, const NiftiReadOptions& options,
   // the volume's own vector, sized for whichever is larger and trimmed at the end. Avoiding a
   // second image-sized buffer halves the page faults, which dominate once decoding is fast.
   const int64_t prefix = compressed ? layout.vox_offset : 0;
+  // Voxels kept in place need only the decompressed file's room; others, their floats' too.
+  const bool keep = options.voxels_in_place && in_place_prefix(facts) >= 0;
   const int64_t buffer_bytes =
-      std::max(prefix + layout.data_bytes, layout.voxels * int64_t{sizeof(float)});
+      keep ? prefix + layout.data_bytes
+           : std::max(prefix + layout.data_bytes, layout.voxels * int64_t{sizeof(float)});
   const int64_t buffer_floats = (buffer_bytes + 3) / 4;
   const bool decode_into = into != nullptr && into_floats >= buffer_floats;
   if (!decode_into) volume.data = allocate_floats(buffer_floats, path, buffers);
@@ -1027,9 +1055,11 @@ NiftiVolume read_nifti(const std::string& path, const NiftiReadOptions& options,
       throw truncated(result.produced - layout.vox_offset);
     }
   }
-  if (options.voxels_in_place && in_place_prefix_floats(facts) >= 0) {
-    volume.first_voxel = in_place_prefix_floats(facts);
-    if (!decode_into) volume.data.resize(static_cast<size_t>(volume.first_voxel + layout.voxels));
+  if (keep) {
+    volume.first_voxel = in_place_prefix(facts);
+    volume.raw_int16 = facts.plain_int16;
+    volume.known_finite = facts.plain_int16;  // unscaled integers; floats unchecked
+    if (!decode_into) volume.data.resize(static_cast<size_t>(buffer_floats));
     return volume;
   }
   const bool checked_finite = convert_to_float(header, layout, buffer, prefix);

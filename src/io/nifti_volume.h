@@ -75,9 +75,17 @@ struct NiftiVolume {
   // byte-swapped file). False: they may hold NaN or Inf.
   bool known_finite = false;
 
+  // Read with NiftiReadOptions::voxels_in_place from an unscaled int16 .nii.gz in native byte
+  // order: the data holds the int16 voxels as decompressed, from int16 index first_voxel
+  // (int16_voxels()), and voxels() must not be used (widen_int16 makes floats of them).
+  bool raw_int16 = false;
+
   int64_t voxel_count() const { return dim[0] * dim[1] * dim[2] * dim[3]; }
   const float* voxels() const { return data.data() + first_voxel; }
   float* voxels() { return data.data() + first_voxel; }
+  const int16_t* int16_voxels() const {
+    return reinterpret_cast<const int16_t*>(data.data()) + first_voxel;
+  }
 };
 
 struct NiftiReadOptions {
@@ -86,7 +94,9 @@ struct NiftiReadOptions {
   // A plain float32 .nii.gz (native byte order, no scaling, vox_offset a multiple of 4) keeps
   // its voxels where the decompression wrote them, after the header's bytes (first_voxel > 0):
   // no pass moves or checks them, so known_finite stays false. For callers that check the
-  // values they compute from the voxels instead (preprocess_case).
+  // values they compute from the voxels instead (preprocess_case). An unscaled int16 .nii.gz in
+  // native byte order keeps its int16 voxels the same way (NiftiVolume::raw_int16; they are
+  // finite).
   bool voxels_in_place = false;
 };
 
@@ -111,13 +121,18 @@ NiftiVolume read_nifti(const std::string& path, const NiftiReadOptions& options 
 struct NiftiLayout {
   std::array<int64_t, 4> dim{1, 1, 1, 1};
   int ndim = 3;
-  // With voxels_in_place: the floats of header the decompression writes before the voxels, which
-  // then stay where they are; -1 when read_nifti moves or converts them (not a plain float32
-  // .nii.gz).
-  int64_t in_place_prefix_floats = -1;
+  // With voxels_in_place: how many voxels' room (floats, or int16 for raw_int16) of header the
+  // decompression writes before the voxels, which then stay where they are; -1 when read_nifti
+  // moves or converts them (not a plain float32 or unscaled int16 .nii.gz).
+  int64_t in_place_prefix = -1;
+  bool raw_int16 = false;  // the voxels stay int16
 };
 
 NiftiLayout read_nifti_layout(const std::string& path, const NiftiReadOptions& options = {});
+
+// The float32 voxels of a raw_int16 volume (each int16 exactly): `volume` with its data widened
+// into a buffer of `buffers` (when given), first_voxel 0 and raw_int16 false.
+NiftiVolume widen_int16(const NiftiVolume& volume, CaseBuffers* buffers = nullptr);
 
 // Room beyond the voxels that read_nifti's `into` needs: the decompressed header comes first.
 inline constexpr int64_t kNiftiDecodeSlackFloats = 16 * 1024;

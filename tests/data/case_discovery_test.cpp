@@ -194,6 +194,38 @@ TEST(CaseDiscoveryTest, PlainFloatModalitiesAreDecodedInPlaceWithHeadersOfAnyLen
   }
 }
 
+// Unscaled int16 modalities stay int16 where they are decompressed, two voxels per float of the
+// stack, last to first like float32 ones: the values are those of the usual float stack.
+TEST(CaseDiscoveryTest, Int16ModalitiesAreKeptAsInt16InPlace) {
+  testing::TempDir dir;
+  const std::string folder = dir.file("BraTS_00003");
+  std::filesystem::create_directories(folder);
+  for (const char* modality : {"flair", "t1", "t1ce", "t2"}) {
+    NiftiVolume volume = small_volume(0.0f);
+    for (size_t i = 0; i < volume.data.size(); ++i) {
+      volume.data[i] = static_cast<float>(static_cast<int64_t>(i * 37 + modality[1]) % 3000 - 900);
+    }
+    write_nifti(folder + "/BraTS_00003_" + modality + ".nii.gz", volume, NiftiDataType::kInt16);
+  }
+  write_nifti(folder + "/BraTS_00003_seg.nii.gz", small_volume(1.0f), NiftiDataType::kUint8);
+  const DatasetIndex index = discover_dataset(dir.path(), "brats", true);
+  const NiftiVolume usual = load_case_image(index.cases[0], {});
+  ASSERT_FALSE(usual.raw_int16);
+  NiftiReadOptions in_place;
+  in_place.voxels_in_place = true;
+  CaseBuffers buffers;
+  for (CaseBuffers* pool : {static_cast<CaseBuffers*>(nullptr), &buffers}) {
+    NiftiVolume kept = load_case_image(index.cases[0], in_place, pool);
+    ASSERT_TRUE(kept.raw_int16);
+    EXPECT_EQ(kept.first_voxel, 352 / 2);
+    EXPECT_TRUE(kept.known_finite);
+    const NiftiVolume widened = widen_int16(kept);
+    EXPECT_EQ(widened.dim, usual.dim);
+    EXPECT_EQ(widened.data, usual.data);
+    if (pool != nullptr) pool->floats.give(std::move(kept.data));
+  }
+}
+
 TEST(CaseDiscoveryTest, ModalitiesOfDifferentShapesAreRefusedNamingBoth) {
   testing::TempDir dir;
   write_brats_case(dir.path(), "case");

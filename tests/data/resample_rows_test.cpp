@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstring>
 #include <random>
+#include <tuple>
 #include <vector>
 
 namespace medseg {
@@ -104,6 +105,34 @@ TEST(ResampleRowsTest, EveryPathGivesTheSameBitsForDownUpAndOddSampling) {
       EXPECT_EQ(std::memcmp(fast.data(), portable.data(), fast.size() * sizeof(float)), 0)
           << "kernel " << static_cast<int>(kernel) << ", nx " << g.nx << ", " << g.count
           << " voxels, step " << g.step;
+    }
+  }
+}
+
+// An int16 image is resampled from its int16 voxels as it would be from the same values as floats,
+// bit for bit, by every kernel.
+TEST(ResampleRowsTest, Int16VoxelsGiveTheBitsOfTheSameValuesAsFloats) {
+  for (const auto& [nx, count, origin, step] :
+       {std::tuple<int64_t, int64_t, double, double>{240, 160, 0.25, 1.5},
+        {155, 78, 0.5, 2.0},
+        {64, 150, -3.0, 0.43},
+        {20, 40, 0.2, 0.45},
+        {9, 13, 0.0, 0.66}}) {
+    RowCase s = make_row_case(nx, count, origin, step, 5);
+    std::vector<int16_t> raw(s.volume.size());
+    for (size_t i = 0; i < raw.size(); ++i) {
+      raw[i] = static_cast<int16_t>(static_cast<int64_t>(i * 7919) % 65536 - 32768);
+      s.volume[i] = static_cast<float>(raw[i]);
+    }
+    const int64_t channel = s.nx * s.ny * s.nz;
+    for (const RowKernel kernel : {RowKernel::kPortable, RowKernel::kAvx2, RowKernel::kAvx512}) {
+      if (!cpu_runs(kernel)) continue;
+      const std::vector<float> from_floats = run(s, kernel);
+      std::vector<float> from_int16(from_floats.size(), -1.0f);
+      trilinear_rows(raw.data(), channel, s.channels, s.corners, s.taps, from_int16.data(), count,
+                     kernel);
+      EXPECT_EQ(std::memcmp(from_int16.data(), from_floats.data(), from_floats.size() * 4), 0)
+          << "kernel " << static_cast<int>(kernel) << ", nx " << nx << ", step " << step;
     }
   }
 }

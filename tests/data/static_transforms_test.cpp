@@ -363,6 +363,48 @@ TEST(StaticTransforms, SlabsOfEveryFlipAndPermutationEqualTheStagesBitForBit) {
   EXPECT_EQ(checked, 18);
 }
 
+// An image kept as raw int16 (read with voxels_in_place from an unscaled int16 file) gives the
+// bits of the same image as floats on every path: resampled in slabs from its int16 voxels, and
+// widened first where the grid already matches or the orientation permutes the axes.
+TEST(StaticTransforms, RawInt16ImagesEqualTheirFloatsOnEveryPath) {
+  testing::TempDir dir;
+  NiftiVolume source = volume({33, 27, 21}, 3, 0.0f);
+  for (size_t i = 0; i < source.data.size(); ++i) {
+    source.data[i] = static_cast<float>(static_cast<int64_t>(i * 7919) % 4000 - 500);
+  }
+  NiftiReadOptions in_place;
+  in_place.voxels_in_place = true;
+  for (const bool swap_xy : {false, true}) {
+    for (const bool resampled : {true, false}) {
+      SCOPED_TRACE(std::string(swap_xy ? "axes permuted" : "axes in place") +
+                   (resampled ? ", resampled" : ", on its grid"));
+      source.affine = Affine{};
+      source.affine[3][3] = 1.0;
+      source.affine[swap_xy ? 1 : 0][0] = -1.0;  // LPS-like: x flipped
+      source.affine[swap_xy ? 0 : 1][1] = -1.2;
+      source.affine[2][2] = 1.4;
+      const std::string path = dir.file("image.nii.gz");
+      write_nifti(path, source, NiftiDataType::kInt16);
+      const NiftiVolume floats = read_nifti(path);
+      const NiftiVolume raw = read_nifti(path, in_place);
+      ASSERT_TRUE(raw.raw_int16);
+      StaticTransformOptions options;
+      options.expected_channels = 0;
+      options.pixdim =
+          resampled ? std::array<double, 3>{1.6, 1.5, 2.1} : std::array<double, 3>{1.0, 1.2, 1.4};
+      for (const int threads : {1, 3}) {
+        options.threads = threads;
+        CaseBuffers buffers;
+        const CaseData expected = preprocess_case(floats, nullptr, options, "int16");
+        const CaseData actual = preprocess_case(raw, nullptr, options, "int16", &buffers);
+        EXPECT_EQ(actual.spatial_shape, expected.spatial_shape);
+        EXPECT_EQ(actual.affine, expected.affine);
+        EXPECT_TRUE(actual.image == expected.image) << threads << " threads";
+      }
+    }
+  }
+}
+
 TEST(StaticTransforms, RejectsLabelWithAnotherShape) {
   const NiftiVolume image = volume({8, 8, 6}, 4, 1.0f);
   const NiftiVolume label = volume({8, 8, 5}, 1, 0.0f);

@@ -376,13 +376,17 @@ TEST(NiftiReadTest, VoxelsInPlaceLeavesPlainFloatsAfterTheHeaderAndConvertsTheRe
     double slope;
     int64_t extension_bytes;
     const char* name;
-    int64_t first_voxel;  // expected, in floats
+    int64_t first_voxel;  // expected, in voxels of the kept type (floats, or int16)
   } kinds[] = {
       {DT_FLOAT32, false, 0.0, 0, "plain.nii.gz", 352 / 4},
       {DT_FLOAT32, false, 1.0, 32, "extended.nii.gz", (352 + 32) / 4},  // slope 1 is no scaling
       {DT_FLOAT32, true, 0.0, 0, "swapped.nii.gz", 0},
       {DT_FLOAT32, false, 2.0, 0, "scaled.nii.gz", 0},
-      {DT_INT16, false, 0.0, 0, "int16.nii.gz", 0},
+      {DT_INT16, false, 0.0, 0, "int16.nii.gz", 352 / 2},  // kept as int16
+      {DT_INT16, false, 1.0, 16, "int16_extended.nii.gz", (352 + 16) / 2},
+      {DT_INT16, true, 0.0, 0, "int16_swapped.nii.gz", 0},
+      {DT_INT16, false, 2.0, 0, "int16_scaled.nii.gz", 0},
+      {DT_UINT8, false, 0.0, 0, "uint8.nii.gz", 0},
       {DT_FLOAT32, false, 0.0, 0, "plain.nii", 0},  // read straight to data[0]
   };
   NiftiReadOptions in_place;
@@ -398,26 +402,40 @@ TEST(NiftiReadTest, VoxelsInPlaceLeavesPlainFloatsAfterTheHeaderAndConvertsTheRe
     testing::write_bytes(path, is_gz_name(k.name) ? gzip(bytes) : bytes);
     const NiftiVolume moved = read_nifti(path);
     const NiftiVolume kept = read_nifti(path, in_place);
+    const bool raw = k.datatype == DT_INT16 && k.first_voxel > 0;
     EXPECT_EQ(moved.first_voxel, 0) << k.name;
+    EXPECT_FALSE(moved.raw_int16) << k.name;
     EXPECT_EQ(kept.first_voxel, k.first_voxel) << k.name;
-    ASSERT_EQ(kept.data.size() - kept.first_voxel, moved.data.size()) << k.name;
-    EXPECT_TRUE(std::equal(moved.data.begin(), moved.data.end(), kept.voxels())) << k.name;
-    if (k.first_voxel > 0) EXPECT_FALSE(kept.known_finite) << k.name;
+    EXPECT_EQ(kept.raw_int16, raw) << k.name;
+    const NiftiVolume values = raw ? widen_int16(kept) : NiftiVolume();
+    const float* kept_values = raw ? values.voxels() : kept.voxels();
+    if (!raw) ASSERT_EQ(kept.data.size() - kept.first_voxel, moved.data.size()) << k.name;
+    EXPECT_TRUE(std::equal(moved.data.begin(), moved.data.end(), kept_values)) << k.name;
+    if (k.first_voxel > 0) EXPECT_EQ(kept.known_finite, raw) << k.name;  // int16 is finite
 
-    // The header alone says as much, and a decode into a room of exactly the header's floats
-    // and the voxels leaves them there.
+    // The header alone says as much, and a decode into a room of exactly the header and the
+    // voxels leaves them there.
     const NiftiLayout layout = read_nifti_layout(path, in_place);
     EXPECT_EQ(layout.dim, moved.dim) << k.name;
-    EXPECT_EQ(layout.in_place_prefix_floats, k.first_voxel > 0 ? k.first_voxel : -1) << k.name;
+    EXPECT_EQ(layout.in_place_prefix, k.first_voxel > 0 ? k.first_voxel : -1) << k.name;
+    EXPECT_EQ(layout.raw_int16, raw) << k.name;
     if (k.first_voxel == 0) continue;
     const int64_t voxels = static_cast<int64_t>(moved.data.size());
-    std::vector<float> room(static_cast<size_t>(k.first_voxel + voxels + 1), -7.0f);
-    const NiftiVolume into =
-        read_nifti(path, in_place, nullptr, room.data(), k.first_voxel + voxels);
+    const int64_t per_float = raw ? 2 : 1;
+    const int64_t exact = (k.first_voxel + voxels + per_float - 1) / per_float;
+    std::vector<float> room(static_cast<size_t>(exact + 1), -7.0f);
+    NiftiVolume into = read_nifti(path, in_place, nullptr, room.data(), exact);
     EXPECT_TRUE(into.data.empty()) << k.name;
     EXPECT_EQ(into.first_voxel, k.first_voxel) << k.name;
-    EXPECT_TRUE(std::equal(moved.data.begin(), moved.data.end(), room.data() + k.first_voxel))
-        << k.name;
+    if (raw) {
+      const int16_t* decoded = reinterpret_cast<const int16_t*>(room.data()) + k.first_voxel;
+      for (int64_t i = 0; i < voxels; ++i) {
+        ASSERT_EQ(static_cast<float>(decoded[i]), moved.data[i]) << k.name << ", voxel " << i;
+      }
+    } else {
+      EXPECT_TRUE(std::equal(moved.data.begin(), moved.data.end(), room.data() + k.first_voxel))
+          << k.name;
+    }
     EXPECT_EQ(room.back(), -7.0f) << k.name << ": written past the room";
   }
 }
