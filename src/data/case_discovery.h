@@ -46,7 +46,9 @@ DatasetIndex discover_dataset(const std::string& root, const std::string& layout
 // Reads a case's image as one 4-D volume (x, y, z, modality); BraTS modality files are stacked
 // after checking their shapes and affines agree.
 // With `buffers`, the volumes are read into (and the modalities' own buffers go back to) them.
-// options.voxels_in_place applies to a single-file image; a stack of modalities starts at 0.
+// With options.voxels_in_place, a stack of plain float32 or of unscaled int16 .nii.gz modalities
+// (not a mix) keeps them where they were decompressed, as read_nifti keeps one file's voxels
+// (first_voxel, raw_int16); any other stack holds floats from data[0].
 NiftiVolume load_case_image(const CaseSource& source, const NiftiReadOptions& options,
                             CaseBuffers* buffers = nullptr);
 

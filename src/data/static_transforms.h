@@ -109,7 +109,8 @@ void check_finite_channels(const float* values, int64_t voxels, int64_t channels
                            const std::string& case_id);
 
 // The whole static chain in SPEC order (channel-first, labels, Spacing, Orientation, then
-// NormalizeIntensity when options.normalize). Throws as to_channel_first and spacing do.
+// NormalizeIntensity when options.normalize). Throws as to_channel_first and spacing do. `image`
+// may hold its voxels in place (first_voxel), as raw int16 too (raw_int16): the same result.
 CaseData preprocess_case(const NiftiVolume& image, const NiftiVolume* label,
                          const StaticTransformOptions& options, const std::string& case_id,
                          CaseBuffers* buffers = nullptr);
