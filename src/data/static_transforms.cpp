@@ -535,9 +535,6 @@ void resample(const SamplingPlan& plan, int64_t image_channels, const std::vecto
   });
 }
 
-// The same resampling from and to NIfTI order (x fastest: in[(z * Y + y) * X + x], and so the
-// output), so that the input needs no transpose first: rows run along x, which both the reads
-// and the writes follow. Every voxel is computed as resample() computes it (bit-identical).
 // An axis-aligned or general plan's per-axis taps, prepared once for every row
 // resample_planes computes.
 struct NiftiOrderRows {
@@ -636,9 +633,7 @@ void resample_planes(const SamplingPlan& plan, const NiftiOrderRows& rows, int64
       }
       const int64_t out_row = (z * out[1] + y) * out[0];
       const int64_t image_row = ((z - z_begin) * out[1] + y) * out[0];
-      if (image_channels == 0) {
-        // labels only
-      } else if (plan.axis_aligned) {
+      if (image_channels > 0 && plan.axis_aligned) {
         const int64_t ahead = z * out[1] + y + kPrefetchRows;  // in this call's planes
         if (ahead < z_end * out[1]) {
           prefetch_rows(image, in_voxels, image_channels,
@@ -646,7 +641,7 @@ void resample_planes(const SamplingPlan& plan, const NiftiOrderRows& rows, int64
         }
         trilinear_rows(image, in_voxels, image_channels, corners_of(y, z), row_taps,
                        image_out + image_row, image_out_stride);
-      } else {
+      } else {  // a general plan's rows, voxel by voxel (none when only labels are resampled)
         for (int64_t c = 0; c < image_channels; ++c) {
           const T* src = image + c * in_voxels;
           float* dst = image_out + c * image_out_stride + image_row;
@@ -680,6 +675,9 @@ void resample_planes(const SamplingPlan& plan, const NiftiOrderRows& rows, int64
   }
 }
 
+// The same resampling from and to NIfTI order (x fastest: in[(z * Y + y) * X + x], and so the
+// output), so that the input needs no transpose first: rows run along x, which both the reads
+// and the writes follow. Every voxel is computed as resample() computes it (bit-identical).
 void resample_nifti_order(const SamplingPlan& plan, int64_t image_channels, const float* image,
                           int64_t label_channels, const uint8_t* label, float* image_out,
                           uint8_t* label_out, int threads) {
@@ -1094,17 +1092,15 @@ CaseData preprocess_case(const NiftiVolume& image, const NiftiVolume* label,
   check_loaded_case(image, label, options, case_id, false);
   const SpacingGeometry g = spacing_geometry(image.affine, shape, options.pixdim, case_id);
   // Raw int16 voxels are read as they are by the slab-wise resampling only; every other path
-  // widens them to floats first (the same values).
-  if (image.raw_int16 &&
-      !(g.resample &&
-        slabs_apply(make_plan(image.affine, g.output_affine, shape, g.output_shape, case_id),
-                    reorientation(g.output_affine, g.output_shape)))) {
+  // widens them to floats first (the same values) and runs on those.
+  const auto preprocess_widened = [&] {
     NiftiVolume floats = widen_int16(image, buffers);
     CaseData data = preprocess_case(floats, label, options, case_id, buffers);
     give_buffer(buffers, std::move(floats.data));
     return data;
-  }
+  };
   if (!g.resample) {  // the grid already matches: channel-first, then Orientation
+    if (image.raw_int16) return preprocess_widened();
     CaseData data = to_channel_first(image, label, options, case_id, buffers);
     if (!image.known_finite) {
       check_finite_channels(data.image.data(), data.voxels_per_channel(), channels_of(image),
@@ -1133,6 +1129,10 @@ CaseData preprocess_case(const NiftiVolume& image, const NiftiVolume* label,
       make_plan(image.affine, g.output_affine, shape, g.output_shape, case_id);
   const int64_t out_voxels = g.output_shape[0] * g.output_shape[1] * g.output_shape[2];
   const Reorientation r = reorientation(g.output_affine, g.output_shape);
+  if (image.raw_int16 && !slabs_apply(plan, r)) {
+    give_buffer(buffers, std::move(label_bytes_in));
+    return preprocess_widened();
+  }
   CaseData data;
   data.case_id = case_id;
   data.image_channels = channels;
