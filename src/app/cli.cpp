@@ -4,6 +4,7 @@
 #include <torch/version.h>
 
 #include <CLI/CLI.hpp>
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
@@ -84,6 +85,11 @@ std::string command_from_environment(const std::string& ml_root, std::string* re
 }
 
 int run_cli(int argc, char** argv) {
+  // A write to a peer that is gone (a gradient socket after another host died, a closed HTTP
+  // client) fails with EPIPE, which the caller reports, instead of a SIGPIPE that ends the
+  // process before it can write its failure file (seen: a host resumed after SIGSTOP died of
+  // SIGPIPE writing to the host that had already exited). Workers inherit it.
+  std::signal(SIGPIPE, SIG_IGN);
   std::vector<std::string> arguments =
       normalize_arguments(std::vector<std::string>(argv, argv + argc));
   init_logging(LogOptions{});
