@@ -176,11 +176,13 @@ int bench_preprocess(const BenchCommandOptions& options) {
     give_back(data, buffers);
     return Shapes{data.original.spatial_shape, data.spatial_shape, data.image_channels};
   };
-  // Warm the page cache and the thread's buffers once, then time each case, twice over, as
-  // preprocess's threads work (case after case); then the decode floor the same way. The
-  // medians of the per-case times are robust to the odd slow case a shared machine gives.
+  // Warm the page cache and the thread's buffers on every case, then time each case, twice
+  // over, as preprocess's threads work (case after case); then the decode floor the same way.
+  // Warming on every case: a long job's threads have long since met its largest files, while
+  // here one regrowth (a fresh allocation, page-faulted) would weigh on the few cases timed.
+  // The medians of the per-case times are robust to the odd slow case a shared machine gives.
   CaseBuffers buffers;
-  preprocess(index.cases[0], buffers);
+  for (const CaseSource& source : index.cases) preprocess(source, buffers);
   Shapes shapes;  // of the last case timed
   std::vector<double> case_seconds, floor_seconds;
   for (int round = 0; round < 2; ++round) {
@@ -191,7 +193,7 @@ int bench_preprocess(const BenchCommandOptions& options) {
     }
   }
   FloorBuffers floor_buffers;
-  decode_floor_seconds(index.cases[0], floor_buffers);  // its buffers warmed up too
+  for (const CaseSource& source : index.cases) decode_floor_seconds(source, floor_buffers);
   for (int round = 0; round < 2; ++round) {
     for (const CaseSource& source : index.cases) {
       floor_seconds.push_back(decode_floor_seconds(source, floor_buffers));
@@ -204,9 +206,10 @@ int bench_preprocess(const BenchCommandOptions& options) {
   std::atomic<size_t> next{0};
   const size_t rounds = index.cases.size() * static_cast<size_t>(threads);
   std::vector<CaseBuffers> thread_buffers(static_cast<size_t>(threads));
-  run_parallel(threads, [&](int thread) {  // each thread's buffers warmed up first, as above
-    preprocess(index.cases[static_cast<size_t>(thread) % index.cases.size()],
-               thread_buffers[static_cast<size_t>(thread)]);
+  run_parallel(threads, [&](int thread) {  // each thread's buffers warmed up, as above
+    for (const CaseSource& source : index.cases) {
+      preprocess(source, thread_buffers[static_cast<size_t>(thread)]);
+    }
   });
   const double wall = run_parallel(threads, [&](int thread) {
     for (size_t i = next++; i < rounds; i = next++) {
@@ -217,9 +220,10 @@ int bench_preprocess(const BenchCommandOptions& options) {
   // The floor the same way on every thread at once: the cores share the memory bus and the
   // last-level cache, which slows both down.
   std::vector<FloorBuffers> thread_floor_buffers(static_cast<size_t>(threads));
-  run_parallel(threads, [&](int thread) {
-    decode_floor_seconds(index.cases[static_cast<size_t>(thread) % index.cases.size()],
-                         thread_floor_buffers[static_cast<size_t>(thread)]);
+  run_parallel(threads, [&](int thread) {  // warmed up on every case, as above
+    for (const CaseSource& source : index.cases) {
+      decode_floor_seconds(source, thread_floor_buffers[static_cast<size_t>(thread)]);
+    }
   });
   next = 0;
   const double floor_wall = run_parallel(threads, [&](int thread) {

@@ -5,9 +5,10 @@
 // cost nothing after the first case.
 //
 // take() hands out the spare buffer that fits best (the smallest one large enough, else the
-// largest, which grows), so that case after case each role gets back the buffer it had and no
-// buffer is re-grown or re-zeroed. The pool keeps at most kMaxSpares buffers (the smallest are
-// dropped). Not thread-safe: one pool per thread.
+// largest, which grows, with room to spare), so that case after case each role gets back the
+// buffer it had and, once a thread has met its largest files, no buffer is re-grown or
+// re-zeroed. The pool keeps at most kMaxSpares buffers (the smallest are dropped). Not
+// thread-safe: one pool per thread.
 #pragma once
 
 #include <cstddef>
@@ -46,10 +47,14 @@ class BufferPool {
       spare_.erase(spare_.begin() + static_cast<std::ptrdiff_t>(best));
     }
     if (buffer.capacity() < size) {
-      // A new allocation: hint huge pages before its first touch.
+      // A new allocation: hint huge pages before its first touch. A spare that grows gets a
+      // quarter more than asked: files differ in size from case to case (compressed ones by
+      // 10-20%), and each regrowth is a fresh allocation whose page faults cost more than
+      // the case's work (0.05-0.16 s for 33 MB here).
+      const size_t room = buffer.capacity() == 0 ? size : size + size / 4;
       std::vector<T>().swap(buffer);
-      buffer.reserve(size);
-      advise_huge_pages(buffer.data(), size * sizeof(T));
+      buffer.reserve(room);
+      advise_huge_pages(buffer.data(), room * sizeof(T));
     }
     buffer.resize(size);
     return buffer;
