@@ -46,7 +46,9 @@ CaseData load_case(const CaseSource& source, const CaseLoadOptions& options, Cas
   read.voxels_in_place = true;
   NiftiVolume image = load_case_image(source, read, buffers);
   NiftiVolume label;
-  if (!source.label_file.empty()) label = read_nifti(source.label_file, options.read, buffers);
+  NiftiReadOptions label_read = options.read;
+  label_read.bytes_in_place = true;  // a uint8 label's bytes are read as they are
+  if (!source.label_file.empty()) label = read_nifti(source.label_file, label_read, buffers);
   CaseData data;
   try {
     data = preprocess_case(image, source.label_file.empty() ? nullptr : &label, options.transforms,

@@ -61,13 +61,14 @@ inline int allowed_index(float v, const ValueMapping* mapping) {
 
 // Collects the offending values (a second pass, only taken when the fast pass found one) so the
 // message can list each with its voxel count.
-[[noreturn]] void throw_bad_values(const float* values, int64_t count, LabelScheme scheme,
+template <typename T>
+[[noreturn]] void throw_bad_values(const T* values, int64_t count, LabelScheme scheme,
                                    const std::string& case_id) {
   const ValueMapping* mapping = mapping_for(scheme);
   std::map<std::string, int64_t> bad;  // printed value -> voxels
   int64_t nan_count = 0;
   for (int64_t i = 0; i < count; ++i) {
-    const float v = values[i];
+    const float v = static_cast<float>(values[i]);
     if (std::isnan(v)) {
       ++nan_count;
       continue;
@@ -169,6 +170,17 @@ __attribute__((target("avx2"), always_inline)) inline __m256i allowed_lanes(cons
   return _mm256_and_si256(index, ok);
 }
 
+// Whether every byte is a value the scheme allows (a byte is its own index). No early exit.
+bool bytes_allowed_portable(const uint8_t* values, int64_t count, const ValueMapping* mapping) {
+  uint8_t refused[256];
+  for (int value = 0; value < 256; ++value) {
+    refused[value] = value <= kMaxLabelValue && mapping[value].allowed ? 0 : 1;
+  }
+  uint8_t any_refused = 0;
+  for (int64_t i = 0; i < count; ++i) any_refused |= refused[values[i]];
+  return any_refused == 0;
+}
+
 // label_bytes_portable, 32 values per step.
 __attribute__((target("avx2"))) bool label_bytes_avx2(const float* values, int64_t count,
                                                       const ValueMapping* mapping, uint8_t* bytes) {
@@ -194,6 +206,63 @@ __attribute__((target("avx2"))) bool label_bytes_avx2(const float* values, int64
   return tail_allowed && _mm256_testz_si256(refused, refused);
 }
 
+// bytes_allowed_portable, 32 bytes per step: a byte below 16 looks up whether it is refused in a
+// 16-entry table (pshufb); one above 15 is refused.
+__attribute__((target("avx2"))) bool bytes_allowed_avx2(const uint8_t* values, int64_t count,
+                                                        const ValueMapping* mapping) {
+  alignas(16) uint8_t table[16];
+  for (int value = 0; value < 16; ++value) {
+    table[value] = value <= kMaxLabelValue && mapping[value].allowed ? 0 : 0xFF;
+  }
+  const __m256i refused_below_16 =
+      _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(table)));
+  const __m256i fifteen = _mm256_set1_epi8(15);
+  __m256i refused = _mm256_setzero_si256();
+  const int64_t whole = count - count % 32;
+  for (int64_t i = 0; i < whole; i += 32) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(values + i));
+    const __m256i below_16 = _mm256_cmpeq_epi8(_mm256_min_epu8(v, fifteen), v);
+    const __m256i looked_up = _mm256_shuffle_epi8(refused_below_16, v);
+    refused = _mm256_or_si256(
+        refused, _mm256_or_si256(looked_up, _mm256_andnot_si256(below_16, _mm256_set1_epi8(-1))));
+  }
+  return bytes_allowed_portable(values + whole, count - whole, mapping) &&
+         _mm256_testz_si256(refused, refused);
+}
+
+// label_bytes_to_channels' loop, 32 bytes per step: each channel's byte is looked up in a
+// 16-entry table (pshufb; bytes above kMaxLabelValue map to 0, as in the loop). Returns how
+// many bytes it did (a multiple of 32).
+__attribute__((target("avx2"))) int64_t label_bytes_to_channels_avx2(const uint8_t* bytes,
+                                                                     int64_t count,
+                                                                     const ValueMapping* mapping,
+                                                                     uint8_t* tc, uint8_t* wt,
+                                                                     uint8_t* et) {
+  alignas(16) uint8_t tables[3][16] = {};
+  for (int value = 0; value <= kMaxLabelValue; ++value) {
+    tables[0][value] = mapping[value].tc;
+    tables[1][value] = mapping[value].wt;
+    tables[2][value] = mapping[value].et;
+  }
+  __m256i of[3];
+  for (int k = 0; k < 3; ++k) {
+    of[k] =
+        _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(tables[k])));
+  }
+  const __m256i tc_of = of[0], wt_of = of[1], et_of = of[2];
+  const __m256i fifteen = _mm256_set1_epi8(15);
+  const int64_t whole = count - count % 32;
+  for (int64_t i = 0; i < whole; i += 32) {
+    __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bytes + i));
+    // A byte above 15 would index the table by its low bits: make it index 15 (0 everywhere).
+    v = _mm256_min_epu8(v, fifteen);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(tc + i), _mm256_shuffle_epi8(tc_of, v));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(wt + i), _mm256_shuffle_epi8(wt_of, v));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(et + i), _mm256_shuffle_epi8(et_of, v));
+  }
+  return whole;
+}
+
 const bool kHaveAvx2 = __builtin_cpu_supports("avx2");
 
 #endif
@@ -212,13 +281,29 @@ void check_label_values(const float* values, int64_t count, LabelScheme scheme,
   if (!all_allowed) throw_bad_values(values, count, scheme, case_id);
 }
 
+void check_label_bytes(const uint8_t* values, int64_t count, LabelScheme scheme,
+                       const std::string& case_id) {
+  const ValueMapping* mapping = mapping_for(scheme);
+#if defined(__x86_64__)
+  const bool all_allowed = kHaveAvx2 ? bytes_allowed_avx2(values, count, mapping)
+                                     : bytes_allowed_portable(values, count, mapping);
+#else
+  const bool all_allowed = bytes_allowed_portable(values, count, mapping);
+#endif
+  if (!all_allowed) throw_bad_values(values, count, scheme, case_id);
+}
+
 void label_bytes_to_channels(const uint8_t* bytes, int64_t count, LabelScheme scheme,
                              uint8_t* channels) {
   const ValueMapping* mapping = mapping_for(scheme);
   uint8_t* tc = channels;
   uint8_t* wt = channels + count;
   uint8_t* et = channels + 2 * count;
-  for (int64_t i = 0; i < count; ++i) {
+  int64_t i = 0;
+#if defined(__x86_64__)
+  if (kHaveAvx2) i = label_bytes_to_channels_avx2(bytes, count, mapping, tc, wt, et);
+#endif
+  for (; i < count; ++i) {
     const ValueMapping& m = mapping[bytes[i] <= kMaxLabelValue ? bytes[i] : 0];
     tc[i] = m.tc;
     wt[i] = m.wt;

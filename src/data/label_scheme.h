@@ -43,6 +43,11 @@ void labels_to_channels(const float* values, int64_t count, LabelScheme scheme,
 void check_label_values(const float* values, int64_t count, LabelScheme scheme,
                         const std::string& case_id, uint8_t* bytes);
 
+// The same check for the bytes of a uint8 label file (NiftiVolume::raw_uint8): each allowed
+// value is already the byte check_label_values would write for it. Throws as labels_to_channels.
+void check_label_bytes(const uint8_t* values, int64_t count, LabelScheme scheme,
+                       const std::string& case_id);
+
 // Channels (laid out as labels_to_channels writes them) of `count` bytes that check_label_values
 // wrote. REQUIRES: `channels` holds 3 * count bytes.
 void label_bytes_to_channels(const uint8_t* bytes, int64_t count, LabelScheme scheme,

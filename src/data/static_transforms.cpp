@@ -575,15 +575,16 @@ NiftiOrderRows prepare_nifti_order_rows(const SamplingPlan& plan) {
   return rows;
 }
 
-// Output planes [z_begin, z_end) of the resampling from and to NIfTI order: image channel c's
-// row (y, z) goes to image_out + c * image_out_stride + ((z - z_begin) * Y + y) * X, and the
-// labels' rows to their place in the whole output volume. T: float, or int16 (an unscaled int16
-// image's voxels as decoded, which give the same values).
+// Output rows (y, z), y in [y_begin, y_end) and z in [z_begin, z_end), of the resampling from and
+// to NIfTI order: image channel c's row (y, z) goes to image_out + c * image_out_stride +
+// ((z - z_begin) * (y_end - y_begin) + y - y_begin) * X, and the labels' rows to their place in
+// the whole output volume. T: float, or int16 (an unscaled int16 image's voxels as decoded,
+// which give the same values).
 template <typename T>
 void resample_planes(const SamplingPlan& plan, const NiftiOrderRows& rows, int64_t image_channels,
-                     const T* image, int64_t label_channels, const uint8_t* label, int64_t z_begin,
-                     int64_t z_end, float* image_out, int64_t image_out_stride,
-                     uint8_t* label_out) {
+                     const T* image, int64_t label_channels, const uint8_t* label, int64_t y_begin,
+                     int64_t y_end, int64_t z_begin, int64_t z_end, float* image_out,
+                     int64_t image_out_stride, uint8_t* label_out) {
   const auto& in = plan.in_shape;
   const auto& out = plan.out_shape;
   const int64_t in_voxels = in[0] * in[1] * in[2];
@@ -610,8 +611,9 @@ void resample_planes(const SamplingPlan& plan, const NiftiOrderRows& rows, int64
   constexpr int64_t kPrefetchRows = 4;
   std::vector<Taps> row_x(out[0]), row_y(out[0]), row_z(out[0]);
   std::vector<int64_t> nearest(out[0]);
+  const int64_t rows_per_plane = y_end - y_begin, row_count = (z_end - z_begin) * rows_per_plane;
   for (int64_t z = z_begin; z < z_end; ++z) {
-    for (int64_t y = 0; y < out[1]; ++y) {
+    for (int64_t y = y_begin; y < y_end; ++y) {
       const Taps* tx;
       const Taps* ty;
       const Taps* tz;
@@ -632,12 +634,15 @@ void resample_planes(const SamplingPlan& plan, const NiftiOrderRows& rows, int64
         step_yz = 1;
       }
       const int64_t out_row = (z * out[1] + y) * out[0];
-      const int64_t image_row = ((z - z_begin) * out[1] + y) * out[0];
+      const int64_t row_index = (z - z_begin) * rows_per_plane + y - y_begin;
+      const int64_t image_row = row_index * out[0];
       if (image_channels > 0 && plan.axis_aligned) {
-        const int64_t ahead = z * out[1] + y + kPrefetchRows;  // in this call's planes
-        if (ahead < z_end * out[1]) {
-          prefetch_rows(image, in_voxels, image_channels,
-                        corners_of(ahead % out[1], ahead / out[1]), in[0]);
+        const int64_t ahead = row_index + kPrefetchRows;  // in this call's rows
+        if (ahead < row_count) {
+          prefetch_rows(
+              image, in_voxels, image_channels,
+              corners_of(y_begin + ahead % rows_per_plane, z_begin + ahead / rows_per_plane),
+              in[0]);
         }
         trilinear_rows(image, in_voxels, image_channels, corners_of(y, z), row_taps,
                        image_out + image_row, image_out_stride);
@@ -685,8 +690,9 @@ void resample_nifti_order(const SamplingPlan& plan, int64_t image_channels, cons
   const auto& out = plan.out_shape;
   const int64_t out_voxels = out[0] * out[1] * out[2];
   parallel_for(out[2], threads, [&](int64_t z_begin, int64_t z_end) {
-    resample_planes<float>(plan, rows, image_channels, image, label_channels, label, z_begin, z_end,
-                           image_out + z_begin * out[0] * out[1], out_voxels, label_out);
+    resample_planes<float>(plan, rows, image_channels, image, label_channels, label, 0, out[1],
+                           z_begin, z_end, image_out + z_begin * out[0] * out[1], out_voxels,
+                           label_out);
   });
 }
 
@@ -752,7 +758,7 @@ void flip_transpose(const std::vector<T>& in, int64_t channels,
   }
   const int64_t voxels = in_shape[0] * in_shape[1] * in_shape[2];
   out->resize(in.size());
-  if constexpr (std::is_same_v<T, float>) {
+  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, uint8_t>) {
     // A volume resampled in NIfTI order whose x stays the first axis: 8x8 register transposes.
     if (out_step[0] == 1 || out_step[0] == -1) {
       std::atomic<bool> done{true};
@@ -977,10 +983,10 @@ Reorientation reorientation(const Mat4& affine, const std::array<int64_t, 3>& sh
   return r;
 }
 
-// Output planes per slab of resample_and_orient_in_slabs: one channel's slab (160x160x8 floats
-// for BraTS, 0.8 MB) stays in a core's L2 cache between its resampling and its transpose, and
-// 8 planes are one register block of the transpose.
-constexpr int64_t kSlabPlanes = 8;
+// Output rows along y per slab of resample_and_orient_in_slabs: one channel's slab (160x8x78
+// floats for BraTS, 0.4 MB) stays in a core's L2 cache between its resampling and its
+// transpose.
+constexpr int64_t kSlabRows = 8;
 
 // Whether resample_and_orient_in_slabs serves a plan: axis-aligned, with an orientation that
 // keeps every axis in place (flips allowed: RAS from LPS, the usual case), on a CPU with the
@@ -994,8 +1000,10 @@ bool slabs_apply(const SamplingPlan& plan, const Reorientation& r) {
 }
 
 // Spacing's resampling of the image and Orientation's transpose of the result into C order, one
-// slab of kSlabPlanes output planes of one channel at a time: each slab is transposed while it is
-// still in cache, instead of the whole resampled image being written to memory and read back.
+// slab of kSlabRows output rows along y (all of z) of one channel at a time: each slab is
+// transposed while it is still in cache, instead of the whole resampled image being written to
+// memory and read back, and it makes whole runs along z of the C-order output (adjacent ones for
+// adjacent y), so that no cache line of the output is written in parts at different times.
 // The same values as resample_nifti_order then flip_transpose. Returns false, having written
 // nothing, where slabs_apply says no. T: float, or the int16 voxels of an unscaled int16 image.
 template <typename T>
@@ -1005,25 +1013,26 @@ bool resample_and_orient_in_slabs(const SamplingPlan& plan, const Reorientation&
   const NiftiOrderRows rows = prepare_nifti_order_rows(plan);
   const auto& n = plan.out_shape;  // the resampled grid, NIfTI order; also the oriented one
   const int64_t in_voxels = plan.in_shape[0] * plan.in_shape[1] * plan.in_shape[2];
-  const int64_t plane = n[0] * n[1], voxels = plane * n[2];
+  const int64_t voxels = n[0] * n[1] * n[2];
   const bool flip_x = r.ornt[0][1] < 0, flip_y = r.ornt[1][1] < 0, flip_z = r.ornt[2][1] < 0;
-  const int64_t slabs = (n[2] + kSlabPlanes - 1) / kSlabPlanes;
+  const int64_t slabs = (n[1] + kSlabRows - 1) / kSlabRows;
   parallel_for(channels * slabs, threads, [&](int64_t begin, int64_t end) {
-    std::vector<float> slab(static_cast<size_t>(kSlabPlanes * plane));
+    std::vector<float> slab(static_cast<size_t>(kSlabRows * n[2] * n[0]));
     for (int64_t i = begin; i < end; ++i) {
-      const int64_t c = i / slabs, z0 = (i % slabs) * kSlabPlanes;
-      const int64_t z1 = std::min(n[2], z0 + kSlabPlanes), planes = z1 - z0;
-      resample_planes(plan, rows, 1, image + c * in_voxels, 0, nullptr, z0, z1, slab.data(), 0,
-                      nullptr);
-      // The slab as a volume of its own, oriented like the whole one; its output z runs start
-      // at z0, or at n[2] - z1 when z is flipped.
+      const int64_t c = i / slabs, y0 = (i % slabs) * kSlabRows;
+      const int64_t y1 = std::min(n[1], y0 + kSlabRows), ys = y1 - y0;
+      // The slab's rows: (y, z) at ((z * ys) + y - y0) * n[0].
+      resample_planes(plan, rows, 1, image + c * in_voxels, 0, nullptr, y0, y1, 0, n[2],
+                      slab.data(), 0, nullptr);
+      // The slab as a volume of its own (x, y - y0, z), oriented like the whole one; its output
+      // rows start at y0, or at n[1] - y1 when y is flipped.
       const std::array<int64_t, 3> step{flip_x ? -1 : 1, flip_y ? -n[0] : n[0],
-                                        flip_z ? -plane : plane};
-      const int64_t origin = (flip_x ? n[0] - 1 : 0) + (flip_y ? (n[1] - 1) * n[0] : 0) +
-                             (flip_z ? (planes - 1) * plane : 0);
-      const int64_t first = flip_z ? n[2] - z1 : z0;
-      transpose_x_rows_to_z_runs(slab.data() + origin, {n[0], n[1], planes}, step,
-                                 out + c * voxels + first, n[2]);
+                                        flip_z ? -ys * n[0] : ys * n[0]};
+      const int64_t origin = (flip_x ? n[0] - 1 : 0) + (flip_y ? (ys - 1) * n[0] : 0) +
+                             (flip_z ? (n[2] - 1) * ys * n[0] : 0);
+      const int64_t first = flip_y ? n[1] - y1 : y0;
+      transpose_x_rows_to_z_runs(slab.data() + origin, {n[0], ys, n[2]}, step,
+                                 out + c * voxels + first * n[2], n[2], n[1] * n[2]);
     }
   });
   return true;
@@ -1046,22 +1055,30 @@ void orient_ras(CaseData& data, int threads, CaseBuffers* buffers) {
   data.spatial_shape = r.out_shape;
 }
 
+namespace {
+
+// NormalizeIntensity of channel `v` whose nonzero sum is `nonzero`.
+void normalize_channel(float* v, int64_t voxels, const NonzeroSum& nonzero) {
+  // torch.mean (float32 sum / count) and torch.std(unbiased=False) (float64 sum of squared
+  // deviations from the float32 mean), both returned as float32. The sums run in 8 float64
+  // partial sums (intensity_kernels.h): exact, hence equal to one running sum, while the total
+  // fits 53 bits (integer intensities, as MRI scanners write); else a few float64 ulps from it,
+  // far below the float32 rounding of the result.
+  if (nonzero.count == 0) return;
+  const float mean = static_cast<float>(nonzero.sum) / static_cast<float>(nonzero.count);
+  const double squares = nonzero_squared_deviations(v, voxels, static_cast<double>(mean));
+  float std_dev = static_cast<float>(std::sqrt(squares / static_cast<double>(nonzero.count)));
+  if (std_dev == 0.0f) std_dev = 1.0f;
+  normalize_nonzero(v, voxels, mean, std_dev);
+}
+
+}  // namespace
+
 void normalize_intensity_nonzero(CaseData& data) {
   const int64_t voxels = data.voxels_per_channel();
   for (int64_t c = 0; c < data.image_channels; ++c) {
     float* v = data.image.data() + c * voxels;
-    // torch.mean (float32 sum / count) and torch.std(unbiased=False) (float64 sum of squared
-    // deviations from the float32 mean), both returned as float32. The sums run in 8 float64
-    // partial sums (intensity_kernels.h): exact, hence equal to one running sum, while the total
-    // fits 53 bits (integer intensities, as MRI scanners write); else a few float64 ulps from it,
-    // far below the float32 rounding of the result.
-    const NonzeroSum nonzero = nonzero_sum(v, voxels);
-    if (nonzero.count == 0) continue;
-    const float mean = static_cast<float>(nonzero.sum) / static_cast<float>(nonzero.count);
-    const double squares = nonzero_squared_deviations(v, voxels, static_cast<double>(mean));
-    float std_dev = static_cast<float>(std::sqrt(squares / static_cast<double>(nonzero.count)));
-    if (std_dev == 0.0f) std_dev = 1.0f;
-    normalize_nonzero(v, voxels, mean, std_dev);
+    normalize_channel(v, voxels, nonzero_sum(v, voxels));
   }
 }
 
@@ -1091,16 +1108,21 @@ CaseData preprocess_case(const NiftiVolume& image, const NiftiVolume* label,
   // smaller image; an all-zero input channel resamples to all zeros).
   check_loaded_case(image, label, options, case_id, false);
   const SpacingGeometry g = spacing_geometry(image.affine, shape, options.pixdim, case_id);
-  // Raw int16 voxels are read as they are by the slab-wise resampling only; every other path
-  // widens them to floats first (the same values) and runs on those.
+  // Raw int16 voxels are read as they are by the slab-wise resampling only, and a raw uint8
+  // label's bytes by the resampling; every other path widens them to floats first (the same
+  // values) and runs on those.
+  const bool raw_label = label != nullptr && label->raw_uint8;
   const auto preprocess_widened = [&] {
-    NiftiVolume floats = widen_int16(image, buffers);
-    CaseData data = preprocess_case(floats, label, options, case_id, buffers);
+    NiftiVolume floats = image.raw_int16 ? widen_raw(image, buffers) : NiftiVolume();
+    NiftiVolume label_floats = raw_label ? widen_raw(*label, buffers) : NiftiVolume();
+    CaseData data = preprocess_case(image.raw_int16 ? floats : image,
+                                    raw_label ? &label_floats : label, options, case_id, buffers);
     give_buffer(buffers, std::move(floats.data));
+    give_buffer(buffers, std::move(label_floats.data));
     return data;
   };
   if (!g.resample) {  // the grid already matches: channel-first, then Orientation
-    if (image.raw_int16) return preprocess_widened();
+    if (image.raw_int16 || raw_label) return preprocess_widened();
     CaseData data = to_channel_first(image, label, options, case_id, buffers);
     if (!image.known_finite) {
       check_finite_channels(data.image.data(), data.voxels_per_channel(), channels_of(image),
@@ -1118,10 +1140,14 @@ CaseData preprocess_case(const NiftiVolume& image, const NiftiVolume* label,
   const int64_t label_channels = label != nullptr ? 3 : 0;
   check_resampled_size(g, shape, options.pixdim, channels, label_channels, options.max_output_bytes,
                        case_id);
-  // The label is resampled as one channel of its values' bytes and mapped to channels after.
+  // The label is resampled as one channel of its values' bytes and mapped to channels after; a
+  // uint8 label's bytes are those already.
   std::vector<uint8_t> label_bytes_in =
-      take_buffer<uint8_t>(buffers, label != nullptr ? voxels : 0);
-  if (label != nullptr) {
+      take_buffer<uint8_t>(buffers, label != nullptr && !raw_label ? voxels : 0);
+  const uint8_t* label_values = raw_label ? label->uint8_voxels() : label_bytes_in.data();
+  if (raw_label) {
+    check_label_bytes(label_values, voxels, options.label_scheme, case_id);
+  } else if (label != nullptr) {
     check_label_values(label->voxels(), voxels, options.label_scheme, case_id,
                        label_bytes_in.data());
   }
@@ -1155,15 +1181,28 @@ CaseData preprocess_case(const NiftiVolume& image, const NiftiVolume* label,
                    options.threads, nifti_strides);
     give_buffer(buffers, std::move(image_resampled));
   }
-  // The checks of what the resampling computed (the same values in either order).
-  if (!image.known_finite) check_finite_channels(data.image.data(), out_voxels, channels, case_id);
-  if (!options.allow_empty_channels) {
+  // The checks of what the resampling computed (the same values in either order), from each
+  // channel's nonzero sum, which NormalizeIntensity needs too: a float64 sum of float32 values
+  // cannot overflow, and NaN counts as nonzero, so the sum is finite exactly when every value
+  // is; a channel is zero everywhere exactly when none is nonzero. The checks themselves run
+  // only to name what they refuse.
+  std::vector<NonzeroSum> sums(static_cast<size_t>(channels));
+  bool all_finite = true, any_empty = false;
+  for (int64_t c = 0; c < channels; ++c) {
+    sums[c] = nonzero_sum(data.image.data() + c * out_voxels, out_voxels);
+    all_finite = all_finite && std::isfinite(sums[c].sum);
+    any_empty = any_empty || sums[c].count == 0;
+  }
+  if (!image.known_finite && !all_finite) {
+    check_finite_channels(data.image.data(), out_voxels, channels, case_id);
+  }
+  if (!options.allow_empty_channels && any_empty) {
     check_channels_have_content(data.image.data(), out_voxels, channels, case_id);
   }
   std::vector<uint8_t> label_bytes =
       take_buffer<uint8_t>(buffers, label != nullptr ? out_voxels : 0);
   if (label != nullptr) {
-    resample_nifti_order(plan, 0, nullptr, 1, label_bytes_in.data(), nullptr, label_bytes.data(),
+    resample_nifti_order(plan, 0, nullptr, 1, label_values, nullptr, label_bytes.data(),
                          options.threads);
   }
   give_buffer(buffers, std::move(label_bytes_in));
@@ -1180,7 +1219,11 @@ CaseData preprocess_case(const NiftiVolume& image, const NiftiVolume* label,
   give_buffer(buffers, std::move(label_oriented));
   data.spatial_shape = r.out_shape;
   data.affine = r.identity ? g.output_affine : matmul(g.output_affine, r.to_input);
-  if (options.normalize) normalize_intensity_nonzero(data);
+  if (options.normalize) {
+    for (int64_t c = 0; c < channels; ++c) {
+      normalize_channel(data.image.data() + c * out_voxels, out_voxels, sums[c]);
+    }
+  }
   return data;
 }
 

@@ -875,6 +875,7 @@ struct FileFacts {
   // Float32 voxels that need no conversion (native byte order, no scaling other than 1 x + 0).
   bool plain_float = false;
   bool plain_int16 = false;  // int16 voxels, the same way
+  bool plain_uint8 = false;  // uint8 voxels, unscaled
 };
 
 FileFacts read_file_facts(const ReadOnlyFile& file, const NiftiReadOptions& options,
@@ -900,6 +901,7 @@ FileFacts read_file_facts(const ReadOnlyFile& file, const NiftiReadOptions& opti
                         !(facts.has_slope && !(header.scl_slope == 1.0 && header.scl_inter == 0.0));
   facts.plain_float = facts.layout.type->code == DT_FLOAT32 && unscaled;
   facts.plain_int16 = facts.layout.type->code == DT_INT16 && unscaled;
+  facts.plain_uint8 = facts.layout.type->code == DT_UINT8 && unscaled;
   return facts;
 }
 
@@ -910,6 +912,13 @@ int64_t in_place_prefix(const FileFacts& facts) {
   if (!facts.compressed || !(facts.plain_float || facts.plain_int16)) return -1;
   if (facts.layout.vox_offset % 4 != 0) return -1;
   return facts.layout.vox_offset / facts.layout.type->bytes;
+}
+
+// The same for the bytes of a uint8 file (NiftiReadOptions::bytes_in_place), compressed or not:
+// a .nii is read from its voxels on.
+int64_t bytes_in_place_prefix(const FileFacts& facts) {
+  if (!facts.plain_uint8) return -1;
+  return facts.compressed ? facts.layout.vox_offset : 0;
 }
 
 }  // namespace
@@ -925,8 +934,10 @@ NiftiLayout read_nifti_layout(const std::string& path, const NiftiReadOptions& o
   return layout;
 }
 
-NiftiVolume widen_int16(const NiftiVolume& volume, CaseBuffers* buffers) {
-  if (!volume.raw_int16) throw InternalError("widen_int16: the volume is not raw int16");
+NiftiVolume widen_raw(const NiftiVolume& volume, CaseBuffers* buffers) {
+  if (!volume.raw_int16 && !volume.raw_uint8) {
+    throw InternalError("widen_raw: the volume is neither raw int16 nor raw uint8");
+  }
   NiftiVolume floats;  // the header facts, and the data widened
   floats.dim = volume.dim;
   floats.ndim = volume.ndim;
@@ -936,10 +947,16 @@ NiftiVolume widen_int16(const NiftiVolume& volume, CaseBuffers* buffers) {
   const int64_t count = volume.voxel_count();
   floats.data = buffers != nullptr ? buffers->floats.take(static_cast<size_t>(count))
                                    : std::vector<float>(static_cast<size_t>(count));
-  const int16_t* raw = volume.int16_voxels();
-  for (int64_t i = 0; i < count; ++i) floats.data[i] = static_cast<float>(raw[i]);
+  if (volume.raw_int16) {
+    const int16_t* raw = volume.int16_voxels();
+    for (int64_t i = 0; i < count; ++i) floats.data[i] = static_cast<float>(raw[i]);
+  } else {
+    const uint8_t* raw = volume.uint8_voxels();
+    for (int64_t i = 0; i < count; ++i) floats.data[i] = static_cast<float>(raw[i]);
+  }
   floats.first_voxel = 0;
   floats.raw_int16 = false;
+  floats.raw_uint8 = false;
   floats.known_finite = true;
   return floats;
 }
@@ -1015,7 +1032,11 @@ NiftiVolume read_nifti(const std::string& path, const NiftiReadOptions& options,
   // second image-sized buffer halves the page faults, which dominate once decoding is fast.
   const int64_t prefix = compressed ? layout.vox_offset : 0;
   // Voxels kept in place need only the decompressed file's room; others, their floats' too.
-  const bool keep = options.voxels_in_place && in_place_prefix(facts) >= 0;
+  const int64_t kept_prefix = options.voxels_in_place && in_place_prefix(facts) >= 0
+                                  ? in_place_prefix(facts)
+                              : options.bytes_in_place ? bytes_in_place_prefix(facts)
+                                                       : -1;
+  const bool keep = kept_prefix >= 0;
   const int64_t buffer_bytes =
       keep ? prefix + layout.data_bytes
            : std::max(prefix + layout.data_bytes, layout.voxels * int64_t{sizeof(float)});
@@ -1056,9 +1077,10 @@ NiftiVolume read_nifti(const std::string& path, const NiftiReadOptions& options,
     }
   }
   if (keep) {
-    volume.first_voxel = in_place_prefix(facts);
+    volume.first_voxel = kept_prefix;
     volume.raw_int16 = facts.plain_int16;
-    volume.known_finite = facts.plain_int16;  // unscaled integers; floats unchecked
+    volume.raw_uint8 = facts.plain_uint8;
+    volume.known_finite = !facts.plain_float;  // unscaled integers; floats unchecked
     if (!decode_into) volume.data.resize(static_cast<size_t>(buffer_floats));
     return volume;
   }

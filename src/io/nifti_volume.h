@@ -77,14 +77,21 @@ struct NiftiVolume {
 
   // Read with NiftiReadOptions::voxels_in_place from an unscaled int16 .nii.gz in native byte
   // order: the data holds the int16 voxels as decompressed, from int16 index first_voxel
-  // (int16_voxels()), and voxels() must not be used (widen_int16 makes floats of them).
+  // (int16_voxels()), and voxels() must not be used (widen_raw makes floats of them).
   bool raw_int16 = false;
+  // Read with NiftiReadOptions::bytes_in_place from an unscaled uint8 file (a label, usually):
+  // the data holds the bytes as read or decompressed, from byte index first_voxel
+  // (uint8_voxels()), and voxels() must not be used (widen_raw makes floats of them).
+  bool raw_uint8 = false;
 
   int64_t voxel_count() const { return dim[0] * dim[1] * dim[2] * dim[3]; }
   const float* voxels() const { return data.data() + first_voxel; }
   float* voxels() { return data.data() + first_voxel; }
   const int16_t* int16_voxels() const {
     return reinterpret_cast<const int16_t*>(data.data()) + first_voxel;
+  }
+  const uint8_t* uint8_voxels() const {
+    return reinterpret_cast<const uint8_t*>(data.data()) + first_voxel;
   }
 };
 
@@ -98,6 +105,10 @@ struct NiftiReadOptions {
   // native byte order keeps its int16 voxels the same way (NiftiVolume::raw_int16; they are
   // finite).
   bool voxels_in_place = false;
+  // An unscaled uint8 file (.nii or .nii.gz; labels, usually) keeps its bytes where they were
+  // read or decompressed (NiftiVolume::raw_uint8): no pass widens them to floats, for callers
+  // that read the bytes as they are (preprocess_case's labels).
+  bool bytes_in_place = false;
 };
 
 // Reads a .nii or .nii.gz file. Throws ClientError for missing, non-NIfTI, unsupported, corrupt,
@@ -130,9 +141,9 @@ struct NiftiLayout {
 
 NiftiLayout read_nifti_layout(const std::string& path, const NiftiReadOptions& options = {});
 
-// The float32 voxels of a raw_int16 volume (each int16 exactly): `volume` with its data widened
-// into a buffer of `buffers` (when given), first_voxel 0 and raw_int16 false.
-NiftiVolume widen_int16(const NiftiVolume& volume, CaseBuffers* buffers = nullptr);
+// The float32 voxels of a raw_int16 or raw_uint8 volume (each value exactly): `volume` with its
+// data widened into a buffer of `buffers` (when given), first_voxel 0 and neither raw flag set.
+NiftiVolume widen_raw(const NiftiVolume& volume, CaseBuffers* buffers = nullptr);
 
 // Room beyond the voxels that read_nifti's `into` needs: the decompressed header comes first.
 inline constexpr int64_t kNiftiDecodeSlackFloats = 16 * 1024;

@@ -219,7 +219,7 @@ TEST(CaseDiscoveryTest, Int16ModalitiesAreKeptAsInt16InPlace) {
     ASSERT_TRUE(kept.raw_int16);
     EXPECT_EQ(kept.first_voxel, 352 / 2);
     EXPECT_TRUE(kept.known_finite);
-    const NiftiVolume widened = widen_int16(kept);
+    const NiftiVolume widened = widen_raw(kept);
     EXPECT_EQ(widened.dim, usual.dim);
     EXPECT_EQ(widened.data, usual.data);
     if (pool != nullptr) pool->floats.give(std::move(kept.data));

@@ -128,5 +128,68 @@ TEST(LabelScheme, EveryValueOfALongVolumeIsCheckedWhereverItSits) {
   }
 }
 
+// A uint8 label file's bytes are checked as they are (check_label_bytes): the same values pass
+// and fail as their floats do, with the same message, wherever a refused byte sits.
+TEST(LabelScheme, BytesOfAUint8LabelAreCheckedAsTheirFloatsAre) {
+  for (const LabelScheme scheme :
+       {LabelScheme::kMsd, LabelScheme::kBrats, LabelScheme::kMonaiTutorial}) {
+    for (const int64_t n : {1, 31, 32, 33, 100, 1027}) {
+      std::vector<uint8_t> bytes(static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i) {
+        const uint8_t allowed[] = {0, 1, 2,
+                                   scheme == LabelScheme::kBrats ? uint8_t{4} : uint8_t{3}};
+        bytes[i] = allowed[(i * 7 + i / 5) % 4];
+      }
+      EXPECT_NO_THROW(check_label_bytes(bytes.data(), n, scheme, "case"));
+      for (const int64_t at : {int64_t{0}, n / 2, n - 1}) {
+        for (const int bad : {3, 4, 5, 15, 16, 17, 128, 255}) {
+          std::vector<uint8_t> with_bad = bytes;
+          with_bad[static_cast<size_t>(at)] = static_cast<uint8_t>(bad);
+          const std::vector<float> floats(with_bad.begin(), with_bad.end());
+          std::vector<uint8_t> scratch(static_cast<size_t>(n));
+          std::string from_floats, from_bytes;
+          try {
+            check_label_values(floats.data(), n, scheme, "BRATS_042", scratch.data());
+          } catch (const ClientError& e) {
+            from_floats = e.what();
+          }
+          try {
+            check_label_bytes(with_bad.data(), n, scheme, "BRATS_042");
+          } catch (const ClientError& e) {
+            from_bytes = e.what();
+          }
+          EXPECT_EQ(from_bytes, from_floats) << "byte " << bad << " at " << at << " of " << n;
+          if (!from_bytes.empty()) {
+            EXPECT_NE(from_bytes.find("label value " + std::to_string(bad) + " at 1 voxels"),
+                      std::string::npos)
+                << from_bytes;
+          }
+        }
+      }
+    }
+  }
+}
+
+// The channels of long volumes (the vectorised body and its tail) equal those of one value at
+// a time, for every scheme and every byte check_label_values writes.
+TEST(LabelScheme, ChannelsOfLongVolumesEqualThoseOfEachValue) {
+  for (const LabelScheme scheme :
+       {LabelScheme::kMsd, LabelScheme::kBrats, LabelScheme::kMonaiTutorial}) {
+    for (const int64_t n : {33, 64, 1027}) {
+      std::vector<uint8_t> bytes(static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i) bytes[i] = static_cast<uint8_t>((i * 5 + i / 7) % 5);
+      std::vector<uint8_t> channels(static_cast<size_t>(3 * n), 9);
+      label_bytes_to_channels(bytes.data(), n, scheme, channels.data());
+      for (int64_t i = 0; i < n; ++i) {
+        uint8_t one[3] = {9, 9, 9};
+        label_bytes_to_channels(bytes.data() + i, 1, scheme, one);
+        for (int k = 0; k < 3; ++k) {
+          ASSERT_EQ(channels[k * n + i], one[k]) << "value " << int{bytes[i]} << " channel " << k;
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace medseg

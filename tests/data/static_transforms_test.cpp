@@ -536,6 +536,27 @@ TEST(StaticTransforms, NonFiniteVoxelsOfAnUncheckedImageAreRefusedNamingTheVolum
   }
 }
 
+// A resampled case's checks run on its channels' nonzero sums: intensities near float32's
+// largest are finite and pass, while an Inf and a -Inf in one channel (whose sum is NaN) are
+// refused, naming that channel.
+TEST(StaticTransforms, HugeFiniteIntensitiesPassAndInfinitiesOfBothSignsAreRefused) {
+  StaticTransformOptions options;
+  options.pixdim = {1.5, 1.5, 2.0};
+  NiftiVolume image = volume({9, 8, 7}, 4, 1.0f);
+  const int64_t per_volume = 9 * 8 * 7;
+  for (int64_t i = 0; i < per_volume; ++i) image.data[i] = i % 2 == 0 ? 1e38f : -1e38f;
+  const CaseData huge = preprocess_case(image, nullptr, options, "huge");
+  for (const float v : huge.image) ASSERT_TRUE(std::isfinite(v));
+  image.data[per_volume] = INFINITY;  // volume 1's first voxel
+  image.data[2 * per_volume - 1] = -INFINITY;  // and its last
+  try {
+    preprocess_case(image, nullptr, options, "BRATS_010");
+    ADD_FAILURE() << "expected a NonFiniteImageError";
+  } catch (const NonFiniteImageError& e) {
+    EXPECT_EQ(e.volume, 1);
+  }
+}
+
 TEST(StaticTransforms, NormalizeKeepsZerosAndUsesPopulationStd) {
   CaseData data;
   data.spatial_shape = {1, 1, 4};

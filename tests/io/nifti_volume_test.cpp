@@ -407,7 +407,7 @@ TEST(NiftiReadTest, VoxelsInPlaceLeavesPlainFloatsAfterTheHeaderAndConvertsTheRe
     EXPECT_FALSE(moved.raw_int16) << k.name;
     EXPECT_EQ(kept.first_voxel, k.first_voxel) << k.name;
     EXPECT_EQ(kept.raw_int16, raw) << k.name;
-    const NiftiVolume values = raw ? widen_int16(kept) : NiftiVolume();
+    const NiftiVolume values = raw ? widen_raw(kept) : NiftiVolume();
     const float* kept_values = raw ? values.voxels() : kept.voxels();
     if (!raw) ASSERT_EQ(kept.data.size() - kept.first_voxel, moved.data.size()) << k.name;
     EXPECT_TRUE(std::equal(moved.data.begin(), moved.data.end(), kept_values)) << k.name;
@@ -437,6 +437,61 @@ TEST(NiftiReadTest, VoxelsInPlaceLeavesPlainFloatsAfterTheHeaderAndConvertsTheRe
           << k.name;
     }
     EXPECT_EQ(room.back(), -7.0f) << k.name << ": written past the room";
+  }
+}
+
+// bytes_in_place: an unscaled uint8 file, gzipped or not, keeps its bytes as read (labels are
+// checked and resampled from them); every other file is converted to floats as before. The
+// values are the same either way, and voxels_in_place alone leaves uint8 files converted.
+TEST(NiftiReadTest, BytesInPlaceLeavesUint8FilesAsReadAndConvertsTheRest) {
+  TempDir dir;
+  struct Kind {
+    int datatype;
+    double slope;
+    int64_t extension_bytes;
+    const char* name;
+    int64_t first_voxel;  // expected, in bytes; -1: converted to floats
+  } kinds[] = {
+      {DT_UINT8, 0.0, 0, "label.nii.gz", 352},
+      {DT_UINT8, 1.0, 16, "label_extended.nii.gz", 352 + 16},  // slope 1 is no scaling
+      {DT_UINT8, 0.0, 0, "label.nii", 0},                      // read from its voxels on
+      {DT_UINT8, 2.0, 0, "label_scaled.nii.gz", -1},
+      {DT_INT16, 0.0, 0, "int16.nii.gz", -1},
+      {DT_FLOAT32, 0.0, 0, "float.nii.gz", -1},
+  };
+  for (const Kind& k : kinds) {
+    TestImage image;
+    image.datatype = k.datatype;
+    image.scl_slope = k.slope;
+    image.extension_bytes = k.extension_bytes;
+    const std::string path = dir.file(k.name);
+    const std::vector<uint8_t> bytes = encode(image);
+    testing::write_bytes(path, is_gz_name(k.name) ? gzip(bytes) : bytes);
+    const NiftiVolume moved = read_nifti(path);
+    for (const bool with_voxels_in_place : {false, true}) {
+      NiftiReadOptions options;
+      options.bytes_in_place = true;
+      options.voxels_in_place = with_voxels_in_place;
+      const NiftiVolume kept = read_nifti(path, options);
+      const bool raw = k.first_voxel >= 0;
+      EXPECT_EQ(kept.raw_uint8, raw) << k.name;
+      EXPECT_FALSE(moved.raw_uint8) << k.name;
+      if (!raw) continue;
+      EXPECT_EQ(kept.first_voxel, k.first_voxel) << k.name;
+      EXPECT_TRUE(kept.known_finite) << k.name;
+      const int64_t voxels = moved.voxel_count();
+      ASSERT_GE(static_cast<int64_t>(kept.data.size()) * 4, k.first_voxel + voxels) << k.name;
+      for (int64_t i = 0; i < voxels; ++i) {
+        ASSERT_EQ(static_cast<float>(kept.uint8_voxels()[i]), moved.data[i]) << k.name << " " << i;
+      }
+      const NiftiVolume widened = widen_raw(kept);
+      EXPECT_FALSE(widened.raw_uint8);
+      EXPECT_EQ(widened.data, moved.data) << k.name;
+      EXPECT_EQ(widened.affine, moved.affine) << k.name;
+    }
+    NiftiReadOptions floats_only;
+    floats_only.voxels_in_place = true;
+    EXPECT_FALSE(read_nifti(path, floats_only).raw_uint8) << k.name;
   }
 }
 
