@@ -547,7 +547,7 @@ TEST(StaticTransforms, HugeFiniteIntensitiesPassAndInfinitiesOfBothSignsAreRefus
   for (int64_t i = 0; i < per_volume; ++i) image.data[i] = i % 2 == 0 ? 1e38f : -1e38f;
   const CaseData huge = preprocess_case(image, nullptr, options, "huge");
   for (const float v : huge.image) ASSERT_TRUE(std::isfinite(v));
-  image.data[per_volume] = INFINITY;  // volume 1's first voxel
+  image.data[per_volume] = INFINITY;           // volume 1's first voxel
   image.data[2 * per_volume - 1] = -INFINITY;  // and its last
   try {
     preprocess_case(image, nullptr, options, "BRATS_010");
@@ -555,6 +555,24 @@ TEST(StaticTransforms, HugeFiniteIntensitiesPassAndInfinitiesOfBothSignsAreRefus
   } catch (const NonFiniteImageError& e) {
     EXPECT_EQ(e.volume, 1);
   }
+}
+
+// Each channel of a resampled case is normalised as soon as it is complete, and the channel an
+// error names is the one that is empty as loaded: a constant channel, all zeros once
+// normalised, is not it.
+TEST(StaticTransforms, TheEmptyChannelNamedIsTheOneThatWasEmpty) {
+  StaticTransformOptions options;
+  options.pixdim = {1.5, 1.5, 2.0};
+  NiftiVolume image = volume({9, 8, 7}, 4, 5.0f);
+  const int64_t per_volume = 9 * 8 * 7;
+  std::fill(image.data.begin() + 2 * per_volume, image.data.begin() + 3 * per_volume, 0.0f);
+  const std::string message =
+      testing::client_error_message([&] { preprocess_case(image, nullptr, options, "BRATS_011"); });
+  EXPECT_NE(message.find("case 'BRATS_011': image channel 2 is zero everywhere"), std::string::npos)
+      << message;
+  options.allow_empty_channels = true;
+  const CaseData allowed = preprocess_case(image, nullptr, options, "BRATS_011");
+  for (const float v : allowed.image) ASSERT_EQ(v, 0.0f);  // constant channels: v - mean = 0
 }
 
 TEST(StaticTransforms, NormalizeKeepsZerosAndUsesPopulationStd) {
