@@ -150,6 +150,20 @@ bool label_bytes_portable(const float* values, int64_t count, const ValueMapping
   return all_allowed;
 }
 
+// Whether the scheme allows integer label value `value`.
+bool allowed_value(int value, const ValueMapping* mapping) {
+  return value >= 0 && value <= kMaxLabelValue && mapping[value].allowed;
+}
+
+// Whether every byte is a value the scheme allows (a byte is its own index). No early exit.
+bool bytes_allowed_portable(const uint8_t* values, int64_t count, const ValueMapping* mapping) {
+  uint8_t refused[256];
+  for (int value = 0; value < 256; ++value) refused[value] = allowed_value(value, mapping) ? 0 : 1;
+  uint8_t any_refused = 0;
+  for (int64_t i = 0; i < count; ++i) any_refused |= refused[values[i]];
+  return any_refused == 0;
+}
+
 #if defined(__x86_64__)
 
 // The allowed indices of 8 values as 8 int32 lanes (0 where refused); `refused` collects the
@@ -168,17 +182,6 @@ __attribute__((target("avx2"), always_inline)) inline __m256i allowed_lanes(cons
   const __m256i ok = _mm256_and_si256(exact, _mm256_cmpeq_epi32(bit, _mm256_set1_epi32(1)));
   *refused = _mm256_or_si256(*refused, _mm256_andnot_si256(ok, _mm256_set1_epi32(-1)));
   return _mm256_and_si256(index, ok);
-}
-
-// Whether every byte is a value the scheme allows (a byte is its own index). No early exit.
-bool bytes_allowed_portable(const uint8_t* values, int64_t count, const ValueMapping* mapping) {
-  uint8_t refused[256];
-  for (int value = 0; value < 256; ++value) {
-    refused[value] = value <= kMaxLabelValue && mapping[value].allowed ? 0 : 1;
-  }
-  uint8_t any_refused = 0;
-  for (int64_t i = 0; i < count; ++i) any_refused |= refused[values[i]];
-  return any_refused == 0;
 }
 
 // label_bytes_portable, 32 values per step.
@@ -206,16 +209,19 @@ __attribute__((target("avx2"))) bool label_bytes_avx2(const float* values, int64
   return tail_allowed && _mm256_testz_si256(refused, refused);
 }
 
+// A 16-entry byte table in both halves of a register, for pshufb.
+__attribute__((target("avx2"), always_inline)) inline __m256i broadcast_table(
+    const uint8_t* table) {
+  return _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(table)));
+}
+
 // bytes_allowed_portable, 32 bytes per step: a byte below 16 looks up whether it is refused in a
 // 16-entry table (pshufb); one above 15 is refused.
 __attribute__((target("avx2"))) bool bytes_allowed_avx2(const uint8_t* values, int64_t count,
                                                         const ValueMapping* mapping) {
   alignas(16) uint8_t table[16];
-  for (int value = 0; value < 16; ++value) {
-    table[value] = value <= kMaxLabelValue && mapping[value].allowed ? 0 : 0xFF;
-  }
-  const __m256i refused_below_16 =
-      _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(table)));
+  for (int value = 0; value < 16; ++value) table[value] = allowed_value(value, mapping) ? 0 : 0xFF;
+  const __m256i refused_below_16 = broadcast_table(table);
   const __m256i fifteen = _mm256_set1_epi8(15);
   __m256i refused = _mm256_setzero_si256();
   const int64_t whole = count - count % 32;
@@ -244,12 +250,8 @@ __attribute__((target("avx2"))) int64_t label_bytes_to_channels_avx2(const uint8
     tables[1][value] = mapping[value].wt;
     tables[2][value] = mapping[value].et;
   }
-  __m256i of[3];
-  for (int k = 0; k < 3; ++k) {
-    of[k] =
-        _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(tables[k])));
-  }
-  const __m256i tc_of = of[0], wt_of = of[1], et_of = of[2];
+  const __m256i tc_of = broadcast_table(tables[0]), wt_of = broadcast_table(tables[1]),
+                et_of = broadcast_table(tables[2]);
   const __m256i fifteen = _mm256_set1_epi8(15);
   const int64_t whole = count - count % 32;
   for (int64_t i = 0; i < whole; i += 32) {

@@ -1032,10 +1032,8 @@ NiftiVolume read_nifti(const std::string& path, const NiftiReadOptions& options,
   // second image-sized buffer halves the page faults, which dominate once decoding is fast.
   const int64_t prefix = compressed ? layout.vox_offset : 0;
   // Voxels kept in place need only the decompressed file's room; others, their floats' too.
-  const int64_t kept_prefix = options.voxels_in_place && in_place_prefix(facts) >= 0
-                                  ? in_place_prefix(facts)
-                              : options.bytes_in_place ? bytes_in_place_prefix(facts)
-                                                       : -1;
+  int64_t kept_prefix = options.voxels_in_place ? in_place_prefix(facts) : -1;
+  if (kept_prefix < 0 && options.bytes_in_place) kept_prefix = bytes_in_place_prefix(facts);
   const bool keep = kept_prefix >= 0;
   const int64_t buffer_bytes =
       keep ? prefix + layout.data_bytes

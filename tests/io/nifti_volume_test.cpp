@@ -219,12 +219,17 @@ bool is_gz_name(const std::string& name) {
   return name.size() > 3 && name.compare(name.size() - 3, 3, ".gz") == 0;
 }
 
-// Writes `image` as `name` in `dir` (gzip-compressed if the name ends in .gz) and reads it back.
-NiftiVolume write_and_read(const TempDir& dir, const TestImage& image, const std::string& name) {
+// Writes `image` as `name` in `dir` (gzip-compressed if the name ends in .gz); returns its path.
+std::string write_image(const TempDir& dir, const TestImage& image, const std::string& name) {
   const std::string path = dir.file(name);
   const std::vector<uint8_t> bytes = encode(image);
   testing::write_bytes(path, is_gz_name(name) ? gzip(bytes) : bytes);
-  return read_nifti(path);
+  return path;
+}
+
+// The same, read back.
+NiftiVolume write_and_read(const TempDir& dir, const TestImage& image, const std::string& name) {
+  return read_nifti(write_image(dir, image, name));
 }
 
 // The ClientError message read_nifti raises for `path`, or "" if it raised none.
@@ -397,9 +402,7 @@ TEST(NiftiReadTest, VoxelsInPlaceLeavesPlainFloatsAfterTheHeaderAndConvertsTheRe
     image.big_endian = k.big_endian;
     image.scl_slope = k.slope;
     image.extension_bytes = k.extension_bytes;
-    const std::string path = dir.file(k.name);
-    const std::vector<uint8_t> bytes = encode(image);
-    testing::write_bytes(path, is_gz_name(k.name) ? gzip(bytes) : bytes);
+    const std::string path = write_image(dir, image, k.name);
     const NiftiVolume moved = read_nifti(path);
     const NiftiVolume kept = read_nifti(path, in_place);
     const bool raw = k.datatype == DT_INT16 && k.first_voxel > 0;
@@ -464,9 +467,7 @@ TEST(NiftiReadTest, BytesInPlaceLeavesUint8FilesAsReadAndConvertsTheRest) {
     image.datatype = k.datatype;
     image.scl_slope = k.slope;
     image.extension_bytes = k.extension_bytes;
-    const std::string path = dir.file(k.name);
-    const std::vector<uint8_t> bytes = encode(image);
-    testing::write_bytes(path, is_gz_name(k.name) ? gzip(bytes) : bytes);
+    const std::string path = write_image(dir, image, k.name);
     const NiftiVolume moved = read_nifti(path);
     for (const bool with_voxels_in_place : {false, true}) {
       NiftiReadOptions options;
